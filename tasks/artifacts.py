@@ -1,0 +1,336 @@
+"""The artifact store: one root URI, content-addressed stage outputs, manifests written last.
+
+Layout: `<root>/<env_id>/<stage>/<key>/<files>` and `<root>/<env_id>/<stage>/<key>/manifest.json`.
+`<key>` hashes (stage, stage code version, params, parents' digests): the same inputs give the same
+key, so a stage whose manifest exists is skipped. An artifact without a manifest is incomplete and is
+never read. Storage goes through fsspec (s3fs for `s3://`, the local filesystem for `file://`);
+credentials and endpoints come from the environment (AWS_* variables, set by the Airflow connection
+binding in plugins/), never from params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+MANIFEST = "manifest.json"
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TRACKED_DISTRIBUTIONS = ("mani-skill", "sapien", "h5py", "numpy", "lerobot", "rpent-openpi", "jax", "flax", "torch")
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, incomplete, corrupt or addressed by a bad URI."""
+
+
+def check_segment(value: str, what: str) -> str:
+    """Refuses anything that would escape its place in the layout (`..`, `/`, spaces, empty)."""
+    if not isinstance(value, str) or not _SEGMENT.match(value) or ".." in value:
+        raise ArtifactError(
+            f"bad {what} {value!r}: only letters, digits, '.', '_' and '-' are allowed "
+            "(no '/', '..', spaces or leading dots), at most 128 characters"
+        )
+    return value
+
+
+def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stage_key(stage: str, code_version: str, params: dict[str, Any], parent_digests: Sequence[str]) -> str:
+    payload = json.dumps(
+        {"stage": stage, "code_version": code_version, "params": params, "parents": list(parent_digests)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in _TRACKED_DISTRIBUTIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    uri: str
+    env_id: str
+    stage: str
+    key: str
+    params: dict[str, Any]
+    parents: tuple[str, ...]
+    parent_digests: tuple[str, ...]
+    files: tuple[FileEntry, ...]
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    versions: dict[str, str]
+    created_at: float
+
+    @property
+    def digest(self) -> str:
+        """Digest of the content (file names, sizes, hashes): equal outputs give equal digests."""
+        h = hashlib.sha256()
+        for f in sorted(self.files, key=lambda f: f.path):
+            h.update(f"{f.path}\0{f.size}\0{f.sha256}\n".encode())
+        return h.hexdigest()
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["digest"] = self.digest
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        data = json.loads(text)
+        data.pop("digest", None)
+        data["files"] = tuple(FileEntry(**f) for f in data["files"])
+        data["parents"] = tuple(data["parents"])
+        data["parent_digests"] = tuple(data["parent_digests"])
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """What a stage returns: small enough for XCom (URIs and metrics, never data)."""
+
+    uri: str
+    digest: str
+    cache_hit: bool
+    metrics: dict[str, Any]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ArtifactStore:
+    """Reads and publishes artifacts under one root URI (`file:///abs/dir` or `s3://bucket/prefix`)."""
+
+    def __init__(self, root: str):
+        self.root = self.validate_root(root)
+        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
+        self.protocol = "file" if self.root.startswith("file://") else "s3"
+
+    @staticmethod
+    def validate_root(root: str) -> str:
+        if not isinstance(root, str):
+            raise ArtifactError(f"bad artifact root {root!r}: expected a string URI")
+        root = root.rstrip("/")
+        if root.startswith("file://"):
+            path = root[len("file://") :]
+            if not path.startswith("/"):
+                raise ArtifactError(f"bad artifact root {root!r}: file:// roots need an absolute path, e.g. file:///data/artifacts")
+            return root
+        if root.startswith("s3://"):
+            bucket, _, prefix = root[len("s3://") :].partition("/")
+            if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+                raise ArtifactError(f"bad artifact root {root!r}: {bucket!r} is not a valid S3 bucket name")
+            for part in filter(None, prefix.split("/")):
+                check_segment(part, "artifact root prefix segment")
+            return root
+        raise ArtifactError(
+            f"bad artifact root {root!r}: use file:///absolute/dir (embedded default) or s3://bucket/prefix"
+        )
+
+    # ---- addressing -------------------------------------------------------------------------------------------------
+    def uri(self, env_id: str, stage: str, key: str) -> str:
+        return "/".join((self.root, check_segment(env_id, "env id"), check_segment(stage, "stage"), check_segment(key, "key")))
+
+    def _path(self, uri: str) -> str:
+        if not uri.startswith(self.root + "/") and uri != self.root:
+            raise ArtifactError(f"{uri!r} is not under the artifact root {self.root!r}")
+        rel = uri[len(self.root) :].lstrip("/")
+        for part in filter(None, rel.split("/")):
+            check_segment(part, "artifact path segment")
+        return f"{self._root_path.rstrip('/')}/{rel}" if rel else self._root_path
+
+    def local_path(self, uri: str) -> Path | None:
+        """The artifact's directory on this machine when the root is local (no copy needed), else None."""
+        return Path(self._path(uri)) if self.protocol == "file" else None
+
+    # ---- reading ----------------------------------------------------------------------------------------------------
+    def read_manifest(self, uri: str) -> Manifest | None:
+        path = f"{self._path(uri)}/{MANIFEST}"
+        try:
+            with self.fs.open(path, "rb") as f:
+                return Manifest.from_json(f.read().decode())
+        except FileNotFoundError:
+            return None
+
+    def require(self, uri: str) -> Manifest:
+        manifest = self.read_manifest(uri)
+        if manifest is None:
+            raise ArtifactError(
+                f"artifact {uri} is missing or incomplete (no {MANIFEST}); rerun the stage that produces it"
+            )
+        return manifest
+
+    def read_json(self, uri: str) -> Any | None:
+        try:
+            with self.fs.open(self._path(uri), "rb") as f:
+                return json.loads(f.read().decode())
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, uri: str, data: Any) -> None:
+        self._write_bytes(self._path(uri), json.dumps(data, indent=2, sort_keys=True).encode())
+
+    def fetch(self, uri: str, cache_dir: Path) -> tuple[Manifest, Path]:
+        """Makes a complete artifact readable on local disk; verifies sizes (and hashes when copied)."""
+        manifest = self.require(uri)
+        local = self.local_path(uri)
+        if local is not None:
+            for f in manifest.files:
+                p = local / f.path
+                if not p.is_file() or p.stat().st_size != f.size:
+                    raise ArtifactError(f"artifact {uri}: file {f.path} is missing or has the wrong size; delete {uri} and rerun")
+            return manifest, local
+        dest = Path(cache_dir) / manifest.key
+        done = dest / MANIFEST
+        if done.is_file() and Manifest.from_json(done.read_text()).digest == manifest.digest:
+            return manifest, dest
+        if dest.exists():
+            shutil.rmtree(dest)
+        for f in manifest.files:
+            target = dest / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(f"{self._path(uri)}/{f.path}", str(target))
+            if sha256_file(target) != f.sha256:
+                raise ArtifactError(f"artifact {uri}: {f.path} does not match its manifest hash; delete {uri} and rerun")
+        done.write_text(manifest.to_json())
+        return manifest, dest
+
+    # ---- writing ----------------------------------------------------------------------------------------------------
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        if self.protocol == "file":
+            # write-then-rename: a reader never sees a partial file
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            # a single S3 PUT is atomic: the object appears whole or not at all
+            with self.fs.open(path, "wb") as f:
+                f.write(data)
+
+    def publish(self, local_dir: Path, manifest: Manifest) -> Manifest:
+        """Uploads every file, then the manifest. If another run published the same key first, keep theirs."""
+        target = self._path(manifest.uri)
+        existing = self.read_manifest(manifest.uri)
+        if existing is not None:
+            return existing
+        for f in manifest.files:
+            src = Path(local_dir) / f.path
+            dst = f"{target}/{f.path}"
+            if self.protocol == "file":
+                Path(dst).parent.mkdir(parents=True, exist_ok=True)
+                tmp = f"{dst}.tmp-{os.getpid()}"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            else:
+                self.fs.put_file(str(src), dst)
+        existing = self.read_manifest(manifest.uri)
+        if existing is not None:
+            return existing
+        self._write_bytes(f"{target}/{MANIFEST}", manifest.to_json().encode())
+        return manifest
+
+
+def list_files(directory: Path) -> tuple[FileEntry, ...]:
+    entries = []
+    for p in sorted(Path(directory).rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(directory).as_posix()
+            entries.append(FileEntry(rel, p.stat().st_size, sha256_file(p)))
+    return tuple(entries)
+
+
+def work_dir() -> Path:
+    base = Path(os.environ.get("PIPELINE_WORK_DIR", tempfile.gettempdir()))
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="stage-", dir=base))
+
+
+def run_stage(
+    store: ArtifactStore,
+    *,
+    env_id: str,
+    stage: str,
+    code_version: str,
+    params: dict[str, Any],
+    parents: Sequence[Manifest],
+    build: Callable[[Path], dict[str, Any]],
+    log: Callable[[str], None] = print,
+) -> StageResult:
+    """Runs `build(out_dir)` unless the artifact for these inputs already exists, then publishes it.
+
+    `build` writes the artifact's files into `out_dir` and returns its metrics. The scratch directory
+    is removed whatever happens, so a failed build leaves nothing behind in the store.
+    """
+    start = time.monotonic()
+    parent_digests = [p.digest for p in parents]
+    key = stage_key(stage, code_version, params, parent_digests)
+    uri = store.uri(env_id, stage, key)
+    existing = store.read_manifest(uri)
+    if existing is not None:
+        log(f"[{stage}] cache hit: {uri}")
+        return StageResult(uri, existing.digest, True, existing.metrics, time.monotonic() - start)
+    log(f"[{stage}] building {uri}")
+    scratch = work_dir()
+    try:
+        out = scratch / "out"
+        out.mkdir()
+        t0 = time.monotonic()
+        metrics = build(out)
+        t_build = time.monotonic() - t0
+        manifest = Manifest(
+            uri=uri,
+            env_id=env_id,
+            stage=stage,
+            key=key,
+            params=params,
+            parents=tuple(p.uri for p in parents),
+            parent_digests=tuple(parent_digests),
+            files=list_files(out),
+            metrics=metrics,
+            timings={"build_s": round(t_build, 3)},
+            versions=tool_versions(),
+            created_at=time.time(),
+        )
+        t0 = time.monotonic()
+        published = store.publish(out, manifest)
+        if published is not manifest:
+            log(f"[{stage}] another run published {uri} first; reusing it")
+        log(f"[{stage}] published {uri} ({len(manifest.files)} files) in {time.monotonic() - t0:.1f}s")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return StageResult(uri, published.digest, False, published.metrics, time.monotonic() - start)

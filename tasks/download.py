@@ -1,0 +1,139 @@
+"""download: get a demo set for one env id into the artifact store.
+
+Sources:
+- `motionplanning`: ManiSkill's own motion-planning solutions generate demos offline (env id, count, seed).
+- `hub`: ManiSkill's `download_demo` (Hugging Face), the usual path for users; fails fast when offline.
+- `s3`: copy a mirrored demo set (`trajectory.h5` + `trajectory.json`) from any fsspec URI.
+
+Output artifact: `trajectory.h5` + `trajectory.json` (state-only, `pd_joint_pos`), exactly `count` episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import socket
+from pathlib import Path
+
+import fsspec
+
+from tasks import common
+from tasks.artifacts import ArtifactStore, StageResult, run_stage
+from tasks.demo_files import DemoFileError, load_episodes, write_subset
+from tasks.specs import get_spec
+
+STAGE = "download"
+CODE_VERSION = "1"
+SOURCES = ("motionplanning", "hub", "s3")
+MAX_COUNT = 100_000
+HUB_HOST = "huggingface.co"
+
+
+class DownloadError(RuntimeError):
+    """The demo source cannot deliver what was asked for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    env_id: str
+    source: str = "motionplanning"
+    count: int = 10
+    seed: int = 0
+    source_uri: str = ""
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown demo source {self.source!r}: use one of {SOURCES}")
+        if not isinstance(self.count, int) or not 1 <= self.count <= MAX_COUNT:
+            raise ValueError(f"demo count must be between 1 and {MAX_COUNT}, got {self.count!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.source == "s3" and not self.source_uri:
+            raise ValueError("source=s3 needs source_uri: the folder holding trajectory.h5 and trajectory.json")
+
+
+def _motionplanning(params: DownloadParams, out: Path) -> Path:
+    from mani_skill.examples.motionplanning.panda import run as mp_run
+
+    if params.env_id not in mp_run.MP_SOLUTIONS:
+        raise DownloadError(
+            f"ManiSkill has no motion-planning solution for {params.env_id}; available: {sorted(mp_run.MP_SOLUTIONS)}. "
+            "Use source=hub or source=s3 for this task."
+        )
+    record_dir = out.parent / "mp"
+    args = argparse.Namespace(
+        env_id=params.env_id, obs_mode="none", num_traj=params.count, only_count_success=True, reward_mode=None,
+        sim_backend="cpu", render_mode="rgb_array", vis=False, save_video=False, traj_name="trajectory",
+        shader="default", record_dir=str(record_dir), num_procs=1,
+    )
+    # ManiSkill's own generator; its public main() always starts at seed 0, _main takes the start seed.
+    h5 = mp_run._main(args, proc_id=0, start_seed=params.seed)
+    return Path(h5)
+
+
+def _hub(params: DownloadParams, out: Path) -> Path:
+    from mani_skill.utils import download_demo
+
+    if params.env_id not in download_demo.DATASET_SOURCES:
+        raise DownloadError(f"ManiSkill's demo hub has no demos for {params.env_id}; use source=motionplanning or source=s3")
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=5).close()
+    except OSError as e:
+        raise DownloadError(
+            f"cannot reach {HUB_HOST} (ManiSkill's demo hub): {e}. This machine is offline or the hub is blocked. "
+            "Generate demos offline with source=motionplanning, or mirror them and use source=s3 with source_uri."
+        ) from None
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60)  # urlretrieve has no timeout of its own: never hang on a stalled transfer
+    try:
+        download_demo.main(argparse.Namespace(uid=params.env_id, quiet=True, output_dir=str(out.parent / "hub")))
+    finally:
+        socket.setdefaulttimeout(old)
+    candidates = sorted((out.parent / "hub").rglob("motionplanning/trajectory.h5")) or sorted((out.parent / "hub").rglob("trajectory.h5"))
+    if not candidates:
+        raise DownloadError(f"the hub archive for {params.env_id} holds no trajectory.h5")
+    return candidates[0]
+
+
+def _mirror(params: DownloadParams, out: Path) -> Path:
+    dest = out.parent / "mirror"
+    dest.mkdir()
+    base = params.source_uri.rstrip("/")
+    for name in ("trajectory.h5", "trajectory.json"):
+        try:
+            with fsspec.open(f"{base}/{name}", "rb") as src, open(dest / name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+        except FileNotFoundError:
+            raise DownloadError(f"{base}/{name} not found: source_uri must be a folder with trajectory.h5 and trajectory.json") from None
+    return dest / "trajectory.h5"
+
+
+def download(params: DownloadParams, root: str) -> StageResult:
+    params.validate()
+    store = ArtifactStore(root)
+
+    def build(out: Path) -> dict:
+        fetch = {"motionplanning": _motionplanning, "hub": _hub, "s3": _mirror}[params.source]
+        h5 = fetch(params, out)
+        episodes = load_episodes(h5)
+        import json
+
+        env_id = json.loads(h5.with_suffix(".json").read_text())["env_info"]["env_id"]
+        if env_id != params.env_id:
+            raise DemoFileError(f"{h5}: demos are for {env_id}, not {params.env_id}")
+        if len(episodes) < params.count:
+            raise DownloadError(f"{params.source} delivered {len(episodes)} episodes of {params.env_id}, fewer than count={params.count}")
+        chosen = episodes[: params.count]
+        write_subset(h5, chosen, out / "trajectory.h5")
+        return {"episodes": len(chosen), "steps": int(sum(e.get("elapsed_steps", 0) for e in chosen)), "source": params.source}
+
+    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
+                     params=dataclasses.asdict(params), parents=[], build=build, log=common.log)
+
+
+main = common.cli(__doc__.splitlines()[0], DownloadParams, download)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

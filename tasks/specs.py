@@ -1,0 +1,149 @@
+"""The task registry: one `TaskSpec` per ManiSkill env id.
+
+Everything downstream (render, convert, stats, the openpi configs, verification) derives from the spec,
+so adding a ManiSkill task with a motion-planning solution means adding one entry to `TASK_SPECS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+CONTROL_MODES = ("pd_ee_delta_pose", "pd_ee_delta_pos", "pd_joint_pos", "pd_joint_delta_pos")
+
+_STATE_KEY = re.compile(r"^(?P<path>[a-z_]+/[a-zA-Z_]+)(\[(?P<start>\d*):(?P<stop>\d*)\])?$")
+
+
+class SpecError(ValueError):
+    """Raised for unknown env ids or inconsistent task specs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StateKey:
+    """One slice of an observation array, e.g. `agent/qpos[0:9]` (H5 path under `obs/`)."""
+
+    path: str
+    start: int | None = None
+    stop: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "StateKey":
+        m = _STATE_KEY.match(text)
+        if not m:
+            raise SpecError(f"bad state key {text!r}: expected 'group/name' or 'group/name[a:b]'")
+        start = int(m["start"]) if m["start"] else None
+        stop = int(m["stop"]) if m["stop"] else None
+        return cls(m["path"], start, stop)
+
+    def select(self, array: np.ndarray) -> np.ndarray:
+        """Slices the last axis of a (T, D) or (D,) array."""
+        return np.asarray(array)[..., self.start : self.stop]
+
+    def width(self, full_width: int) -> int:
+        return len(range(full_width)[self.start : self.stop])
+
+    def __str__(self) -> str:
+        if self.start is None and self.stop is None:
+            return self.path
+        return f"{self.path}[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What the pipeline needs to know about one ManiSkill task."""
+
+    env_id: str
+    prompt: str
+    # ManiSkill sensor name -> openpi camera name. openpi's pi0 expects base_0_rgb, left_wrist_0_rgb,
+    # right_wrist_0_rgb; cameras not mapped here are fed as black images with image_mask=False.
+    cameras: tuple[tuple[str, str], ...] = (("base_camera", "base_0_rgb"),)
+    # Observation slices concatenated (in this order) into the policy's state vector.
+    state_keys: tuple[str, ...] = ("agent/qpos[0:9]", "extra/tcp_pose")
+    # Width of each state key's full array, so the state width is known without opening a file.
+    state_widths: tuple[int, ...] = (9, 7)
+    action_dim: int = 7
+    control_mode: str = "pd_ee_delta_pose"
+    # Must equal the env's control frequency: openpi builds action chunks from timestamps.
+    fps: int = 20
+    # Closed-loop evaluation step limit. Motion-planning demos run 49-88 steps although PickCube's
+    # max_episode_steps is 50, so evaluation needs headroom.
+    eval_max_steps: int = 100
+
+    def __post_init__(self):
+        if len(self.state_keys) != len(self.state_widths):
+            raise SpecError(f"{self.env_id}: state_keys and state_widths differ in length")
+        for key in self.state_keys:
+            StateKey.parse(key)
+        if self.control_mode not in CONTROL_MODES:
+            raise SpecError(f"{self.env_id}: unknown control mode {self.control_mode!r}; known: {CONTROL_MODES}")
+        if not self.cameras:
+            raise SpecError(f"{self.env_id}: at least one camera is required")
+
+    @property
+    def parsed_state_keys(self) -> tuple[StateKey, ...]:
+        return tuple(StateKey.parse(k) for k in self.state_keys)
+
+    @property
+    def state_dim(self) -> int:
+        return sum(k.width(w) for k, w in zip(self.parsed_state_keys, self.state_widths))
+
+    @property
+    def camera_map(self) -> dict[str, str]:
+        return dict(self.cameras)
+
+    def assemble_state(self, obs: dict) -> np.ndarray:
+        """Builds the state vector from a nested obs dict (H5 `obs` group or a live env observation).
+
+        Works on a single step (arrays of shape (D,)) or a whole episode ((T, D)).
+        """
+        parts = []
+        for key in self.parsed_state_keys:
+            group, name = key.path.split("/")
+            try:
+                value = obs[group][name]
+            except KeyError as e:
+                raise SpecError(f"{self.env_id}: observation has no '{key.path}' (needed by state key '{key}')") from e
+            value = np.asarray(value, dtype=np.float32)
+            parts.append(key.select(value))
+        return np.concatenate(parts, axis=-1)
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    spec.env_id: spec
+    for spec in (
+        TaskSpec(
+            env_id="PickCube-v1",
+            prompt="pick up the cube and move it to the goal position",
+            # The goal marker is hidden from the cameras: the policy only knows the goal from the state.
+            state_keys=("agent/qpos[0:9]", "extra/tcp_pose", "extra/goal_pos"),
+            state_widths=(9, 7, 3),
+        ),
+        TaskSpec(
+            env_id="StackCube-v1",
+            prompt="stack the red cube on top of the green cube",
+            eval_max_steps=150,
+        ),
+        TaskSpec(
+            env_id="PushCube-v1",
+            # The goal region is drawn on the table, so the camera sees it.
+            prompt="push the cube to the goal region",
+        ),
+        TaskSpec(
+            env_id="PullCube-v1",
+            prompt="pull the cube to the goal region",
+        ),
+    )
+}
+
+
+def get_spec(env_id: str) -> TaskSpec:
+    try:
+        return TASK_SPECS[env_id]
+    except KeyError:
+        raise SpecError(
+            f"unknown env id {env_id!r}: registered tasks are {sorted(TASK_SPECS)}. "
+            "Add a TaskSpec for it in tasks/specs.py (it needs a ManiSkill motion-planning solution "
+            "or downloadable demos)."
+        ) from None
