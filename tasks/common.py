@@ -46,15 +46,19 @@ def params_from_args(cls: type, args: argparse.Namespace) -> Any:
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
-def cli(description: str, params_cls: type, run: Callable[..., StageResult], inputs: tuple[str, ...] = ()) -> Callable[[list[str] | None], int]:
-    """Builds `main(argv)` for a stage: `--root`, input URIs, params flags; prints the result as JSON on stdout."""
+def cli(description: str, params_cls: type, run: Callable[..., StageResult], inputs: dict[str, bool] | None = None) -> Callable[[list[str] | None], int]:
+    """Builds `main(argv)` for a stage: `--root`, input URIs, params flags; prints the result as JSON on stdout.
+
+    `inputs` maps each input-artifact argument to whether it takes several URIs.
+    """
+    inputs = inputs or {}
 
     def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(description=description)
         parser.add_argument("--root", default=default_root(), help="artifact root URI (file:///dir or s3://bucket/prefix)")
-        for name in inputs:
-            parser.add_argument(f"--{name.replace('_', '-')}", required=True, nargs="+" if name.endswith("s") else None,
-                                help=f"input artifact URI{'s' if name.endswith('s') else ''}")
+        for name, several in inputs.items():
+            parser.add_argument(f"--{name.replace('_', '-')}", required=True, nargs="+" if several else None,
+                                help="input artifact URIs" if several else "input artifact URI")
         add_dataclass_args(parser, params_cls)
         args = parser.parse_args(argv)
         params = params_from_args(params_cls, args)

@@ -1,0 +1,187 @@
+"""render: replay demos with RGB cameras in the target control mode, on a shard of episodes.
+
+Uses ManiSkill's `replay_trajectory` (control-mode conversion, state replay, its H5 writer) in several
+worker processes, one per core, then merges their files with ManiSkill's `merge_trajectories`. CPU
+rendering goes through software Vulkan (Mesa lavapipe); with a GPU the workers render on it.
+
+Output artifact: `trajectory.h5` + `trajectory.json` holding the successfully replayed episodes, each
+with `source_episode_id`; metrics record the replay success ratio and the failed episodes. Below
+`min_success_ratio` the stage fails and names the episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tasks import common
+from tasks.artifacts import ArtifactStore, StageResult, run_stage
+from tasks.demo_files import load_episodes, sidecar, write_subset
+from tasks.specs import CONTROL_MODES, get_spec
+
+STAGE = "render"
+CODE_VERSION = "1"
+DEVICES = ("auto", "cpu", "gpu")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LAVAPIPE_ICD = PROJECT_ROOT / ".cache" / "mesa" / "lvp_icd.json"
+
+
+class RenderError(RuntimeError):
+    """Rendering failed or too few demos replayed successfully."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderParams:
+    env_id: str
+    control_mode: str = "pd_ee_delta_pose"
+    shard_start: int = 0
+    shard_stop: int = -1  # -1: to the end of the demo set
+    min_success_ratio: float = 0.8
+    device: str = "auto"
+    workers: int = 0  # 0: one per core (not part of the cache key: output does not depend on it)
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if self.control_mode not in CONTROL_MODES:
+            raise ValueError(f"unknown control mode {self.control_mode!r}: use one of {CONTROL_MODES}")
+        if self.shard_start < 0 or (self.shard_stop != -1 and self.shard_stop <= self.shard_start):
+            raise ValueError(f"bad shard [{self.shard_start}, {self.shard_stop}): need 0 <= start < stop (or stop=-1 for 'to the end')")
+        if not 0.0 <= self.min_success_ratio <= 1.0:
+            raise ValueError(f"min_success_ratio must be within [0, 1], got {self.min_success_ratio}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown render device {self.device!r}: use one of {DEVICES}")
+        if self.workers < 0 or self.workers > 256:
+            raise ValueError(f"workers must be 0 (one per core) .. 256, got {self.workers}")
+
+    def key_params(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("workers")
+        d.pop("device")  # CPU and GPU rendering of the same state give the same scene; device is placement, not content
+        return d
+
+
+def gpu_available() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def worker_env(device: str) -> tuple[dict[str, str], str]:
+    env = dict(os.environ)
+    # One thread per worker process: the workers, not the threads, use the cores.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LP_NUM_THREADS="1")
+    if device == "auto":
+        device = "gpu" if gpu_available() else "cpu"
+    if device == "cpu":
+        icd = os.environ.get("PIPELINE_LAVAPIPE_ICD", str(LAVAPIPE_ICD))
+        if not Path(icd).is_file():
+            raise RenderError(f"software Vulkan driver not found at {icd}; run tools/setup_system.sh (installs Mesa lavapipe from bookworm-backports)")
+        env["VK_ICD_FILENAMES"] = icd
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env, device
+
+
+def merge_parts(parts: list[Path], merged: Path) -> None:
+    """Concatenates worker outputs in order, renumbering episodes.
+
+    Same result as ManiSkill's `merge_trajectories`, which we do not call here only because importing
+    it loads all of mani_skill and torch (~5 s) into this otherwise light process.
+    """
+    meta = None
+    episodes = []
+    with h5py.File(merged, "w") as dst:
+        for part in parts:
+            part_meta = json.loads(sidecar(part).read_text())
+            meta = meta or part_meta
+            with h5py.File(part, "r") as src:
+                for ep in part_meta["episodes"]:
+                    new_id = len(episodes)
+                    src.copy(f"traj_{ep['episode_id']}", dst, f"traj_{new_id}")
+                    episodes.append({**ep, "episode_id": new_id})
+    meta["episodes"] = episodes
+    sidecar(merged).write_text(json.dumps(meta))
+
+
+def render(params: RenderParams, root: str, demos: str) -> StageResult:
+    params.validate()
+    spec = get_spec(params.env_id)
+    store = ArtifactStore(root)
+    parent = store.require(demos)
+
+    def build(out: Path) -> dict:
+        scratch = out.parent / "replay"
+        scratch.mkdir()
+        _, demo_dir = store.fetch(demos, out.parent / "inputs")
+        src = demo_dir / "trajectory.h5"
+        episodes = load_episodes(src)
+        stop = len(episodes) if params.shard_stop == -1 else min(params.shard_stop, len(episodes))
+        shard = episodes[params.shard_start : stop]
+        if not shard:
+            raise RenderError(f"shard [{params.shard_start}, {params.shard_stop}) of {demos} is empty: the demo set has {len(episodes)} episodes")
+        n_workers = max(1, min(params.workers or os.cpu_count() or 1, len(shard)))
+        env, device = worker_env(params.device)
+        groups = [list(g) for g in np.array_split(np.arange(len(shard)), n_workers) if len(g)]
+        procs, outputs, logs = [], [], []
+        t0 = time.monotonic()
+        for w, idx in enumerate(groups):
+            sub = scratch / f"part{w}.h5"
+            write_subset(src, [shard[i] for i in idx], sub)
+            meta = json.loads(sidecar(sub).read_text())
+            meta["env_info"]["env_kwargs"]["render_backend"] = "gpu" if device == "gpu" else "cpu"
+            sidecar(sub).write_text(json.dumps(meta))
+            log_path = scratch / f"part{w}.log"
+            logs.append(log_path)
+            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", params.control_mode, "--expect-fps", str(spec.fps)]
+            procs.append(subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT))
+            outputs.append(scratch / f"part{w}.rgb.{params.control_mode}.physx_cpu.h5")
+        codes = [p.wait() for p in procs]
+        seconds = time.monotonic() - t0
+        for code, log_path in zip(codes, logs):
+            if code != 0:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RenderError(f"render worker failed (exit {code}); last output:\n{tail}")
+        # Merge in shard order and map each replayed episode back to its demo episode.
+        merged = scratch / "merged.h5"
+        merge_parts(outputs, merged)
+        replayed = json.loads(sidecar(merged).read_text())
+        if len(replayed["episodes"]) != len(shard):
+            raise RenderError(f"replay returned {len(replayed['episodes'])} episodes for {len(shard)} demos")
+        ok, failed = [], []
+        for src_ep, ep in zip(shard, replayed["episodes"]):
+            ep["source_episode_id"] = src_ep["episode_id"]
+            (ok if ep.get("success") else failed).append(ep)
+        sidecar(merged).write_text(json.dumps(replayed))
+        ratio = len(ok) / len(shard)
+        if ratio < params.min_success_ratio or not ok:
+            raise RenderError(
+                f"only {len(ok)}/{len(shard)} demos of {params.env_id} replayed successfully in {params.control_mode} "
+                f"(ratio {ratio:.2f} < min_success_ratio {params.min_success_ratio}); failed demo episodes: "
+                f"{[e['source_episode_id'] for e in failed]}. Check the demos' control mode and env version, "
+                "or lower min_success_ratio to keep the successful ones."
+            )
+        write_subset(merged, ok, out / "trajectory.h5")
+        frames = int(sum(e["elapsed_steps"] + 1 for e in replayed["episodes"]))
+        return {
+            "episodes": len(shard), "successes": len(ok), "success_ratio": round(ratio, 4),
+            "failed_episodes": [e["source_episode_id"] for e in failed], "frames": frames,
+            "render_seconds": round(seconds, 2), "frames_per_second": round(frames / seconds, 2),
+            "workers": len(groups), "device": device, "shard": [params.shard_start, stop],
+        }
+
+    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
+                     params=params.key_params(), parents=[parent], build=build, log=common.log)
+
+
+main = common.cli(__doc__.splitlines()[0], RenderParams, render, inputs={"demos": False})
+
+if __name__ == "__main__":
+    raise SystemExit(main())
