@@ -1,0 +1,82 @@
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tasks.artifacts import ArtifactError, ArtifactStore, run_stage, stage_key
+
+
+def _build(files: dict[str, bytes]):
+    def build(out: Path) -> dict:
+        for name, data in files.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_bytes(data)
+        return {"n": len(files)}
+
+    return build
+
+
+def test_key_depends_on_every_input():
+    base = stage_key("render", "1", {"a": 1}, ["d1"])
+    assert base == stage_key("render", "1", {"a": 1}, ["d1"])
+    assert len({base, stage_key("render", "2", {"a": 1}, ["d1"]), stage_key("render", "1", {"a": 2}, ["d1"]),
+                stage_key("render", "1", {"a": 1}, ["d2"]), stage_key("convert", "1", {"a": 1}, ["d1"])}) == 5
+
+
+@pytest.mark.parametrize("root", ["/tmp/x", "file://relative/dir", "s3://Bad_Bucket/x", "gs://b/x", "s3://bucket/../x", "s3://bucket/a b"])
+def test_bad_roots_are_refused(root):
+    with pytest.raises(ArtifactError, match="bad artifact root"):
+        ArtifactStore(root)
+
+
+@pytest.mark.parametrize("segment", ["../up", "a/b", "with space", "/abs", "", ".hidden"])
+def test_keys_cannot_escape_the_layout(local_root, segment):
+    with pytest.raises(ArtifactError):
+        ArtifactStore(local_root).uri(segment, "render", "k")
+
+
+def test_stage_publishes_manifest_and_second_run_is_a_cache_hit(local_root):
+    store = ArtifactStore(local_root)
+    calls = []
+
+    def build(out: Path) -> dict:
+        calls.append(1)
+        return _build({"a.txt": b"hello", "sub/b.bin": b"\x00" * 10})(out)
+
+    first = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={"x": 1}, parents=[], build=build)
+    second = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={"x": 1}, parents=[], build=build)
+    assert not first.cache_hit and second.cache_hit and first.uri == second.uri and first.digest == second.digest
+    assert len(calls) == 1
+    manifest = store.require(first.uri)
+    assert {f.path for f in manifest.files} == {"a.txt", "sub/b.bin"}
+    assert manifest.metrics == {"n": 2} and "python" in manifest.versions
+
+
+def test_failed_build_leaves_no_artifact(local_root):
+    store = ArtifactStore(local_root)
+
+    def build(out: Path) -> dict:
+        (out / "half.bin").write_bytes(b"partial")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[], build=build)
+    assert not list(Path(local_root[len("file://"):]).rglob("manifest.json"))
+
+
+def test_s3_publish_writes_manifest_last_and_fetch_verifies(s3_root, tmp_path):
+    store = ArtifactStore(s3_root)
+    result = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
+                       build=_build({"data.bin": b"x" * 1000}))
+    bucket, _, prefix = s3_root[len("s3://"):].partition("/")
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+    rel = result.uri[len(f"s3://{bucket}/"):]
+    assert sorted(keys) == sorted([f"{rel}/data.bin", f"{rel}/manifest.json"])
+    manifest, local = store.fetch(result.uri, tmp_path / "cache")
+    assert (local / "data.bin").read_bytes() == b"x" * 1000
+    # a corrupted object is detected on fetch
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{rel}/data.bin", Body=b"y" * 1000)
+    with pytest.raises(ArtifactError, match="does not match its manifest hash"):
+        store.fetch(result.uri, tmp_path / "cache2")
+    assert json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=f"{rel}/manifest.json")["Body"].read())["digest"] == result.digest

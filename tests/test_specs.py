@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from tasks.specs import TASK_SPECS, SpecError, StateKey, TaskSpec, get_spec
+
+
+def test_registry_has_the_required_tasks():
+    assert {"PickCube-v1", "StackCube-v1", "PushCube-v1"} <= set(TASK_SPECS)
+
+
+def test_pickcube_state_carries_the_goal_the_camera_cannot_see():
+    spec = get_spec("PickCube-v1")
+    assert "extra/goal_pos" in spec.state_keys
+    assert spec.state_dim == 9 + 7 + 3
+    assert spec.fps == 20 and spec.action_dim == 7 and spec.control_mode == "pd_ee_delta_pose"
+    assert spec.eval_max_steps >= 100
+
+
+def test_unknown_env_id_names_the_registered_ones():
+    with pytest.raises(SpecError, match="unknown env id 'Nope-v0'.*PickCube-v1"):
+        get_spec("Nope-v0")
+
+
+def test_assemble_state_slices_and_orders_keys():
+    spec = get_spec("PickCube-v1")
+    obs = {"agent": {"qpos": np.arange(9.0), "qvel": np.zeros(9)},
+           "extra": {"tcp_pose": np.arange(10.0, 17.0), "goal_pos": np.array([7.0, 8.0, 9.0])}}
+    state = spec.assemble_state(obs)
+    assert state.dtype == np.float32
+    np.testing.assert_array_equal(state, np.concatenate([np.arange(9.0), np.arange(10.0, 17.0), [7, 8, 9]]))
+    episode = {g: {k: np.stack([v, v]) for k, v in d.items()} for g, d in obs.items()}
+    assert spec.assemble_state(episode).shape == (2, 19)
+
+
+def test_assemble_state_missing_key_is_a_clear_error():
+    with pytest.raises(SpecError, match="no 'extra/goal_pos'"):
+        get_spec("PickCube-v1").assemble_state({"agent": {"qpos": np.zeros(9)}, "extra": {"tcp_pose": np.zeros(7)}})
+
+
+@pytest.mark.parametrize("bad", ["qpos", "agent/qpos[1:x]", "../etc/passwd", "agent/qpos[0:7]; rm"])
+def test_bad_state_keys_are_refused(bad):
+    with pytest.raises(SpecError):
+        StateKey.parse(bad)
+
+
+def test_a_new_task_is_one_spec():
+    spec = TaskSpec(env_id="PegInsertionSide-v1", prompt="insert the peg", state_keys=("agent/qpos[0:7]",), state_widths=(9,))
+    assert spec.state_dim == 7
+    with pytest.raises(SpecError, match="unknown control mode"):
+        TaskSpec(env_id="X-v1", prompt="x", control_mode="teleport")
