@@ -1,0 +1,74 @@
+"""Peak RSS of convert and stats at 10 vs 40 episodes: streaming stages must not grow with episode count."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+
+from bench.common import ENV_ID, OUT, local, rendered
+from tasks.demo_files import sidecar
+
+
+def replicate(src: Path, dst: Path, episodes: int) -> None:
+    """A rendered file with `episodes` episodes, cycling through the real ones (memory depends on count, not content)."""
+    meta = json.loads(sidecar(src).read_text())
+    base = meta["episodes"]
+    out = []
+    with h5py.File(src, "r") as s, h5py.File(dst, "w") as d:
+        for i in range(episodes):
+            ep = base[i % len(base)]
+            s.copy(f"traj_{ep['episode_id']}", d, f"traj_{i}")
+            out.append({**ep, "episode_id": i})
+    meta["episodes"] = out
+    sidecar(dst).write_text(json.dumps(meta))
+
+
+def child(stage: str, path: str) -> None:
+    from tasks.convert import ConvertParams, write_dataset
+    from tasks.specs import get_spec
+    from tasks.stats import compute_norm_stats
+
+    spec = get_spec(ENV_ID)
+    import openpi.training.data_loader  # noqa: F401  same imports in both stages, so the baselines compare
+
+    if stage == "convert":
+        write_dataset(spec, [Path(path)], Path(path).parent / "ds", "bench/mem", ConvertParams(env_id=ENV_ID))
+    else:
+        compute_norm_stats(spec, Path(path).parent / "ds", 10, 32)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> dict:
+    src = local(rendered(10).uri) / "trajectory.h5"
+    rows = {}
+    for n in (10, 40):
+        work = OUT / f"mem{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        replicate(src, work / "trajectory.h5", n)
+        for stage in ("convert", "stats"):
+            out = subprocess.run([sys.executable, "-m", "bench.bench_memory", "--child", stage, str(work / "trajectory.h5")],
+                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            rows[(stage, n)] = json.loads(out)["peak_rss_mb"]
+    print("\nPeak RSS (MB), 10 vs 40 episodes")
+    result = {}
+    for stage in ("convert", "stats"):
+        growth = rows[(stage, 40)] / rows[(stage, 10)]
+        print(f"  {stage:<8} 10 eps: {rows[(stage, 10)]:8.0f}   40 eps: {rows[(stage, 40)]:8.0f}   40/10: {growth:.3f}")
+        result[stage] = {"10": rows[(stage, 10)], "40": rows[(stage, 40)], "ratio": growth}
+    with open(OUT / "results.jsonl", "a") as f:
+        f.write(json.dumps({"name": "memory", **result}) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
+    else:
+        main()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every benchmark in one go and prints the side-by-side figures (also appended to bench/out/results.jsonl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+source tools/env.sh
+python -m bench.bench_render 20
+python -m bench.bench_convert 20
+python -m bench.bench_stats 20
+python -m bench.bench_memory
