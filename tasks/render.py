@@ -90,6 +90,15 @@ def worker_env(device: str) -> tuple[dict[str, str], str]:
     return env, device
 
 
+def balanced_groups(steps: list[int], n_groups: int) -> list[list[int]]:
+    """Contiguous episode groups with about equal step counts, so no worker is left rendering alone."""
+    cum = np.cumsum(steps)
+    total = int(cum[-1])
+    cuts = [0] + [int(np.argmin(np.abs(cum - total * k / n_groups))) + 1 for k in range(1, n_groups)] + [len(steps)]
+    cuts = sorted(set(min(max(c, 0), len(steps)) for c in cuts))
+    return [list(range(a, b)) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
 def merge_parts(parts: list[Path], merged: Path) -> None:
     """Concatenates worker outputs in order, renumbering episodes.
 
@@ -129,7 +138,7 @@ def render(params: RenderParams, root: str, demos: str) -> StageResult:
             raise RenderError(f"shard [{params.shard_start}, {params.shard_stop}) of {demos} is empty: the demo set has {len(episodes)} episodes")
         n_workers = max(1, min(params.workers or os.cpu_count() or 1, len(shard)))
         env, device = worker_env(params.device)
-        groups = [list(g) for g in np.array_split(np.arange(len(shard)), n_workers) if len(g)]
+        groups = balanced_groups([int(e.get("elapsed_steps", 1)) for e in shard], n_workers)
         procs, outputs, logs = [], [], []
         t0 = time.monotonic()
         for w, idx in enumerate(groups):

@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads(open(args.traj_path.replace(".h5", ".json")).read())
     env_id = meta["env_info"]["env_id"]
     kwargs = meta["env_info"]["env_kwargs"]
+    replay_trajectory.main(replay_trajectory.Args(
+        traj_path=args.traj_path, sim_backend="physx_cpu", obs_mode=args.obs_mode,
+        target_control_mode=args.control_mode, save_traj=True, allow_failure=True, num_envs=1,
+    ))
+    # Checked after the replay: by then SAPIEN's renderer is up and a second env costs ~0.1 s, not ~6 s.
     probe = gym.make(env_id, obs_mode="none", control_mode=args.control_mode,
                      render_backend=kwargs.get("render_backend", "cpu"), sim_backend="physx_cpu")
     control_freq = int(round(probe.unwrapped.control_freq))
@@ -35,10 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{env_id} controls at {control_freq} Hz but its TaskSpec says fps={args.expect_fps}; "
               "fix fps in tasks/specs.py (the dataset fps must equal the control frequency)", file=sys.stderr)
         return 3
-    replay_trajectory.main(replay_trajectory.Args(
-        traj_path=args.traj_path, sim_backend="physx_cpu", obs_mode=args.obs_mode,
-        target_control_mode=args.control_mode, save_traj=True, allow_failure=True, num_envs=1,
-    ))
     return 0
 
 

@@ -48,3 +48,13 @@ def test_a_new_task_is_one_spec():
     assert spec.state_dim == 7
     with pytest.raises(SpecError, match="unknown control mode"):
         TaskSpec(env_id="X-v1", prompt="x", control_mode="teleport")
+
+
+def test_render_work_is_split_evenly_and_in_order():
+    from tasks.render import balanced_groups
+
+    assert balanced_groups([74, 74, 50, 86, 60, 88, 49, 70], 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert balanced_groups([1, 100], 2) == [[0], [1]]
+    assert balanced_groups([10], 4) == [[0]]
+    groups = balanced_groups([5] * 9, 3)
+    assert [i for g in groups for i in g] == list(range(9)) and len(groups) == 3

@@ -1,0 +1,52 @@
+"""Airflow glue for the pipeline stages: failure classification and artifact-store credentials.
+
+Stages in tasks/ know nothing about Airflow. Here:
+- bad input (ValueError and its kin: unknown env id, bad params, corrupt demo files, refused stats) fails
+  the task at once with no retry, since retrying cannot fix it; anything else (S3 outage, a killed
+  worker) is left to the task's retries with backoff.
+- an Airflow connection (aws type, optional `endpoint_url` for MinIO) becomes the standard AWS
+  environment variables the stage's S3 client reads, so credentials never appear in params or XCom.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from airflow.exceptions import AirflowFailException
+
+from tasks.artifacts import ArtifactError, StageResult
+from tasks.convert import ConvertError
+from tasks.download import DownloadError
+from tasks.render import RenderError
+
+NON_RETRYABLE = (ValueError, ArtifactError, ConvertError, RenderError, DownloadError)
+
+
+def bind_s3_connection(conn_id: str | None) -> None:
+    if not conn_id:
+        return
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
+    creds = hook.get_credentials()
+    os.environ["AWS_ACCESS_KEY_ID"] = creds.access_key
+    os.environ["AWS_SECRET_ACCESS_KEY"] = creds.secret_key
+    if creds.token:
+        os.environ["AWS_SESSION_TOKEN"] = creds.token
+    extra = hook.conn_config
+    if extra.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL_S3"] = extra.endpoint_url
+    if extra.region_name:
+        os.environ["AWS_DEFAULT_REGION"] = extra.region_name
+
+
+def run_stage_task(fn: Callable[..., StageResult], *args: Any, s3_conn_id: str | None = None, **kwargs: Any) -> dict:
+    """Runs a stage function; returns its small result dict for XCom."""
+    bind_s3_connection(s3_conn_id)
+    try:
+        result = fn(*args, **kwargs)
+    except NON_RETRYABLE as e:
+        raise AirflowFailException(f"{type(e).__name__}: {e}") from e
+    return result.to_dict()
