@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -13,12 +14,12 @@ from tasks.specs import get_spec
 from tasks.stats import compute_norm_stats
 
 HORIZON = 10
+# openpi's loader finds datasets under HF_LEROBOT_HOME, which lerobot reads once at import
+os.environ["HF_LEROBOT_HOME"] = str(OUT / "p3")
 
 
 def loader_stats(repo_root, spec):
     """openpi's compute_norm_stats loop: its LeRobot dataset + transforms, RunningStats over batches of 32."""
-    import os
-
     from openpi.models import pi0_config
     from openpi.shared import normalize
     from openpi.training import config as _config
@@ -26,7 +27,6 @@ def loader_stats(repo_root, spec):
 
     from tasks.openpi_data import data_transforms, repack_transform
 
-    os.environ["HF_LEROBOT_HOME"] = str(repo_root.parent.parent)
     cfg = _config.DataConfig(repo_id=f"{repo_root.parent.name}/{repo_root.name}", action_sequence_keys=(ACTION_KEY,), prompt_from_task=True)
     ds = _data_loader.TransformedDataset(_data_loader.create_torch_dataset(cfg, HORIZON, pi0_config.Pi0Config(action_horizon=HORIZON)),
                                          [*repack_transform(spec).inputs, *data_transforms(spec).inputs])

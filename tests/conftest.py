@@ -7,6 +7,7 @@ ManiSkill's motion planner, rendering is software Vulkan, datasets are written a
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,12 @@ import pytest
 from tasks.artifacts import ArtifactStore, Manifest, list_files, stage_key, tool_versions
 
 PROJECT = Path(__file__).resolve().parent.parent
+
+# Airflow reads its configuration once, at first import: point it at a private home before any test imports it.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT / "plugins"))
 
 
 @pytest.fixture(scope="session", autouse=True)
