@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.artifacts import ArtifactError, StageResult
 from tasks.convert import ConvertError
