@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import h5py
 
-from bench.common import ENV_ID, OUT, local, rendered
+from bench.common import ENV_ID, OUT, local, peak_rss_mb, rendered
 from tasks.demo_files import sidecar
 
 
@@ -41,7 +40,7 @@ def child(stage: str, path: str) -> None:
         write_dataset(spec, [Path(path)], Path(path).parent / "ds", "bench/mem", ConvertParams(env_id=ENV_ID))
     else:
         compute_norm_stats(spec, Path(path).parent / "ds", 10, 32)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> dict:

@@ -32,8 +32,7 @@ def main(count: int = 20) -> dict:
     meta = json.loads((work / "trajectory.rgb.pd_ee_delta_pose.physx_cpu.json").read_text())
     up_frames = sum(e["elapsed_steps"] + 1 for e in meta["episodes"])
 
-    root = store_root("p1_ours")
-    shutil.rmtree(local(root), ignore_errors=True)
+    shutil.rmtree(OUT / "p1_ours", ignore_errors=True)
     ours_store = store_root("p1_ours")
     # same demos, copied into a fresh store so nothing is cached
     from tasks.artifacts import ArtifactStore

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -118,8 +119,6 @@ def download(params: DownloadParams, root: str) -> StageResult:
         fetch = {"motionplanning": _motionplanning, "hub": _hub, "s3": _mirror}[params.source]
         h5 = fetch(params, out)
         episodes = load_episodes(h5)
-        import json
-
         env_id = json.loads(h5.with_suffix(".json").read_text())["env_info"]["env_id"]
         if env_id != params.env_id:
             raise DemoFileError(f"{h5}: demos are for {env_id}, not {params.env_id}")
