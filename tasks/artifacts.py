@@ -27,6 +27,7 @@ from typing import Any
 import fsspec
 
 MANIFEST = "manifest.json"
+COMPLETE = "COMPLETE.json"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRACKED_DISTRIBUTIONS = ("mani-skill", "sapien", "h5py", "numpy", "lerobot", "rpent-openpi", "jax", "flax", "torch")
 
@@ -264,6 +265,59 @@ class ArtifactStore:
         self._write_bytes(f"{target}/{MANIFEST}", manifest.to_json().encode())
         return manifest
 
+    # ---- progress trees (e.g. training checkpoints kept for resume; not artifacts, never read as one) --------------
+    def put_tree(self, local_dir: Path, uri: str, marker: dict[str, Any]) -> None:
+        """Uploads a directory, then `COMPLETE.json`: a tree without its marker is a partial upload and is ignored."""
+        target = self._path(uri)
+        for p in sorted(Path(local_dir).rglob("*")):
+            if p.is_file():
+                dst = f"{target}/{p.relative_to(local_dir).as_posix()}"
+                if self.protocol == "file":
+                    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(p, dst)
+                else:
+                    self.fs.put_file(str(p), dst)
+        self._write_bytes(f"{target}/{COMPLETE}", json.dumps(marker, sort_keys=True).encode())
+
+    def complete_trees(self, uri: str) -> dict[str, dict[str, Any]]:
+        """Children of `uri` whose upload finished (name -> marker)."""
+        base = self._path(uri)
+        try:
+            children = self.fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return {}
+        found = {}
+        for child in children:
+            name = child.rstrip("/").rsplit("/", 1)[-1]
+            try:
+                with self.fs.open(f"{base}/{name}/{COMPLETE}", "rb") as f:
+                    found[name] = json.loads(f.read().decode())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return found
+
+    def get_tree(self, uri: str, local_dir: Path) -> Path:
+        base = self._path(uri)
+        local_dir = Path(local_dir)
+        if local_dir.exists():
+            shutil.rmtree(local_dir)
+        local_dir.mkdir(parents=True)
+        for path in self.fs.find(base):
+            rel = path[len(base.rstrip("/")) :].lstrip("/")  # fsspec returns paths in the form `base` has
+            if rel == COMPLETE:
+                continue
+            dst = local_dir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(path, str(dst))
+        return local_dir
+
+    def delete_tree(self, uri: str) -> None:
+        path = self._path(uri)
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
 
 def list_files(directory: Path) -> tuple[FileEntry, ...]:
     entries = []
@@ -278,6 +332,12 @@ def work_dir() -> Path:
     base = Path(os.environ.get("PIPELINE_WORK_DIR", tempfile.gettempdir()))
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="stage-", dir=base))
+
+
+def artifact_uri(store: ArtifactStore, env_id: str, stage: str, code_version: str, params: dict[str, Any],
+                 parents: Sequence[Manifest]) -> str:
+    """Where `run_stage` will publish this stage's output for these inputs."""
+    return store.uri(env_id, stage, stage_key(stage, code_version, params, [p.digest for p in parents]))
 
 
 def run_stage(
@@ -298,8 +358,8 @@ def run_stage(
     """
     start = time.monotonic()
     parent_digests = [p.digest for p in parents]
-    key = stage_key(stage, code_version, params, parent_digests)
-    uri = store.uri(env_id, stage, key)
+    uri = artifact_uri(store, env_id, stage, code_version, params, parents)
+    key = uri.rsplit("/", 1)[-1]
     existing = store.read_manifest(uri)
     if existing is not None:
         log(f"[{stage}] cache hit: {uri}")

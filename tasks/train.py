@@ -1,0 +1,385 @@
+"""train: fine-tune pi0 on a converted dataset with openpi's library, resumable, checkpoints to the store.
+
+openpi's `scripts/train.py` is not part of the `rpent-openpi` wheel, so this is our own loop on openpi's
+parts: the model and its config, `data_loader.create_data_loader` (with our ManiSkill transforms and the
+stats artifact as norm stats), `optimizer`, `sharding` and `checkpoints` (orbax, the layout
+`create_trained_policy` and openpi's policy server load).
+
+- Progress goes to the task log: one line per `log_interval` steps with loss, grad norm and step time.
+- W&B: off by default; when on, offline unless `WANDB_MODE=online` (and `WANDB_API_KEY`) is set.
+- Resume: each checkpoint is also uploaded under `<root>/<env>/train-progress/<key>/<step>/` (a
+  `COMPLETE.json` marker written last). A rerun with the same inputs (Airflow retry, another worker)
+  restores the newest complete one and continues at its step; the progress is deleted once the final
+  artifact is published.
+- The artifact: `checkpoint/` (`params/`, `assets/<env_id>/norm_stats.json`, `train_state/`),
+  `train_log.jsonl` (per-step loss and timings) and `train_summary.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks import common
+from tasks.artifacts import ArtifactStore, Manifest, StageResult, artifact_uri, run_stage, work_dir
+from tasks.specs import get_spec
+
+STAGE = "train"
+PROGRESS_STAGE = "train-progress"
+CODE_VERSION = "1"
+# Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
+RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval")
+
+
+class TrainError(ValueError):
+    """Training cannot start with these inputs; the message names the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    env_id: str
+    preset: str = "tiny"  # tiny (CPU, tests/demo) | lora | full
+    steps: int = 0  # 0: the preset's default
+    batch_size: int = 0  # 0: the preset's default
+    action_horizon: int = 10
+    learning_rate: float = 0.0  # peak LR; 0: the preset's default
+    save_interval: int = 0  # checkpoint (and resume point) every N steps; 0: only at the end
+    seed: int = 42
+    pretrained_uri: str = ""  # pi0_base params: gs://openpi-assets/checkpoints/pi0_base/params, s3://..., or a path
+    log_interval: int = 1
+    wandb: bool = False
+    wandb_project: str = "maniskill-openpi"
+    xla_mem_fraction: float = 0.9
+    num_workers: int = 0  # data loader worker processes
+
+    def validate(self) -> None:
+        from tasks.train_configs import PRESETS
+
+        get_spec(self.env_id)
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        if not 0 <= self.steps <= 10_000_000:
+            raise ValueError(f"steps must be 0 (preset default) .. 10000000, got {self.steps}")
+        if not 0 <= self.batch_size <= 4096:
+            raise ValueError(f"batch_size must be 0 (preset default) .. 4096, got {self.batch_size}")
+        if not 1 <= self.action_horizon <= 256:
+            raise ValueError(f"action_horizon must be 1..256, got {self.action_horizon}")
+        if not 0 <= self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be within [0, 1), got {self.learning_rate}")
+        if self.save_interval < 0 or self.log_interval < 1:
+            raise ValueError("save_interval must be >= 0 and log_interval >= 1")
+        if not 0.05 <= self.xla_mem_fraction <= 1.0:
+            raise ValueError(f"xla_mem_fraction must be within [0.05, 1], got {self.xla_mem_fraction}")
+        if self.pretrained_uri and not self.pretrained_uri.startswith(("gs://", "s3://", "/", "file://")):
+            raise ValueError(f"pretrained_uri {self.pretrained_uri!r} must be gs://..., s3://..., file://... or an absolute path")
+        if self.preset == "tiny" and self.pretrained_uri:
+            raise ValueError("the tiny preset has no pretrained weights (dummy gemma variants); use preset lora or full")
+
+    def key_params(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in RUNTIME_FIELDS:
+            d.pop(name)
+        return d
+
+
+def link_dataset(dataset_dir: Path, repo_id: str) -> Path:
+    """openpi opens datasets by repo id under HF_LEROBOT_HOME: point that name at the fetched artifact."""
+    from lerobot.constants import HF_LEROBOT_HOME
+
+    link = Path(HF_LEROBOT_HOME) / repo_id
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(Path(dataset_dir).resolve(), target_is_directory=True)
+    return link
+
+
+def check_norm_stats(spec, stats_dir: Path, model_action_dim: int) -> dict:
+    """The manual workflow's 18-vs-7 bug, refused here before any compute: widths must match the model input."""
+    from openpi.shared import normalize
+
+    try:
+        norm_stats = normalize.load(stats_dir)
+    except FileNotFoundError as e:
+        raise TrainError(f"no norm_stats.json in the stats artifact ({stats_dir}); rerun the stats stage") from e
+    for key, width in (("state", spec.state_dim), ("actions", spec.action_dim)):
+        if key not in norm_stats:
+            raise TrainError(f"norm stats lack {key!r}; recompute them with the stats stage for {spec.env_id}")
+        got = norm_stats[key].mean.shape[-1]
+        if got != width:
+            raise TrainError(f"norm stats {key} width {got} != model input width {width} for {spec.env_id} "
+                             f"({'state_keys' if key == 'state' else 'action_dim'} in tasks/specs.py); "
+                             "recompute the stats from a dataset converted with the current TaskSpec")
+        if got > model_action_dim:
+            raise TrainError(f"{key} width {got} exceeds the model's action_dim {model_action_dim}")
+    return norm_stats
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def dir_size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
+
+
+class _Loop:
+    """openpi's training step on its own parts, jit-compiled once; the state lives on the default device."""
+
+    def __init__(self, config):
+        import jax
+
+        from openpi.training import sharding
+
+        self.config = config
+        self.mesh = sharding.make_mesh(config.fsdp_devices)
+        self.data_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(sharding.DATA_AXIS))
+        self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+
+    def init_state(self, rng, *, for_restore: bool):
+        import flax.nnx as nnx
+        import flax.traverse_util as traverse_util
+        import jax
+        import jax.numpy as jnp
+
+        from openpi.shared import array_typing as at
+        from openpi.shared import nnx_utils
+        from openpi.training import optimizer as _optimizer
+        from openpi.training import sharding
+        from openpi.training import utils as training_utils
+
+        config = self.config
+        tx = _optimizer.create_optimizer(config.optimizer, config.lr_schedule, weight_decay_mask=None)
+
+        def init(rng, loaded=None):
+            model = config.model.create(rng)
+            if loaded is not None:
+                graphdef, state = nnx.split(model)
+                state.replace_by_pure_dict(loaded)  # fails loudly if the weights do not fit the model
+                model = nnx.merge(graphdef, state)
+            params = nnx.state(model)
+            # Frozen weights are stored in bfloat16 and get no optimizer state: that is what makes LoRA fit.
+            params = nnx_utils.state_map(params, config.freeze_filter, lambda p: p.replace(p.value.astype(jnp.bfloat16)))
+            return training_utils.TrainState(
+                step=0, params=params, model_def=nnx.graphdef(model), tx=tx,
+                opt_state=tx.init(params.filter(config.trainable_filter)),
+                ema_decay=config.ema_decay, ema_params=None if config.ema_decay is None else params)
+
+        shape = jax.eval_shape(init, rng)
+        self.state_sharding = sharding.fsdp_sharding(shape, self.mesh, log=False)
+        if for_restore:
+            return shape
+        expected = shape.params.to_pure_dict()
+        loaded = config.weight_loader.load(expected)
+        at.check_pytree_equality(expected=expected, got=loaded, check_shapes=True, check_dtypes=True)
+        # Keep only what the loader filled in (a from-scratch run loads nothing).
+        loaded = traverse_util.unflatten_dict({k: v for k, v in traverse_util.flatten_dict(loaded).items()
+                                               if not isinstance(v, jax.ShapeDtypeStruct)})
+        return jax.jit(init, donate_argnums=(1,), in_shardings=self.replicated,
+                       out_shardings=self.state_sharding)(rng, loaded)
+
+    def compile_step(self):
+        import jax
+
+        return jax.jit(functools.partial(_train_step, self.config),
+                       in_shardings=(self.replicated, self.state_sharding, self.data_sharding),
+                       out_shardings=(self.state_sharding, self.replicated), donate_argnums=(1,))
+
+
+def _train_step(config, rng, state, batch):
+    import dataclasses as dc
+
+    import flax.nnx as nnx
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    model = nnx.merge(state.model_def, state.params)
+    model.train()
+    observation, actions = batch
+
+    def loss_fn(model, rng, observation, actions):
+        return jnp.mean(model.compute_loss(rng, observation, actions, train=True))
+
+    step_rng = jax.random.fold_in(rng, state.step)
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, config.trainable_filter))(
+        model, step_rng, observation, actions)
+    trainable = state.params.filter(config.trainable_filter)
+    updates, opt_state = state.tx.update(grads, state.opt_state, trainable)
+    nnx.update(model, optax.apply_updates(trainable, updates))
+    params = nnx.state(model)
+    new_state = dc.replace(state, step=state.step + 1, params=params, opt_state=opt_state)
+    if state.ema_decay is not None:
+        new_state = dc.replace(new_state, ema_params=jax.tree.map(
+            lambda old, new: state.ema_decay * old + (1 - state.ema_decay) * new, state.ema_params, params))
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def _init_wandb(params: TrainParams, config, run_dir: Path, resume_id: str | None):
+    import wandb
+
+    if not params.wandb:
+        return None
+    mode = os.environ.get("WANDB_MODE", "offline")
+    run = wandb.init(project=params.wandb_project, name=f"{params.env_id}-{params.preset}", dir=str(run_dir),
+                     mode=mode, id=resume_id, resume="allow" if resume_id else None,
+                     config={"env_id": params.env_id, **params.key_params(), "config_name": config.name})
+    return run
+
+
+def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, stats_dir: Path, out: Path,
+                 store: ArtifactStore, progress_uri: str, log=common.log) -> dict[str, Any]:
+    """Trains into `out/` (checkpoint, log, summary), resuming from `progress_uri` when a checkpoint is there."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(params.xla_mem_fraction))
+    import jax
+    import numpy as np
+
+    from openpi.training import checkpoints as _checkpoints
+    from openpi.training import data_loader as _data_loader
+
+    from tasks.convert import repo_id_for
+    from tasks.tokenizer import ensure_tokenizer
+    from tasks.train_configs import MODEL_ACTION_DIM, for_task
+
+    spec = get_spec(params.env_id)
+    check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM)
+    ensure_tokenizer()
+    scratch = out.parent
+    assets = scratch / "assets"
+    (assets / spec.env_id).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(stats_dir / "norm_stats.json", assets / spec.env_id / "norm_stats.json")
+    repo_id = repo_id_for(spec.env_id, dataset_key)
+    link_dataset(dataset_dir, repo_id)
+    config = for_task(spec.env_id, params.preset, repo_id=repo_id, assets_dir=assets,
+                      checkpoint_base_dir=scratch / "checkpoints", exp_name="run",
+                      action_horizon=params.action_horizon, batch_size=params.batch_size or None,
+                      num_train_steps=params.steps or None, peak_lr=params.learning_rate or None,
+                      pretrained_uri=params.pretrained_uri, seed=params.seed,
+                      save_interval=params.save_interval or 10**9, log_interval=params.log_interval,
+                      num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project)
+    if config.batch_size % jax.device_count():
+        raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
+    if params.pretrained_uri:
+        log(f"[train] initialising from pretrained weights {params.pretrained_uri}")
+    else:
+        log(f"[train] no pretrained_uri: training {config.name} from random initialisation")
+    jax.config.update("jax_compilation_cache_dir", str(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax"))))
+
+    # Resume point: the newest complete checkpoint uploaded by an earlier attempt.
+    done = store.complete_trees(progress_uri)
+    resume_step = max((int(name) for name in done if name.isdigit()), default=0)
+    ckpt_dir = config.checkpoint_dir
+    if resume_step:
+        store.get_tree(f"{progress_uri}/{resume_step}", ckpt_dir / str(resume_step))
+        log(f"[train] resuming from the checkpoint at step {resume_step} ({progress_uri}/{resume_step})")
+    manager, resuming = _checkpoints.initialize_checkpoint_dir(ckpt_dir, keep_period=None, overwrite=False, resume=True)
+
+    loop = _Loop(config)
+    data_loader = _data_loader.create_data_loader(config, sharding=loop.data_sharding, shuffle=True)
+    batches = iter(data_loader)
+    init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+    state = loop.init_state(init_rng, for_restore=resuming)
+    if resuming:
+        state = _checkpoints.restore_state(manager, state, data_loader)
+    start = int(state.step)
+    wandb_run = _init_wandb(params, config, scratch, done.get(str(resume_step), {}).get("wandb_id"))
+    step_fn = loop.compile_step()
+
+    log_path = out / "train_log.jsonl"
+    if resume_step and (ckpt_dir / str(resume_step) / "train_log.jsonl").is_file():
+        shutil.copyfile(ckpt_dir / str(resume_step) / "train_log.jsonl", log_path)  # keep the curve of earlier attempts
+    step_times = []
+    from openpi.training import sharding
+
+    with open(log_path, "a") as log_file:
+        for step in range(start, config.num_train_steps):
+            batch = next(batches)
+            t0 = time.monotonic()
+            with sharding.set_mesh(loop.mesh):
+                state, info = step_fn(train_rng, state, batch)
+            info = jax.device_get(info)
+            dt = time.monotonic() - t0
+            step_times.append(dt)
+            record = {"step": step + 1, "loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]),
+                      "step_time_s": round(dt, 4)}
+            if not np.isfinite(record["loss"]):
+                raise RuntimeError(f"loss is {record['loss']} at step {step + 1}: lower the learning rate or check the data")
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            if (step + 1) % config.log_interval == 0 or step + 1 == config.num_train_steps:
+                log(f"[train] step {step + 1}/{config.num_train_steps} loss={record['loss']:.4f} "
+                    f"grad_norm={record['grad_norm']:.3f} step_time={dt:.2f}s")
+                if wandb_run is not None:
+                    wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=step + 1)
+            if (step + 1) % config.save_interval == 0 or step + 1 == config.num_train_steps:
+                _checkpoints.save_state(manager, state, data_loader, step + 1)
+                manager.wait_until_finished()
+                saved = ckpt_dir / str(step + 1)
+                shutil.copyfile(log_path, saved / "train_log.jsonl")
+                store.put_tree(saved, f"{progress_uri}/{step + 1}",
+                               {"step": step + 1, "wandb_id": wandb_run.id if wandb_run is not None else None})
+                log(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
+    if wandb_run is not None:
+        wandb_run.finish()
+    final = ckpt_dir / str(config.num_train_steps)
+    shutil.copytree(final, out / "checkpoint", ignore=shutil.ignore_patterns("train_log.jsonl"))
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    summary = {
+        "config_name": config.name, "preset": params.preset, "steps": config.num_train_steps,
+        "batch_size": config.batch_size, "action_horizon": params.action_horizon,
+        "from_pretrained": params.pretrained_uri or None, "resumed_from_step": resume_step,
+        "final_loss": records[-1]["loss"] if records else None,
+        # the first step of an attempt includes jit compilation; report both
+        "first_step_s": round(step_times[0], 3) if step_times else None,
+        "median_step_s": round(float(np.median(step_times[1:] or step_times)), 3) if step_times else None,
+        "peak_rss_mb": round(peak_rss_mb()),
+        "checkpoint_mb": round(dir_size_mb(out / "checkpoint"), 1),
+        "device": jax.devices()[0].device_kind, "dataset_repo_id": repo_id,
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train(params: TrainParams, root: str, dataset: str, stats: str) -> StageResult:
+    params.validate()
+    store = ArtifactStore(root)
+    parents: list[Manifest] = [store.require(dataset), store.require(stats)]
+    if parents[0].stage != "convert" or parents[1].stage != "stats":
+        raise TrainError(f"train needs a convert artifact and a stats artifact, got {parents[0].stage} and {parents[1].stage}")
+    key_params = params.key_params()
+    progress_uri = artifact_uri(store, params.env_id, PROGRESS_STAGE, CODE_VERSION, key_params, parents)
+
+    def build(out: Path) -> dict:
+        cache = out.parent / "inputs"
+        dataset_manifest, dataset_dir = store.fetch(dataset, cache)
+        _, stats_dir = store.fetch(stats, cache)
+        return run_training(params, dataset_dir=dataset_dir, dataset_key=dataset_manifest.key, stats_dir=stats_dir,
+                            out=out, store=store, progress_uri=progress_uri)
+
+    result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
+                       parents=parents, build=build, log=common.log)
+    store.delete_tree(progress_uri)  # the published artifact supersedes the resume points
+    return result
+
+
+def fetch_checkpoint(store: ArtifactStore, uri: str, cache_dir: Path | None = None) -> tuple[Manifest, Path]:
+    """The checkpoint directory of a train artifact on local disk (what `create_trained_policy` takes)."""
+    manifest, local = store.fetch(uri, cache_dir or work_dir())
+    return manifest, local / "checkpoint"
+
+
+logging.getLogger("absl").setLevel(logging.WARNING)
+main = common.cli(__doc__.splitlines()[0], TrainParams, train, inputs={"dataset": False, "stats": False})
+
+if __name__ == "__main__":
+    raise SystemExit(main())

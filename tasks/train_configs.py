@@ -1,0 +1,160 @@
+"""A sibling registry of openpi `TrainConfig`s, one per (task spec, preset).
+
+openpi keeps its configs in a closed list (`openpi.training.config._CONFIGS`) with no plugin API, so we
+neither fork nor patch it: `train_config(spec, preset, ...)` builds an ordinary `TrainConfig` from a
+`TaskSpec` and openpi's own model configs, and the same object drives training (tasks/train.py), norm
+stats (the data config loads them) and inference (`policy_config.create_trained_policy` in verify).
+
+Presets:
+- `lora`: pi0 with `gemma_2b_lora` + `gemma_300m_lora`, the freeze filter built from that same model
+  config (what openpi's `pi0_libero_low_mem_finetune` does), no EMA. Fits a 24 GB+ GPU at batch 32.
+- `full`: full fine-tune of pi0 with EMA (needs ~70 GB+ of GPU memory at batch 32).
+- `tiny`: for CPU tests and the offline demo. openpi's `dummy` gemma variants (width 64), the SigLIP
+  vision tower frozen (pi0 has no smaller tower, and it is where the time and memory go) and no EMA;
+  always from scratch. It exercises every code path of the real presets at a size CI can run.
+
+Pretrained weights (`pi0_base`) are a URI given by the user: `gs://openpi-assets/checkpoints/pi0_base/params`,
+`s3://...` or a local path, loaded by openpi's `CheckpointWeightLoader`. Without one, training starts from
+random initialisation and the train stage says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from openpi.models import pi0_config
+from openpi.shared import nnx_utils
+from openpi.training import config as _config
+from openpi.training import optimizer as _optimizer
+from openpi.training import weight_loaders
+
+from tasks.openpi_data import ManiSkillDataConfig
+from tasks.specs import TASK_SPECS, TaskSpec, get_spec
+
+PRESETS = ("tiny", "lora", "full")
+# pi0 pads state and actions to this width; the stats stage refuses anything wider.
+MODEL_ACTION_DIM = 32
+
+
+class ConfigError(ValueError):
+    """A train config request that cannot work (unknown preset, bad sizes)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetDefaults:
+    batch_size: int
+    num_train_steps: int
+    peak_lr: float
+    warmup_steps: int
+
+
+PRESET_DEFAULTS = {
+    "tiny": PresetDefaults(batch_size=1, num_train_steps=4, peak_lr=1e-3, warmup_steps=1),
+    "lora": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
+    "full": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
+}
+
+
+def model_config(preset: str, action_horizon: int) -> pi0_config.Pi0Config:
+    if preset == "tiny":
+        # float32 activations: XLA on CPU has no fast bfloat16 matmul, and the tiny model is small anyway.
+        return pi0_config.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy",
+                                    action_horizon=action_horizon, action_dim=MODEL_ACTION_DIM, dtype="float32")
+    if preset == "lora":
+        return pi0_config.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora",
+                                    action_horizon=action_horizon, action_dim=MODEL_ACTION_DIM)
+    if preset == "full":
+        return pi0_config.Pi0Config(action_horizon=action_horizon, action_dim=MODEL_ACTION_DIM)
+    raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+
+
+def freeze_filter(preset: str, model: pi0_config.Pi0Config):
+    if preset == "tiny":
+        return nnx_utils.PathRegex(".*/img/.*")  # the SigLIP tower: frozen (bf16, no optimizer state)
+    return model.get_freeze_filter()  # LoRA: everything but the adapters; full: nothing
+
+
+def config_name(env_id: str, preset: str) -> str:
+    return f"pi0_{preset}_{env_id.lower().replace('-', '_')}"
+
+
+def train_config(
+    spec: TaskSpec,
+    preset: str,
+    *,
+    repo_id: str = "maniskill/unset",
+    assets_dir: str | Path | None = None,
+    checkpoint_base_dir: str | Path = "./checkpoints",
+    exp_name: str = "run",
+    action_horizon: int = 10,
+    batch_size: int | None = None,
+    num_train_steps: int | None = None,
+    peak_lr: float | None = None,
+    pretrained_uri: str = "",
+    seed: int = 42,
+    save_interval: int = 1000,
+    log_interval: int = 1,
+    num_workers: int = 0,
+    wandb_enabled: bool = False,
+    wandb_project: str = "maniskill-openpi",
+) -> _config.TrainConfig:
+    """The openpi TrainConfig for one task and preset. Norm stats are read from `<assets_dir>/<env_id>/`."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if preset == "tiny" and pretrained_uri:
+        raise ConfigError("the tiny preset uses dummy gemma variants that no pretrained checkpoint matches; "
+                          "use preset 'lora' or 'full' with pretrained weights")
+    if spec.action_dim > MODEL_ACTION_DIM or spec.state_dim > MODEL_ACTION_DIM:
+        raise ConfigError(f"{spec.env_id}: state ({spec.state_dim}) and action ({spec.action_dim}) widths must be "
+                          f"<= pi0's {MODEL_ACTION_DIM}")
+    defaults = PRESET_DEFAULTS[preset]
+    steps = num_train_steps or defaults.num_train_steps
+    model = model_config(preset, action_horizon)
+    lr = peak_lr or defaults.peak_lr
+    return _config.TrainConfig(
+        name=config_name(spec.env_id, preset),
+        project_name=wandb_project,
+        exp_name=exp_name,
+        model=model,
+        weight_loader=(weight_loaders.CheckpointWeightLoader(pretrained_uri) if pretrained_uri
+                       else weight_loaders.NoOpWeightLoader()),
+        lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=min(defaults.warmup_steps, steps), peak_lr=lr,
+                                                   decay_steps=max(steps, 2), decay_lr=lr / 10),
+        optimizer=_optimizer.AdamW(clip_gradient_norm=1.0),
+        ema_decay=0.99 if preset == "full" else None,
+        freeze_filter=freeze_filter(preset, model),
+        data=ManiSkillDataConfig(
+            repo_id=repo_id,
+            assets=_config.AssetsConfig(assets_dir=str(assets_dir) if assets_dir else None, asset_id=spec.env_id),
+            spec=spec,
+        ),
+        assets_base_dir=str(assets_dir) if assets_dir else "./assets",
+        checkpoint_base_dir=str(checkpoint_base_dir),
+        seed=seed,
+        batch_size=batch_size or defaults.batch_size,
+        num_workers=num_workers,
+        num_train_steps=steps,
+        log_interval=log_interval,
+        save_interval=save_interval,
+        keep_period=None,
+        wandb_enabled=wandb_enabled,
+        policy_metadata={"env_id": spec.env_id, "control_mode": spec.control_mode, "action_dim": spec.action_dim},
+    )
+
+
+def registry() -> dict[str, _config.TrainConfig]:
+    """Every (registered task, preset) config with its defaults, by name — the sibling of openpi's `_CONFIGS`."""
+    return {config_name(env_id, preset): train_config(spec, preset)
+            for env_id, spec in TASK_SPECS.items() for preset in PRESETS}
+
+
+def get_config(name: str) -> _config.TrainConfig:
+    configs = registry()
+    if name not in configs:
+        raise ConfigError(f"unknown train config {name!r}; known: {', '.join(sorted(configs))}")
+    return configs[name]
+
+
+def for_task(env_id: str, preset: str, **overrides) -> _config.TrainConfig:
+    return train_config(get_spec(env_id), preset, **overrides)
