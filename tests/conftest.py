@@ -34,6 +34,13 @@ def _offline_env(tmp_path_factory):
     os.environ["HF_LEROBOT_HOME"] = str(tmp_path_factory.mktemp("lerobot_home"))
     os.environ["PIPELINE_WORK_DIR"] = str(tmp_path_factory.mktemp("work"))
     os.environ.setdefault("WANDB_MODE", "offline")
+    # openpi's tokenizer cache, private to the test session and seeded with the offline stand-in
+    # (the real PaliGemma tokenizer cannot be fetched here); see tasks/tokenizer.py.
+    os.environ["OPENPI_DATA_HOME"] = str(tmp_path_factory.mktemp("openpi_data_home"))
+    os.environ.setdefault("PIPELINE_JAX_CACHE", str(tmp_path_factory.mktemp("jax_cache")))
+    from tasks.tokenizer import seed_offline_tokenizer
+
+    seed_offline_tokenizer()
 
 
 @pytest.fixture(scope="session")

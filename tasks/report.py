@@ -1,0 +1,139 @@
+"""The run report: one self-contained HTML file (figures inlined as PNG), readable offline and from S3.
+
+Sections: verdict and metrics table, per-stage durations and cache hits (when the pipeline passes them),
+sample camera frames (held-out data and the closed-loop rollout), the training loss curve, predicted vs
+demonstrated actions per dimension, closed-loop episodes, and lineage (demos -> dataset -> checkpoint).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.specs import TaskSpec
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _img_tag(b64: str, alt: str, width: int | None = None) -> str:
+    w = f' width="{width}"' if width else ""
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"{w}>'
+
+
+def _frame_png(image: np.ndarray) -> str:
+    import PIL.Image
+
+    buf = io.BytesIO()
+    PIL.Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def loss_figure(losses: list[dict]) -> str | None:
+    if not losses:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def actions_figure(predicted: np.ndarray | None, demonstrated: np.ndarray) -> str | None:
+    """One panel per action dimension: the held-out frames' chunks laid end to end, predicted vs demonstrated."""
+    if predicted is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, h, dims = predicted.shape
+    fig, axes = plt.subplots(dims, 1, figsize=(7, 1.4 * dims), sharex=True, squeeze=False)
+    x = np.arange(n * h)
+    for d in range(dims):
+        ax = axes[d, 0]
+        ax.plot(x, demonstrated[..., d].reshape(-1), label="demonstrated", color="black", linewidth=1)
+        ax.plot(x, predicted[..., d].reshape(-1), label="predicted", color="tab:orange", linewidth=1)
+        for b in range(1, n):
+            ax.axvline(b * h - 0.5, color="grey", alpha=0.2)
+        ax.set_ylabel(f"a[{d}]")
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("held-out frame x chunk step")
+    return _png(fig)
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return str(v)
+
+
+STYLE = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}
+th{background:#f4f4f4}.pass{color:#080}.fail{color:#b00}figure{display:inline-block;margin:4px}
+figcaption{font-size:11px;color:#555}code{font-size:12px}"""
+
+
+def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses: list[dict],
+                 predicted: np.ndarray | None, demonstrated: np.ndarray, samples: list[dict],
+                 rollout_frames: list[dict], episodes: list[dict], stages: list[dict] | None = None) -> Path:
+    verdict = "PASSED" if metrics.get("passed") else "FAILED"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.env_id)} run report</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>{html.escape(spec.env_id)}: pi0 verification <span id='verdict' class='{verdict.lower()[:4]}'>{verdict}</span></h1>",
+             f"<p>Prompt: <i>{html.escape(spec.prompt)}</i></p>"]
+    headline = [("closed-loop success rate", metrics.get("success_rate")), ("closed-loop episodes", metrics.get("episodes")),
+                ("held-out action MAE", metrics.get("action_mae")), ("output shape", metrics.get("output_shape")),
+                ("finite", metrics.get("finite")), ("inference latency (ms, median)", metrics.get("latency_ms_median")),
+                ("checks", metrics.get("checks")), ("training", metrics.get("train"))]
+    parts += ["<h2>Metrics</h2>", f"<div id='metrics'>{_table(headline)}</div>"]
+    if stages:
+        rows = "".join(f"<tr><td>{html.escape(s['stage'])}</td><td>{s.get('seconds', 0):.1f}</td>"
+                       f"<td>{'cache hit' if s.get('cache_hit') else 'ran'}</td><td><code>{html.escape(s.get('uri', ''))}</code></td></tr>"
+                       for s in stages)
+        parts += ["<h2>Stages</h2>", f"<table id='stages'><tr><th>stage</th><th>seconds</th><th>cache</th><th>artifact</th></tr>{rows}</table>"]
+    frames = [(_frame_png(s["image"]), f"held-out frame {s['frame']}") for s in samples]
+    frames += [(_frame_png(f["image"]), f"rollout step {f['step']}") for f in rollout_frames]
+    if frames:
+        parts += ["<h2>Camera frames</h2><div id='frames'>"]
+        parts += [f"<figure>{_img_tag(b, c, 160)}<figcaption>{html.escape(c)}</figcaption></figure>" for b, c in frames]
+        parts += ["</div>"]
+    loss = loss_figure(losses)
+    parts += ["<h2>Training loss</h2>", f"<div id='loss'>{_img_tag(loss, 'training loss curve')}</div>" if loss else "<p>no training log</p>"]
+    acts = actions_figure(predicted, demonstrated)
+    parts += ["<h2>Predicted vs demonstrated actions (held-out frames)</h2>",
+              f"<div id='actions'>{_img_tag(acts, 'predicted vs demonstrated actions')}</div>" if acts else "<p>predictions unusable (see checks)</p>"]
+    if episodes:
+        rows = "".join(f"<tr><td>{e['seed']}</td><td>{'yes' if e['success'] else 'no'}</td><td>{e['steps']}</td><td>{e['seconds']}</td></tr>"
+                       for e in episodes)
+        parts += ["<h2>Closed-loop episodes</h2>", f"<table id='episodes'><tr><th>seed</th><th>success</th><th>steps</th><th>seconds</th></tr>{rows}</table>"]
+    lineage = metrics.get("lineage", {})
+    parts += ["<h2>Lineage</h2>", f"<div id='lineage'>{_table(list(lineage.items()))}</div>", "</body></html>"]
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,46 @@
+"""The sibling TrainConfig registry: one openpi TrainConfig per (task, preset), built from the TaskSpec."""
+
+import pytest
+from openpi.models import pi0_config
+
+from tasks.specs import TASK_SPECS
+from tasks.train_configs import PRESETS, ConfigError, config_name, for_task, get_config, registry
+
+
+def test_every_task_has_every_preset():
+    configs = registry()
+    assert set(configs) == {config_name(e, p) for e in TASK_SPECS for p in PRESETS}
+    for name, config in configs.items():
+        assert config.name == name
+        assert config.data.assets.asset_id == config.data.spec.env_id
+
+
+def test_lora_freeze_filter_is_built_from_the_same_model_config():
+    config = get_config("pi0_lora_pickcube_v1")
+    assert config.model.paligemma_variant == "gemma_2b_lora" and config.model.action_expert_variant == "gemma_300m_lora"
+    expected = pi0_config.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora").get_freeze_filter()
+    assert repr(config.freeze_filter) == repr(expected)
+    assert config.ema_decay is None
+
+
+def test_tiny_preset_is_small_and_trains_from_scratch():
+    config = for_task("PickCube-v1", "tiny", action_horizon=8)
+    assert config.model.paligemma_variant == "dummy" and config.model.action_expert_variant == "dummy"
+    assert config.model.action_horizon == 8 and config.ema_decay is None
+    assert "img" in repr(config.freeze_filter)  # the vision tower is frozen
+    assert type(config.weight_loader).__name__ == "NoOpWeightLoader"
+
+
+def test_pretrained_uri_uses_openpi_checkpoint_loader():
+    config = for_task("PickCube-v1", "lora", pretrained_uri="gs://openpi-assets/checkpoints/pi0_base/params")
+    assert type(config.weight_loader).__name__ == "CheckpointWeightLoader"
+    assert config.weight_loader.params_path == "gs://openpi-assets/checkpoints/pi0_base/params"
+
+
+def test_bad_requests_are_refused():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        for_task("PickCube-v1", "huge")
+    with pytest.raises(ConfigError, match="tiny preset"):
+        for_task("PickCube-v1", "tiny", pretrained_uri="/weights")
+    with pytest.raises(ConfigError, match="unknown train config"):
+        get_config("pi0_nope")

@@ -1,0 +1,180 @@
+"""train -> verify -> promote with the tiny pi0 preset on CPU, on a real S3 endpoint, on data made here.
+
+One demo set is downloaded; its first three episodes become the training dataset and the fourth a
+held-out dataset (a separate render shard, never seen by training). Everything is real: openpi's model,
+loader, optimizer and orbax checkpoints, `create_trained_policy`, ManiSkill rollouts.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+
+from tasks.artifacts import ArtifactStore
+from tasks.convert import ConvertParams, convert
+from tasks.download import DownloadParams, download
+from tasks.promote import PromoteParams, latest_uri, promote
+from tasks.render import RenderParams, render
+from tasks.stats import StatsParams, stats
+from tasks.train import PROGRESS_STAGE, TrainError, TrainParams, train
+from tasks.verify import VerifyParams, verify
+from tests.conftest import PROJECT, publish_dir
+
+pytestmark = [pytest.mark.sim, pytest.mark.train]
+ENV_ID = "PickCube-v1"
+HORIZON = 10
+
+
+@pytest.fixture(scope="module")
+def data(s3_endpoint):
+    boto3.client("s3").create_bucket(Bucket="train-e2e")
+    root = "s3://train-e2e/runs"
+    demos = download(DownloadParams(env_id=ENV_ID, count=4, seed=20), root=root)
+    train_shard = render(RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=3), root=root, demos=demos.uri)
+    holdout_shard = render(RenderParams(env_id=ENV_ID, shard_start=3, shard_stop=4), root=root, demos=demos.uri)
+    dataset = convert(ConvertParams(env_id=ENV_ID), root=root, rendered=[train_shard.uri])
+    holdout = convert(ConvertParams(env_id=ENV_ID), root=root, rendered=[holdout_shard.uri])
+    norm = stats(StatsParams(env_id=ENV_ID, action_horizon=HORIZON), root=root, dataset=dataset.uri)
+    return {"root": root, "dataset": dataset.uri, "holdout": holdout.uri, "stats": norm.uri}
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    result = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON), root=data["root"],
+                   dataset=data["dataset"], stats=data["stats"])
+    return result
+
+
+def s3_keys(uri: str) -> set[str]:
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+    return {o["Key"][len(prefix) + 1:] for page in pages for o in page.get("Contents", [])}
+
+
+def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
+    m = trained.metrics
+    assert not trained.cache_hit and m["steps"] == 2 and m["resumed_from_step"] == 0 and m["from_pretrained"] is None
+    assert np.isfinite(m["final_loss"]) and m["checkpoint_mb"] > 1 and m["peak_rss_mb"] > 0
+    keys = s3_keys(trained.uri)
+    assert "manifest.json" in keys and "train_log.jsonl" in keys
+    assert f"checkpoint/assets/{ENV_ID}/norm_stats.json" in keys
+    assert any(k.startswith("checkpoint/params/") for k in keys) and any(k.startswith("checkpoint/train_state/") for k in keys)
+    store = ArtifactStore(data["root"])
+    log = [json.loads(x) for x in store.fs.cat(store._path(trained.uri) + "/train_log.jsonl").decode().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    # the resume points are gone once the artifact is published
+    assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
+    again = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, wandb=True), root=data["root"],
+                  dataset=data["dataset"], stats=data["stats"])
+    assert again.cache_hit and again.uri == trained.uri  # W&B on/off is not part of what is produced
+
+
+def test_checkpoint_loads_with_create_trained_policy_and_infers_on_a_real_frame(trained, data, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from openpi.policies import policy_config
+    from openpi.shared import normalize
+
+    from tasks.specs import get_spec
+    from tasks.train import fetch_checkpoint
+    from tasks.train_configs import for_task
+
+    store = ArtifactStore(data["root"])
+    _, ckpt = fetch_checkpoint(store, trained.uri, tmp_path)
+    _, stats_dir = store.fetch(data["stats"], tmp_path)
+    saved = normalize.load(ckpt / "assets" / ENV_ID)
+    np.testing.assert_allclose(saved["state"].mean, normalize.load(stats_dir)["state"].mean)
+    config = for_task(ENV_ID, "tiny", action_horizon=HORIZON)
+    policy = policy_config.create_trained_policy(config, ckpt, default_prompt=get_spec(ENV_ID).prompt)
+    _, holdout_dir = store.fetch(data["holdout"], tmp_path)
+    frame = LeRobotDataset("maniskill/holdout", root=holdout_dir)[5]
+    out = policy.infer({"images": {"base_camera": frame["observation.images.base_camera"].numpy()},
+                        "state": frame["observation.state"].numpy()})
+    assert out["actions"].shape == (HORIZON, 7) and np.isfinite(out["actions"]).all()
+    assert np.abs(out["actions"]).max() > 0  # real predictions, unnormalised into env units
+
+
+def test_verify_reports_and_the_promotion_gate_keeps_the_better_latest(trained, data):
+    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=3, episodes=1, max_steps=10), root=data["root"],
+                    checkpoint=trained.uri, holdout=data["holdout"])
+    m = result.metrics
+    assert m["passed"] and m["output_shape"] == [HORIZON, 7] and m["finite"] and m["holdout_frames"] == 3
+    assert m["holdout_is_training_data"] is False and np.isfinite(m["action_mae"]) and len(m["action_mae_per_dim"]) == 7
+    assert m["episodes"] == 1 and m["success_rate"] in (0.0, 1.0) and m["latency_ms_median"] > 0
+    keys = s3_keys(result.uri)
+    assert {"metrics.json", "report.html", "manifest.json"} <= keys
+    store = ArtifactStore(data["root"])
+    report = store.fs.cat(store._path(result.uri) + "/report.html").decode()
+    for section in ("id='metrics'", "id='loss'", "id='actions'", "id='frames'", "id='episodes'", "id='lineage'"):
+        assert section in report
+    assert report.count("data:image/png;base64,") >= 4
+
+    first = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
+    latest = store.read_json(latest_uri(store, ENV_ID))
+    assert first.metrics["promoted"] and latest["checkpoint"] == trained.uri and latest["verify"] == result.uri
+    assert not promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri).metrics["promoted"]
+
+    # A better checkpoint is already latest: a worse one does not replace it.
+    better = {**latest, "verify": data["root"] + "/PickCube-v1/verify/better", "checkpoint": "s3://elsewhere/ckpt",
+              "success_rate": 1.0}
+    store.write_json(latest_uri(store, ENV_ID), better)
+    m["success_rate"] = 0.0
+    refused = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
+    assert not refused.metrics["promoted"] and "worse" in refused.metrics["reason"]
+    assert store.read_json(latest_uri(store, ENV_ID)) == better
+
+
+def test_norm_stats_width_mismatch_is_refused_before_training(data, tmp_path):
+    from openpi.shared import normalize
+
+    bad = tmp_path / "bad_stats"
+    normalize.save(bad, {"state": normalize.NormStats(mean=np.zeros(18), std=np.ones(18)),
+                         "actions": normalize.NormStats(mean=np.zeros(7), std=np.ones(7))})
+    store = ArtifactStore(data["root"])
+    bad_uri = publish_dir(store, ENV_ID, "stats", bad, tag="width-18")
+    before = s3_keys(data["root"] + f"/{ENV_ID}/train")
+    t0 = time.monotonic()
+    with pytest.raises(TrainError, match="state width 18 != model input width 19"):
+        train(TrainParams(env_id=ENV_ID, steps=1), root=data["root"], dataset=data["dataset"], stats=bad_uri)
+    assert time.monotonic() - t0 < 60
+    assert s3_keys(data["root"] + f"/{ENV_ID}/train") == before  # nothing written, not even a partial checkpoint
+    assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(data):
+    """SIGKILL after the step-1 checkpoint is uploaded; the rerun continues at step 1, not from scratch."""
+    root = data["root"]
+    params = ["--env-id", ENV_ID, "--steps", "3", "--save-interval", "1", "--seed", "7", "--action-horizon", str(HORIZON)]
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.train", "--root", root, "--dataset", data["dataset"],
+                             "--stats", data["stats"], *params], cwd=PROJECT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    store = ArtifactStore(root)
+    progress_root = f"{root}/{ENV_ID}/{PROGRESS_STAGE}"
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = s3_keys(progress_root)
+            if any(k.endswith("1/COMPLETE.json") for k in runs):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, f"training ended before it could be interrupted:\n{proc.stdout.read()}"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run_dirs = {k.split("/")[0] for k in s3_keys(progress_root)}
+    assert len(run_dirs) == 1
+    progress_uri = f"{progress_root}/{run_dirs.pop()}"
+    assert "1" in store.complete_trees(progress_uri)
+
+    result = train(TrainParams(env_id=ENV_ID, steps=3, save_interval=1, seed=7, action_horizon=HORIZON), root=root,
+                   dataset=data["dataset"], stats=data["stats"])
+    assert result.metrics["resumed_from_step"] >= 1 and result.metrics["steps"] == 3
+    log = [json.loads(x) for x in store.fs.cat(store._path(result.uri) + "/train_log.jsonl").decode().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]  # one curve across both attempts, no restart
+    assert not store.complete_trees(progress_uri)
