@@ -20,8 +20,10 @@ from tasks.artifacts import ArtifactError, StageResult
 from tasks.convert import ConvertError
 from tasks.download import DownloadError
 from tasks.render import RenderError
+from tasks.tokenizer import TokenizerError
 
-NON_RETRYABLE = (ValueError, ArtifactError, ConvertError, RenderError, DownloadError)
+# ValueError covers SpecError, StatsError, TrainError, VerifyError, ConfigError and bad params.
+NON_RETRYABLE = (ValueError, ArtifactError, ConvertError, RenderError, DownloadError, TokenizerError)
 
 
 def bind_s3_connection(conn_id: str | None) -> None:

@@ -129,10 +129,16 @@ TASK_SPECS: dict[str, TaskSpec] = {
             env_id="PushCube-v1",
             # The goal region is drawn on the table, so the camera sees it.
             prompt="push the cube to the goal region",
+            # The gripper keeps its orientation while pushing: the TCP quaternion has constant
+            # components, which the stats stage would refuse. Position only.
+            state_keys=("agent/qpos[0:9]", "extra/tcp_pose[0:3]"),
         ),
         TaskSpec(
             env_id="PullCube-v1",
             prompt="pull the cube to the goal region",
+            # The gripper keeps its orientation while pulling: the TCP quaternion has constant
+            # components, which the stats stage would refuse. Position only.
+            state_keys=("agent/qpos[0:9]", "extra/tcp_pose[0:3]"),
         ),
     )
 }

@@ -5,7 +5,7 @@ Same result as openpi's `scripts/compute_norm_stats.py` (frames in dataset order
 task's `ManiSkillInputs` transform, openpi's `normalize.RunningStats`), but it reads only the state and
 action columns, one episode at a time, instead of decoding every image through the data loader.
 Written as openpi's `norm_stats.json` (`normalize.save`). Refuses widths that differ from the model
-input and dimensions whose std is near zero (normalising them would blow them up).
+input and state dimensions whose std is near zero (normalising them would blow live values up).
 """
 
 from __future__ import annotations
@@ -98,8 +98,11 @@ def check_stats(spec: TaskSpec, norm_stats: dict, min_std: float) -> None:
                              "recompute stats from a dataset converted with the current TaskSpec")
         if width > PI0_ACTION_DIM:
             raise StatsError(f"{key} width {width} exceeds pi0's action_dim {PI0_ACTION_DIM}")
-    names = {"state": _state_dim_names(spec), "actions": [f"action[{i}]" for i in range(spec.action_dim)]}
-    for key in expected:
+    names = {"state": _state_dim_names(spec)}
+    # Only state: a live observation that strays from a near-constant training value is blown up by ~1/std.
+    # Near-constant *actions* are harmless (normalised targets still have unit scale; a constant gripper
+    # command unnormalises back to that constant), and tasks like PushCube never open the gripper.
+    for key in ("state",):
         std = np.asarray(norm_stats[key].std)
         flat = np.where(std < min_std)[0]
         if len(flat):
@@ -142,6 +145,7 @@ def stats(params: StatsParams, root: str, dataset: str) -> StageResult:
         check_stats(spec, norm_stats, params.min_std)
         normalize.save(out, norm_stats)
         return {"frames": frames, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
+                "constant_action_dims": np.where(norm_stats["actions"].std < params.min_std)[0].tolist(),
                 "action_horizon": params.action_horizon,
                 "min_std": {k: float(np.min(v.std)) for k, v in norm_stats.items()}}
 

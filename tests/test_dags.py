@@ -1,5 +1,6 @@
-"""The Airflow wiring: DAG integrity, the params form, and a real dag.test() run of the data stages."""
+"""The Airflow wiring: DAG integrity, the params form, queues/pools, and real dag.test() runs end to end."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,11 @@ import pytest
 
 from tests.conftest import PROJECT
 
-DAG_ID = "maniskill_openpi_data"
+SFT = "maniskill_openpi_sft"
+BACKFILL = "maniskill_openpi_backfill"
+# The smallest honest run: tiny preset, a few demos, short closed-loop evaluation.
+SMALL_RUN = {"demo_count": 3, "holdout_count": 1, "episodes_per_shard": 2, "steps": 2, "eval_episodes": 1,
+             "eval_max_steps": 10, "holdout_frames": 2}
 
 
 @pytest.fixture(scope="module")
@@ -29,36 +34,117 @@ def dagbag(airflow_db):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert DAG_ID in dagbag.dags
+    assert {SFT, BACKFILL} <= set(dagbag.dags)
 
 
-def test_stage_order_and_mapping(dagbag):
-    dag = dagbag.dags[DAG_ID]
-    assert dag.get_task("download").downstream_task_ids == {"plan_shards"}
-    assert dag.get_task("plan_shards").downstream_task_ids == {"render"}
-    assert dag.get_task("render").downstream_task_ids == {"convert"}
-    assert dag.get_task("convert").downstream_task_ids == {"stats"}
+def test_sft_stage_order_and_mapping(dagbag):
+    dag = dagbag.dags[SFT]
+    downstream = {t: dag.get_task(t).downstream_task_ids for t in dag.task_ids}
+    assert downstream["download"] == {"plan_shards"}
+    assert downstream["plan_shards"] == {"render"}
+    assert downstream["render"] == {"convert", "convert_holdout"}
+    assert downstream["convert"] == {"stats", "train"}
+    assert downstream["stats"] == {"train"}
+    assert downstream["train"] == {"verify"} and downstream["convert_holdout"] == {"verify"}
+    assert downstream["verify"] == {"promote"}
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
+
+
+def test_gpu_stages_use_the_gpu_queue_and_pool_cpu_stages_do_not(dagbag):
+    for dag_id, prefix in ((SFT, ""), (BACKFILL, "pipeline.")):
+        dag = dagbag.dags[dag_id]
+        for t in dag.tasks:
+            name = t.task_id.removeprefix(prefix)
+            if name in ("train", "verify"):
+                assert (t.queue, t.pool) == ("gpu", "gpu"), t.task_id
+            else:
+                assert t.queue != "gpu" and t.pool != "gpu", t.task_id
+
+
+def test_schedule_is_cron_or_new_demos(dagbag):
+    dag = dagbag.dags[SFT]
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert dag.timetable.asset_condition.name == "maniskill_demos"
+    assert dag.timetable.timetable.expression == "0 3 * * 0"
+    assert type(dagbag.dags[BACKFILL].timetable).__name__ == "NullTimetable"  # triggered by hand
 
 
 def test_params_form_validates(dagbag):
     from airflow.sdk.definitions.param import ParamValidationError
 
-    params = dagbag.dags[DAG_ID].params
+    params = dagbag.dags[SFT].params
     for name in params:
         params.get_param(name).resolve()  # every default is valid
     bad = {"env_id": "PickCub-v1", "demo_count": -3, "control_mode": "pd_teleport", "artifact_root": "../../etc",
-           "min_success_ratio": 1.5}
+           "min_success_ratio": 1.5, "preset": "huge", "steps": 0, "batch_size": 0, "pretrained_uri": "weights here",
+           "wandb": "yes"}
     for name, value in bad.items():
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(value)
     assert all(params.get_param(name).description for name in params)
+    with pytest.raises(ParamValidationError):
+        dagbag.dags[BACKFILL].params.get_param("env_ids").resolve(["NoSuchTask-v9"])
+
+
+def test_resolve_refuses_bad_combinations_before_work():
+    from pipeline_params import resolve_run_config, sft_params
+
+    defaults = {k: p.value for k, p in sft_params().items()}
+    with pytest.raises(ValueError, match="tiny preset"):
+        resolve_run_config({**defaults, "pretrained_uri": "/weights/pi0_base"})
+    with pytest.raises(ValueError, match="source_uri"):
+        resolve_run_config({**defaults, "demo_source": "s3"})
+
+    class Event:  # a demos asset event can name the task and the demo folder
+        extra = {"env_id": "StackCube-v1", "demo_source": "s3", "demo_source_uri": "s3://demos/stack", "ignored": 1}
+
+    cfg = resolve_run_config(defaults, {"maniskill_demos": [Event()]})
+    assert cfg["env_id"] == "StackCube-v1" and cfg["demo_source_uri"] == "s3://demos/stack" and "ignored" not in cfg
+
+
+def _manifests(store: Path) -> list[tuple[str, str, str]]:
+    """(env id, stage, key) of every complete artifact."""
+    return sorted((p.parent.parent.parent.name, p.parent.parent.name, p.parent.name) for p in store.rglob("manifest.json"))
+
+
+@pytest.fixture(scope="module")
+def sft_run(dagbag, tmp_path_factory):
+    store = tmp_path_factory.mktemp("dag_store")
+    run = dagbag.dags[SFT].test(run_conf={**SMALL_RUN, "artifact_root": f"file://{store}"})
+    return run, store
 
 
 @pytest.mark.sim
-def test_dag_run_produces_all_data_artifacts(dagbag, tmp_path):
-    root = f"file://{tmp_path / 'store'}"
-    run = dagbag.dags[DAG_ID].test(run_conf={"demo_count": 3, "episodes_per_shard": 2, "artifact_root": root})
+@pytest.mark.train
+def test_dag_test_runs_every_stage_end_to_end(sft_run):
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    run, store = sft_run
     assert run.state == "success"
-    manifests = sorted(str(p.relative_to(tmp_path / "store")).split("/")[1] for p in (tmp_path / "store").rglob("manifest.json"))
-    assert manifests == ["convert", "download", "render", "render", "stats"]
+    stages = [s for _, s, _ in _manifests(store)]
+    # 3 training demos in shards of 2 -> two train shards, plus the held-out shard
+    assert sorted(stages) == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
+    latest = json.loads((store / "PickCube-v1" / "latest.json").read_text())
+    assert latest["checkpoint"].startswith(f"file://{store}/PickCube-v1/train/")
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=SFT, run_id=run.run_id).all()
+        assert {ti.state for ti in tis} == {"success"}
+        assert len([ti for ti in tis if ti.task_id == "render"]) == 3  # mapped: one task instance per shard
+
+
+@pytest.mark.sim
+@pytest.mark.train
+def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
+    """After PickCube was trained, "add" PushCube: the backfill trains PushCube; PickCube is all cache hits."""
+    from tasks import specs
+
+    run, store = sft_run
+    before = set(_manifests(store))
+    monkeypatch.setattr(specs, "TASK_SPECS", {k: specs.TASK_SPECS[k] for k in ("PickCube-v1", "PushCube-v1")})
+    bf = dagbag.dags[BACKFILL].test(run_conf={**SMALL_RUN, "artifact_root": f"file://{store}"})
+    assert bf.state == "success"
+    new = set(_manifests(store)) - before
+    assert {env for env, _, _ in new} == {"PushCube-v1"}
+    assert sorted(s for _, s, _ in new) == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
+    assert (store / "PushCube-v1" / "latest.json").is_file()

@@ -10,10 +10,11 @@ from tasks.stats import StatsError, action_chunks, check_stats
 SPEC = get_spec("PickCube-v1")
 
 
-def _stats(state_width: int, action_width: int, state_std=None) -> dict:
+def _stats(state_width: int, action_width: int, state_std=None, action_std=None) -> dict:
     std = np.ones(state_width) if state_std is None else np.asarray(state_std)
+    a_std = np.ones(action_width) if action_std is None else np.asarray(action_std)
     return {"state": NormStats(mean=np.zeros(state_width), std=std),
-            "actions": NormStats(mean=np.zeros(action_width), std=np.ones(action_width))}
+            "actions": NormStats(mean=np.zeros(action_width), std=a_std)}
 
 
 def test_matching_widths_pass():
@@ -32,6 +33,12 @@ def test_near_zero_std_names_the_dimension():
     std[17] = 1e-9  # goal_pos y
     with pytest.raises(StatsError, match=r"extra/goal_pos\[1\] \(std 1.00e-09\)"):
         check_stats(SPEC, _stats(SPEC.state_dim, 7, std), min_std=1e-5)
+
+
+def test_constant_action_dimension_is_allowed():
+    std = np.ones(7)
+    std[6] = 0.0  # a gripper that never opens (PushCube)
+    check_stats(SPEC, _stats(SPEC.state_dim, 7, action_std=std), min_std=1e-5)
 
 
 def test_action_chunks_repeat_the_last_action_at_episode_end():
