@@ -52,3 +52,14 @@ def run_stage_task(fn: Callable[..., StageResult], *args: Any, s3_conn_id: str |
     except NON_RETRYABLE as e:
         raise AirflowFailException(f"{type(e).__name__}: {e}") from e
     return result.to_dict()
+
+
+def worker_hostname() -> str:
+    """`[core] hostname_callable`: a worker's name as recorded on its task instances.
+
+    Several Celery workers on one host (the integration tier; a CPU and a GPU worker in one VM) would all
+    report the same FQDN; `PIPELINE_WORKER_NAME` tells them apart.
+    """
+    import socket
+
+    return os.environ.get("PIPELINE_WORKER_NAME") or socket.getfqdn()

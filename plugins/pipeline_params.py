@@ -8,6 +8,7 @@ the event's `extra` (e.g. `{"env_id": "StackCube-v1", "demo_source": "s3", "demo
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from airflow.sdk import Param
@@ -15,7 +16,7 @@ from airflow.sdk import Param
 from tasks.artifacts import ArtifactStore
 from tasks.common import default_root
 from tasks.specs import CONTROL_MODES, TASK_SPECS
-from tasks.train_configs import PRESETS
+from tasks.train import PRESETS
 
 ASSET_OVERRIDES = ("env_id", "demo_source", "demo_source_uri", "demo_count")
 
@@ -53,7 +54,8 @@ def common_params() -> dict[str, Param]:
         "min_success_rate": Param(0.0, type="number", minimum=0, maximum=1, description="verify fails below this success rate"),
         "artifact_root": Param(default_root(), type="string", pattern=r"^(file:///|s3://)[A-Za-z0-9._/-]+$",
                                description="where artifacts go: file:///abs/dir (embedded) or s3://bucket/prefix"),
-        "s3_conn_id": Param("", type="string", description="Airflow aws connection for s3:// roots (endpoint_url for MinIO)"),
+        "s3_conn_id": Param(os.environ.get("PIPELINE_S3_CONN_ID", ""), type="string",
+                            description="Airflow aws connection for s3:// roots (endpoint_url for MinIO)"),
     }
 
 

@@ -32,6 +32,7 @@ from tasks import common
 from tasks.artifacts import ArtifactStore, Manifest, StageResult, artifact_uri, run_stage, work_dir
 from tasks.specs import get_spec
 
+PRESETS = ("tiny", "lora", "full")  # see tasks/train_configs.py; here so that DAG parsing need not import openpi
 STAGE = "train"
 PROGRESS_STAGE = "train-progress"
 CODE_VERSION = "1"
@@ -61,8 +62,6 @@ class TrainParams:
     num_workers: int = 0  # data loader worker processes
 
     def validate(self) -> None:
-        from tasks.train_configs import PRESETS
-
         get_spec(self.env_id)
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")

@@ -32,7 +32,7 @@ from openpi.training import weight_loaders
 from tasks.openpi_data import ManiSkillDataConfig
 from tasks.specs import TASK_SPECS, TaskSpec, get_spec
 
-PRESETS = ("tiny", "lora", "full")
+from tasks.train import PRESETS  # noqa: E402  (defined beside TrainParams, which the DAG params form imports)
 # pi0 pads state and actions to this width; the stats stage refuses anything wider.
 MODEL_ACTION_DIM = 32
 

@@ -12,7 +12,7 @@ MESA_DIR="$ROOT/.cache/mesa"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in libvulkan1 mesa-vulkan-drivers redis-server postgresql; do
+for p in libvulkan1 mesa-vulkan-drivers redis-server postgresql docker-compose; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
