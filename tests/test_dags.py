@@ -148,3 +148,9 @@ def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
     assert {env for env, _, _ in new} == {"PushCube-v1"}
     assert sorted(s for _, s, _ in new) == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
     assert (store / "PushCube-v1" / "latest.json").is_file()
+
+
+def test_readme_picture_is_the_dag(dagbag):
+    from dag_diagram import mermaid
+
+    assert mermaid(dagbag.dags[SFT]) in (PROJECT / "README.md").read_text(), "regenerate: python plugins/dag_diagram.py"

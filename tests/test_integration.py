@@ -63,10 +63,40 @@ def test_triggered_run_succeeds_with_gpu_tasks_on_the_gpu_worker(deployment, s3_
 
     s3 = boto3.client("s3")
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
-    stages = sorted(k.split("/")[3] for k in keys if k.endswith("/manifest.json"))
+    stages = sorted(k.split("/")[2] for k in keys if k.endswith("/manifest.json"))  # runs/<env>/<stage>/<key>/
     assert stages == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
     latest = json.loads(s3.get_object(Bucket=bucket, Key="runs/PickCube-v1/latest.json")["Body"].read())
     assert latest["checkpoint"].startswith(f"{root}/PickCube-v1/train/")
     # XCom carries URIs and small metrics, never data
     xcom = dep.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value")
     assert len(json.dumps(xcom)) < 10_000 and root in json.dumps(xcom)
+
+
+def test_no_credentials_in_logs_xcom_or_manifests(deployment):
+    """The S3 secret reaches the workers only through the Airflow connection: scan everything the run wrote."""
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    leaks = []
+    for path in deployment.base.rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".json", ".jsonl", ".txt", ".cfg", ""):
+            if secret in path.read_text(errors="ignore"):
+                leaks.append(str(path))
+    runs = deployment.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
+    assert runs, "the previous test's run should be recorded"
+    for run in runs:
+        tis = deployment.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances?limit=100")
+        for t in tis["task_instances"]:
+            suffix = f"?map_index={t['map_index']}" if t["map_index"] >= 0 else ""
+            try:
+                xcom = deployment.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/"
+                                                 f"{t['task_id']}/xcomEntries/return_value{suffix}")
+            except Exception:
+                continue
+            if secret in json.dumps(xcom):
+                leaks.append(f"xcom {t['task_id']}")
+    s3 = boto3.client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="integration"):
+        for o in page.get("Contents", []):
+            if o["Key"].endswith((".json", ".jsonl", ".html")):
+                if secret in s3.get_object(Bucket="integration", Key=o["Key"])["Body"].read().decode(errors="ignore"):
+                    leaks.append(o["Key"])
+    assert not leaks, f"secret found in: {leaks}"
