@@ -16,6 +16,7 @@ from airflow.sdk import Param
 from tasks.artifacts import ArtifactStore
 from tasks.common import default_root
 from tasks.specs import CONTROL_MODES, TASK_SPECS
+from tasks.render import plan_shards  # noqa: F401  (re-exported for the DAGs)
 from tasks.train import PRESETS
 
 ASSET_OVERRIDES = ("env_id", "demo_source", "demo_source_uri", "demo_count")
@@ -101,11 +102,3 @@ def verify_params(c: dict[str, Any]):
 
     return VerifyParams(env_id=c["env_id"], holdout_frames=c["holdout_frames"], episodes=c["eval_episodes"],
                         max_steps=c["eval_max_steps"], seed=c["seed"], min_success_rate=c["min_success_rate"])
-
-
-def plan_shards(demo_count: int, holdout_count: int, episodes_per_shard: int) -> list[dict[str, Any]]:
-    """Training shards over [0, demo_count) and one held-out shard over the rest (never trained on)."""
-    shards = [{"start": a, "stop": min(a + episodes_per_shard, demo_count), "split": "train"}
-              for a in range(0, demo_count, episodes_per_shard)]
-    shards.append({"start": demo_count, "stop": demo_count + holdout_count, "split": "holdout"})
-    return shards

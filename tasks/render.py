@@ -69,6 +69,18 @@ class RenderParams:
         return d
 
 
+def plan_shards(demo_count: int, holdout_count: int, episodes_per_shard: int) -> list[dict]:
+    """Training shards over [0, demo_count) and one held-out shard over the rest (never trained on).
+
+    The DAGs and tasks/pipeline.py share this plan, so the same demo set always gives the same render
+    keys, whichever way it is run.
+    """
+    shards = [{"start": a, "stop": min(a + episodes_per_shard, demo_count), "split": "train"}
+              for a in range(0, demo_count, episodes_per_shard)]
+    shards.append({"start": demo_count, "stop": demo_count + holdout_count, "split": "holdout"})
+    return shards
+
+
 def gpu_available() -> bool:
     if shutil.which("nvidia-smi") is None:
         return False
