@@ -49,13 +49,14 @@ def maniskill_openpi_sft():
     def render(cfg: dict, shard: dict) -> dict:
         return stages.render(cfg, shard)
 
+    # Indexing by len() reads exactly the mapped results (iterating the lazy sequence probes one past the end).
     @task
     def convert(cfg: dict, rendered: list[dict]) -> dict:
-        return stages.convert(cfg, list(rendered), "train")
+        return stages.convert(cfg, [rendered[i] for i in range(len(rendered))], "train")
 
     @task
     def convert_holdout(cfg: dict, rendered: list[dict]) -> dict:
-        return stages.convert(cfg, list(rendered), "holdout")
+        return stages.convert(cfg, [rendered[i] for i in range(len(rendered))], "holdout")
 
     @task
     def stats(cfg: dict, dataset: dict) -> dict:

@@ -40,7 +40,8 @@ def _prepare_env(home: Path) -> None:
 
 def run_demo(conf: dict) -> dict:
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.models import TaskInstance, XCom
+    from airflow.models import TaskInstance
+    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     from tasks.tokenizer import seed_offline_tokenizer
@@ -57,7 +58,9 @@ def run_demo(conf: dict) -> dict:
         tis = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run.run_id).all()
         results = {}
         for ti in sorted(tis, key=lambda t: (t.start_date or 0, t.map_index)):
-            value = XCom.get_value(ti_key=ti.key, session=session) if ti.state == "success" else None
+            row = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", task_ids=ti.task_id,
+                                                     dag_ids=DAG_ID, map_indexes=ti.map_index)).first()
+            value = XComModel.deserialize_value(row) if row is not None else None
             name = ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
             results[name] = {"state": ti.state, "seconds": round(ti.duration or 0, 1),
                              "cache_hit": (value or {}).get("cache_hit") if isinstance(value, dict) else None,
