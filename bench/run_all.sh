@@ -8,3 +8,4 @@ python -m bench.bench_render 20
 python -m bench.bench_convert 20
 python -m bench.bench_stats 20
 python -m bench.bench_memory
+python -m bench.bench_overhead 4
