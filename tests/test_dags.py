@@ -154,3 +154,14 @@ def test_readme_picture_is_the_dag(dagbag):
     from dag_diagram import mermaid
 
     assert mermaid(dagbag.dags[SFT]) in (PROJECT / "README.md").read_text(), "regenerate: python plugins/dag_diagram.py"
+
+
+def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
+    from run_report_link import RunReportLink, RunReportPlugin, report_url
+
+    assert any(isinstance(link, RunReportLink) for link in RunReportPlugin.global_operator_extra_links)
+    assert report_url("file:///data/PickCube-v1/verify/abc") == "file:///data/PickCube-v1/verify/abc/report.html"
+    presigned = report_url("s3://bucket/runs/PickCube-v1/verify/abc")
+    assert presigned.startswith(s3_endpoint) and "/runs/PickCube-v1/verify/abc/report.html" in presigned and "Signature" in presigned
+    monkeypatch.setenv("PIPELINE_REPORT_URL_BASE", "http://minio.local:9001/browser")
+    assert report_url("s3://bucket/runs/x/verify/abc") == "http://minio.local:9001/browser/bucket/runs/x/verify/abc/report.html"
