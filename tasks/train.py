@@ -291,7 +291,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     if resuming:
         state = _checkpoints.restore_state(manager, state, data_loader)
     start = int(state.step)
-    wandb_run = _init_wandb(params, config, scratch, done.get(str(resume_step), {}).get("wandb_id"))
+    # Inside the artifact: an offline run is published with the checkpoint and can be `wandb sync`ed later.
+    wandb_run = _init_wandb(params, config, out, done.get(str(resume_step), {}).get("wandb_id"))
     step_fn = loop.compile_step()
 
     log_path = out / "train_log.jsonl"
