@@ -8,6 +8,7 @@ loader, optimizer and orbax checkpoints, `create_trained_policy`, ManiSkill roll
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -178,3 +179,40 @@ def test_killed_training_resumes_from_its_last_checkpoint(data):
     log = [json.loads(x) for x in store.fs.cat(store._path(result.uri) + "/train_log.jsonl").decode().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]  # one curve across both attempts, no restart
     assert not store.complete_trees(progress_uri)
+
+
+def test_checkpoint_is_servable_by_openpi_websocket_policy_server(trained, data):
+    """`python -m tasks.serve` (openpi's WebsocketPolicyServer) answers openpi_client with a (H, 7) chunk."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from openpi_client import websocket_client_policy
+
+    from tests.integration.deployment import free_port
+
+    port = free_port()
+    log_path = Path(os.environ["PIPELINE_WORK_DIR"]) / "serve.log"
+    log = open(log_path, "w")  # a file, not a pipe: a chatty server must never block on a full pipe
+    server = subprocess.Popen([sys.executable, "-m", "tasks.serve", "--root", data["root"], "--env-id", ENV_ID,
+                               "--checkpoint", trained.uri, "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=PROJECT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        store = ArtifactStore(data["root"])
+        _, holdout_dir = store.fetch(data["holdout"], Path(os.environ["PIPELINE_WORK_DIR"]) / "serve-test")
+        frame = LeRobotDataset("maniskill/holdout", root=holdout_dir)[0]
+        deadline = time.monotonic() + 300
+        while True:  # the server loads the checkpoint first, then listens
+            assert server.poll() is None, f"server exited:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "server did not listen within 300 s"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        client = websocket_client_policy.WebsocketClientPolicy(host="127.0.0.1", port=port)
+        assert client.get_server_metadata()["checkpoint"] == trained.uri
+        out = client.infer({"images": {"base_camera": frame["observation.images.base_camera"].numpy()},
+                            "state": frame["observation.state"].numpy()})
+        assert out["actions"].shape == (HORIZON, 7) and np.isfinite(out["actions"]).all()
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()

@@ -1,0 +1,57 @@
+"""serve: a train artifact behind openpi's websocket policy server (what openpi's `scripts/serve_policy.py`
+does, which the wheel does not ship). Clients use `openpi_client.websocket_client_policy`.
+
+The checkpoint is fetched from the artifact store (or a `latest.json` pointer is followed) and loaded
+with `create_trained_policy` and the TrainConfig that trained it. Observations are what verify feeds:
+`{"images": {<ManiSkill sensor>: HWC uint8 or CHW float}, "state": (state_dim,), "prompt": optional}`.
+
+CLI: python -m tasks.serve --root s3://bucket/prefix --env-id PickCube-v1 [--checkpoint URI] [--port 8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from tasks.artifacts import ArtifactStore, work_dir
+from tasks.common import default_root
+from tasks.specs import get_spec
+
+
+def resolve_checkpoint(store: ArtifactStore, env_id: str, checkpoint: str | None) -> str:
+    if checkpoint:
+        return checkpoint
+    from tasks.promote import latest_uri
+
+    latest = store.read_json(latest_uri(store, env_id))
+    if not latest:
+        raise ValueError(f"no promoted checkpoint for {env_id} under {store.root} (no latest.json); pass --checkpoint")
+    return latest["checkpoint"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from openpi.serving import websocket_policy_server
+
+    from tasks.verify import load_policy
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=default_root())
+    parser.add_argument("--env-id", required=True)
+    parser.add_argument("--checkpoint", help="train artifact URI; default: the promoted latest")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    spec = get_spec(args.env_id)
+    store = ArtifactStore(args.root)
+    uri = resolve_checkpoint(store, spec.env_id, args.checkpoint)
+    manifest, local = store.fetch(uri, work_dir())
+    policy, config = load_policy(spec, manifest, local / "checkpoint")
+    metadata = {**(config.policy_metadata or {}), "checkpoint": uri, "action_horizon": config.model.action_horizon}
+    logging.info("serving %s on %s:%d", uri, args.host, args.port)
+    websocket_policy_server.WebsocketPolicyServer(policy, host=args.host, port=args.port, metadata=metadata).serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
