@@ -16,7 +16,6 @@ from airflow.sdk import Param
 from tasks.artifacts import ArtifactStore
 from tasks.common import default_root
 from tasks.specs import CONTROL_MODES, TASK_SPECS
-from tasks.render import plan_shards  # noqa: F401  (re-exported for the DAGs)
 from tasks.train import PRESETS
 
 ASSET_OVERRIDES = ("env_id", "demo_source", "demo_source_uri", "demo_count")
@@ -69,9 +68,6 @@ def resolve_run_config(params: dict[str, Any], asset_events: dict | None = None,
     """Merges asset-event overrides, builds every stage's params and validates them all; returns plain data."""
     from tasks.download import DownloadParams
     from tasks.render import RenderParams
-    from tasks.train import TrainParams
-    from tasks.verify import VerifyParams
-
     config = {k: v for k, v in params.items()}
     if env_id is not None:
         config["env_id"] = env_id

@@ -10,7 +10,8 @@ import os
 from typing import Any
 
 from pipeline_glue import run_stage_task
-from pipeline_params import plan_shards, train_params, verify_params
+from pipeline_params import train_params, verify_params
+from tasks.render import plan_shards
 
 # GPU stages go to their own Celery queue and pool; both are configurable, and the embedded default
 # (dag.test, LocalExecutor) runs them without either existing. Render goes there only when asked to.
