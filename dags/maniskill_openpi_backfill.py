@@ -74,13 +74,24 @@ def maniskill_openpi_backfill():
         def promote(cfg: dict, verification: dict) -> dict:
             return stages.promote(cfg, verification)
 
+        @task
+        def report(cfg: dict, demos: dict, rendered: list[dict], rendered_holdout: list[dict], dataset: dict, holdout: dict,
+                   norm_stats: dict, checkpoint: dict, verification: dict, promotion: dict, run_id=None) -> dict:
+            return stages.run_report(cfg, run_id, {
+                "download": demos, "render": rendered + rendered_holdout, "convert": dataset, "convert_holdout": holdout,
+                "stats": norm_stats, "train": checkpoint, "verify": verification, "promote": promotion})
+
         cfg = resolve(env_id)
         demos = download(cfg)
-        dataset = convert.override(task_id="convert")(cfg, render.override(task_id="render")(cfg, demos, "train"))
-        holdout = convert.override(task_id="convert_holdout")(
-            cfg, render.override(task_id="render_holdout")(cfg, demos, "holdout"))
-        checkpoint = train(cfg, dataset, stats(cfg, dataset))
-        promote(cfg, verify(cfg, checkpoint, holdout))
+        rendered_train = render.override(task_id="render")(cfg, demos, "train")
+        rendered_holdout = render.override(task_id="render_holdout")(cfg, demos, "holdout")
+        dataset = convert.override(task_id="convert")(cfg, rendered_train)
+        holdout = convert.override(task_id="convert_holdout")(cfg, rendered_holdout)
+        norm_stats = stats(cfg, dataset)
+        checkpoint = train(cfg, dataset, norm_stats)
+        verification = verify(cfg, checkpoint, holdout)
+        report(cfg, demos, rendered_train, rendered_holdout, dataset, holdout, norm_stats, checkpoint, verification,
+               promote(cfg, verification))
 
     pipeline.expand(env_id=registered_tasks())
 

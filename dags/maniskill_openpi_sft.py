@@ -1,9 +1,10 @@
-"""ManiSkill demos -> rendered shards -> LeRobot dataset -> norm stats -> pi0 fine-tune -> verify -> promote.
+"""ManiSkill demos -> rendered shards -> LeRobot dataset -> norm stats -> pi0 fine-tune -> verify -> promote -> report.
 
 Thin wiring: each task calls one stage from tasks/ (through plugins/pipeline_tasks.py). XCom carries
 artifact URIs and small metrics only. Runs weekly, when new demos land (the `maniskill_demos` asset),
 or from the UI with the params form. Render is mapped over episode shards so Celery workers on several
-machines render one demo set in parallel; the held-out shard becomes verify's held-out dataset.
+machines render one demo set in parallel; the held-out shard becomes verify's held-out dataset. The
+last task writes this run's report (verify's figures plus each stage's duration and cache hit).
 """
 
 from __future__ import annotations
@@ -74,12 +75,22 @@ def maniskill_openpi_sft():
     def promote(cfg: dict, verification: dict) -> dict:
         return stages.promote(cfg, verification)
 
+    @task
+    def report(cfg: dict, demos: dict, rendered: list[dict], dataset: dict, holdout: dict, norm_stats: dict,
+               checkpoint: dict, verification: dict, promotion: dict, run_id=None) -> dict:
+        return stages.run_report(cfg, run_id, {
+            "download": demos, "render": [rendered[i] for i in range(len(rendered))], "convert": dataset,
+            "convert_holdout": holdout, "stats": norm_stats, "train": checkpoint, "verify": verification, "promote": promotion})
+
     cfg = resolve()
-    rendered = render.partial(cfg=cfg).expand(shard=plan_shards(cfg, download(cfg)))
+    demos = download(cfg)
+    rendered = render.partial(cfg=cfg).expand(shard=plan_shards(cfg, demos))
     dataset = convert(cfg, rendered)
     holdout = convert_holdout(cfg, rendered)
-    checkpoint = train(cfg, dataset, stats(cfg, dataset))
-    promote(cfg, verify(cfg, checkpoint, holdout))
+    norm_stats = stats(cfg, dataset)
+    checkpoint = train(cfg, dataset, norm_stats)
+    verification = verify(cfg, checkpoint, holdout)
+    report(cfg, demos, rendered, dataset, holdout, norm_stats, checkpoint, verification, promote(cfg, verification))
 
 
 maniskill_openpi_sft()

@@ -78,7 +78,7 @@ def print_summary(summary: dict) -> None:
     verify = summary["tasks"].get("verify", {})
     if verify.get("uri"):
         m = verify["metrics"]
-        report = verify["uri"].removeprefix("file://") + "/report.html"
+        report = (verify.get("files_uri") or verify["uri"]).removeprefix("file://") + "/report.html"
         print(f"\nrun report: {report}")
         print(f"verification {'PASSED' if m.get('passed') else 'FAILED'}: closed-loop success {m.get('success_rate')} "
               f"over {m.get('episodes')} episodes, held-out action MAE {m.get('action_mae'):.4f}, "

@@ -6,6 +6,8 @@ Stages in tasks/ know nothing about Airflow. Here:
   worker) is left to the task's retries with backoff.
 - an Airflow connection (aws type, optional `endpoint_url` for MinIO) becomes the standard AWS
   environment variables the stage's S3 client reads, so credentials never appear in params or XCom.
+- likewise a W&B connection (password: API key; host: a self-hosted W&B URL; extra `mode`/`entity`) becomes
+  `WANDB_API_KEY` and friends for the training task only.
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ def bind_s3_connection(conn_id: str | None) -> None:
         os.environ["AWS_ENDPOINT_URL_S3"] = extra.endpoint_url
     if extra.region_name:
         os.environ["AWS_DEFAULT_REGION"] = extra.region_name
+
+
+def bind_wandb_connection(conn_id: str | None) -> None:
+    """W&B credentials for training. Without a connection id, W&B reads its own environment (WANDB_API_KEY)."""
+    if not conn_id:
+        return
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    if not conn.password:
+        raise AirflowFailException(f"W&B connection {conn_id!r} has no password: put the W&B API key in its password field")
+    os.environ["WANDB_API_KEY"] = conn.password
+    if conn.host:
+        os.environ["WANDB_BASE_URL"] = conn.host if "://" in conn.host else f"https://{conn.host}"
+    extra = conn.extra_dejson
+    # A configured account means "log to it", unless the connection says otherwise (e.g. an air-gapped worker).
+    os.environ["WANDB_MODE"] = extra.get("mode", "online")
+    if extra.get("entity"):
+        os.environ["WANDB_ENTITY"] = extra["entity"]
 
 
 def run_stage_task(fn: Callable[..., StageResult], *args: Any, s3_conn_id: str | None = None, **kwargs: Any) -> dict:

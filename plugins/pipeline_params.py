@@ -47,6 +47,9 @@ def common_params() -> dict[str, Param]:
                                 description="pi0_base params (gs://openpi-assets/checkpoints/pi0_base/params, s3://..., /path); "
                                             "empty: train from scratch"),
         "wandb": Param(False, type="boolean", description="log training to Weights & Biases (offline unless WANDB_MODE=online)"),
+        "wandb_conn_id": Param(os.environ.get("PIPELINE_WANDB_CONN_ID", ""), type="string",
+                               description="Airflow connection holding the W&B API key (password; host for self-hosted "
+                                           "W&B; extra mode/entity); empty: W&B reads WANDB_API_KEY from the environment"),
         "xla_mem_fraction": Param(0.9, type="number", minimum=0.05, maximum=1, description="XLA_PYTHON_CLIENT_MEM_FRACTION for training"),
         "eval_episodes": Param(2, type="integer", minimum=0, maximum=10000, description="closed-loop evaluation episodes"),
         "eval_max_steps": Param(0, type="integer", minimum=0, maximum=100000, description="closed-loop step limit; 0: the task's"),

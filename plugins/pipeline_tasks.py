@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipeline_glue import run_stage_task
+from pipeline_glue import bind_wandb_connection, run_stage_task
 from pipeline_params import train_params, verify_params
 from tasks.render import plan_shards
 
@@ -65,6 +65,8 @@ def stats(cfg: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
 def train(cfg: dict[str, Any], dataset: dict[str, Any], norm_stats: dict[str, Any]) -> dict[str, Any]:
     from tasks.train import train as stage
 
+    if cfg["wandb"]:
+        bind_wandb_connection(cfg.get("wandb_conn_id"))
     return _run(stage, train_params(cfg), cfg, dataset=dataset["uri"], stats=norm_stats["uri"])
 
 
@@ -72,6 +74,14 @@ def verify(cfg: dict[str, Any], checkpoint: dict[str, Any], holdout: dict[str, A
     from tasks.verify import verify as stage
 
     return _run(stage, verify_params(cfg), cfg, checkpoint=checkpoint["uri"], holdout=holdout["uri"])
+
+
+def run_report(cfg: dict[str, Any], run_id: str, results: dict[str, Any]) -> dict[str, Any]:
+    """`results`: this run's stage results by stage name (a list for mapped stages), verify's among them."""
+    from tasks.run_report import RunReportParams, run_report as stage, stage_rows
+
+    return _run(stage, RunReportParams(env_id=cfg["env_id"], run_id=run_id), cfg, verification=results["verify"]["uri"],
+                stages=stage_rows(results))
 
 
 def promote(cfg: dict[str, Any], verification: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,12 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
-REPORT_TASK_IDS = ("verify",)
+REPORT_TASK_IDS = ("verify", "report")
 
 
-def report_url(verify_uri: str) -> str:
-    report = f"{verify_uri}/report.html"
+def report_url(files_uri: str) -> str:
+    """`files_uri`: where the verify artifact's files are (its XCom's `files_uri`)."""
+    report = f"{files_uri}/report.html"
     if report.startswith("file://"):
         return report
     base = os.environ.get("PIPELINE_REPORT_URL_BASE")
@@ -38,7 +39,7 @@ class RunReportLink(BaseOperatorLink):
         result = XCom.get_value(ti_key=ti_key, key="return_value")
         if not result or not result.get("uri"):
             return ""
-        return report_url(result["uri"])
+        return report_url(result.get("files_uri") or result["uri"])
 
 
 class RunReportPlugin(AirflowPlugin):

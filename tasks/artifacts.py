@@ -1,16 +1,27 @@
 """The artifact store: one root URI, content-addressed stage outputs, manifests written last.
 
-Layout: `<root>/<env_id>/<stage>/<key>/<files>` and `<root>/<env_id>/<stage>/<key>/manifest.json`.
+Layout: `<root>/<env_id>/<stage>/<key>/manifest.json` and `<root>/<env_id>/<stage>/<key>/<payload>/<files>`.
 `<key>` hashes (stage, stage code version, params, parents' digests): the same inputs give the same
 key, so a stage whose manifest exists is skipped. An artifact without a manifest is incomplete and is
-never read. Storage goes through fsspec (s3fs for `s3://`, the local filesystem for `file://`);
-credentials and endpoints come from the environment (AWS_* variables, set by the Airflow connection
-binding in plugins/), never from params.
+never read.
+
+Publishing is a compare-and-swap: each attempt uploads its files under its own `payload-<id>/` folder,
+then creates the manifest only if none exists (S3 conditional PUT `If-None-Match: *`; a hard link on a
+local disk). So two runs racing on one key cannot mix their files: one manifest wins, the loser deletes
+its payload and reuses the winner's, and a killed upload leaves only an unreferenced payload folder,
+which the next successful publish of that key removes.
+
+Storage goes through fsspec (s3fs for `s3://`, the local filesystem for `file://`); credentials and
+endpoints come from the environment (AWS_* variables, set by the Airflow connection binding in
+plugins/), never from params. Calls that fail because the endpoint cannot be reached are retried with
+backoff for `PIPELINE_S3_RETRY_SECONDS` (default 300 s); after that the stage fails with
+`StorageUnavailable`, which names the endpoint, and a rerun continues from what was published.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +30,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -28,12 +40,56 @@ import fsspec
 
 MANIFEST = "manifest.json"
 COMPLETE = "COMPLETE.json"
+PAYLOAD_PREFIX = "payload-"
+DEFAULT_RETRY_SECONDS = 300.0
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRACKED_DISTRIBUTIONS = ("mani-skill", "sapien", "h5py", "numpy", "lerobot", "rpent-openpi", "jax", "flax", "torch")
 
 
 class ArtifactError(RuntimeError):
     """An artifact is missing, incomplete, corrupt or addressed by a bad URI."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage endpoint could not be reached within the retry window (retryable: rerun once it is back)."""
+
+
+_TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+                     errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that mean "the endpoint is not answering right now", not "the request is wrong"."""
+    if isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import botocore.exceptions as bce
+
+        if isinstance(exc, (bce.ConnectionError, bce.HTTPClientError)):
+            return True
+    except ImportError:
+        pass
+    try:
+        import aiohttp
+
+        if isinstance(exc, aiohttp.ClientError):
+            return True
+    except ImportError:
+        pass
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_transient(cause)
+
+
+def retry_seconds() -> float:
+    value = os.environ.get("PIPELINE_S3_RETRY_SECONDS", "")
+    try:
+        return float(value) if value else DEFAULT_RETRY_SECONDS
+    except ValueError:
+        raise ArtifactError(f"PIPELINE_S3_RETRY_SECONDS={value!r} is not a number of seconds") from None
 
 
 def check_segment(value: str, what: str) -> str:
@@ -94,6 +150,7 @@ class Manifest:
     timings: dict[str, float]
     versions: dict[str, str]
     created_at: float
+    payload: str = ""  # folder under the key holding the files ("" = the key itself); not part of the digest
 
     @property
     def digest(self) -> str:
@@ -127,6 +184,7 @@ class StageResult:
     cache_hit: bool
     metrics: dict[str, Any]
     seconds: float
+    files_uri: str = ""  # where the artifact's files are (`uri/<payload>`): for links to e.g. report.html
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,10 +193,11 @@ class StageResult:
 class ArtifactStore:
     """Reads and publishes artifacts under one root URI (`file:///abs/dir` or `s3://bucket/prefix`)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, retry_window: float | None = None):
         self.root = self.validate_root(root)
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         self.protocol = "file" if self.root.startswith("file://") else "s3"
+        self.retry_window = retry_seconds() if retry_window is None else retry_window
 
     @staticmethod
     def validate_root(root: str) -> str:
@@ -161,6 +220,35 @@ class ArtifactStore:
             f"bad artifact root {root!r}: use file:///absolute/dir (embedded default) or s3://bucket/prefix"
         )
 
+    # ---- the endpoint may be away for a while ----------------------------------------------------------------------
+    def _endpoint(self) -> str:
+        return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+
+    def _retrying(self, what: str, op: Callable[[], Any]) -> Any:
+        """Runs one storage call, retrying with backoff while the endpoint cannot be reached."""
+        deadline = time.monotonic() + self.retry_window
+        delay = 0.5
+        while True:
+            try:
+                return op()
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StorageUnavailable(
+                        f"storage endpoint {self._endpoint()} unreachable for {self.retry_window:.0f}s while trying to {what} "
+                        f"({type(e).__name__}: {e}). Check that the endpoint is up and the S3 connection/credentials point at it, "
+                        "then rerun: completed artifacts are kept and incomplete ones are ignored. "
+                        "PIPELINE_S3_RETRY_SECONDS sets how long to wait."
+                    ) from e
+                from tasks.common import log
+
+                log(f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in {delay:.1f}s")
+                if hasattr(self.fs, "invalidate_cache"):
+                    self.fs.invalidate_cache()
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 15.0)
+
     # ---- addressing -------------------------------------------------------------------------------------------------
     def uri(self, env_id: str, stage: str, key: str) -> str:
         return "/".join((self.root, check_segment(env_id, "env id"), check_segment(stage, "stage"), check_segment(key, "key")))
@@ -173,18 +261,32 @@ class ArtifactStore:
             check_segment(part, "artifact path segment")
         return f"{self._root_path.rstrip('/')}/{rel}" if rel else self._root_path
 
+    @staticmethod
+    def files_uri(manifest: Manifest) -> str:
+        """The URI of the folder holding the artifact's files (`<uri>/<payload>`)."""
+        return f"{manifest.uri}/{manifest.payload}" if manifest.payload else manifest.uri
+
     def local_path(self, uri: str) -> Path | None:
-        """The artifact's directory on this machine when the root is local (no copy needed), else None."""
-        return Path(self._path(uri)) if self.protocol == "file" else None
+        """The artifact's files on this machine when the root is local (no copy needed), else None."""
+        if self.protocol != "file":
+            return None
+        manifest = self.require(uri)
+        return Path(self._path(self.files_uri(manifest)))
 
     # ---- reading ----------------------------------------------------------------------------------------------------
+    def _read_bytes(self, path: str, what: str) -> bytes | None:
+        def op():
+            try:
+                with self.fs.open(path, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+
+        return self._retrying(what, op)
+
     def read_manifest(self, uri: str) -> Manifest | None:
-        path = f"{self._path(uri)}/{MANIFEST}"
-        try:
-            with self.fs.open(path, "rb") as f:
-                return Manifest.from_json(f.read().decode())
-        except FileNotFoundError:
-            return None
+        data = self._read_bytes(f"{self._path(uri)}/{MANIFEST}", f"read the manifest of {uri}")
+        return None if data is None else Manifest.from_json(data.decode())
 
     def require(self, uri: str) -> Manifest:
         manifest = self.read_manifest(uri)
@@ -195,20 +297,22 @@ class ArtifactStore:
         return manifest
 
     def read_json(self, uri: str) -> Any | None:
-        try:
-            with self.fs.open(self._path(uri), "rb") as f:
-                return json.loads(f.read().decode())
-        except FileNotFoundError:
-            return None
+        data = self._read_bytes(self._path(uri), f"read {uri}")
+        return None if data is None else json.loads(data.decode())
 
     def write_json(self, uri: str, data: Any) -> None:
         self._write_bytes(self._path(uri), json.dumps(data, indent=2, sort_keys=True).encode())
 
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """One whole object at `uri` (atomic: readers see the old or the new one, never a part)."""
+        self._write_bytes(self._path(uri), data)
+
     def fetch(self, uri: str, cache_dir: Path) -> tuple[Manifest, Path]:
         """Makes a complete artifact readable on local disk; verifies sizes (and hashes when copied)."""
         manifest = self.require(uri)
-        local = self.local_path(uri)
-        if local is not None:
+        files = self._path(self.files_uri(manifest))
+        if self.protocol == "file":
+            local = Path(files)
             for f in manifest.files:
                 p = local / f.path
                 if not p.is_file() or p.stat().st_size != f.size:
@@ -223,47 +327,91 @@ class ArtifactStore:
         for f in manifest.files:
             target = dest / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(f"{self._path(uri)}/{f.path}", str(target))
+            self._retrying(f"download {uri}/{f.path}", lambda f=f, target=target: self.fs.get_file(f"{files}/{f.path}", str(target)))
             if sha256_file(target) != f.sha256:
                 raise ArtifactError(f"artifact {uri}: {f.path} does not match its manifest hash; delete {uri} and rerun")
         done.write_text(manifest.to_json())
         return manifest, dest
 
     # ---- writing ----------------------------------------------------------------------------------------------------
-    def _write_bytes(self, path: str, data: bytes) -> None:
+    def _write_bytes(self, path: str, data: bytes, *, exclusive: bool = False) -> bool:
+        """Writes a whole object atomically. With `exclusive`, only if none exists: returns False when one did."""
         if self.protocol == "file":
-            # write-then-rename: a reader never sees a partial file
+            # write-then-rename (or link, which refuses to replace): a reader never sees a partial file
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
+            if not exclusive:
+                os.replace(tmp, path)
+                return True
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        # a single S3 PUT is atomic: the object appears whole or not at all; `If-None-Match: *` makes it a create
+        def op():
+            try:
+                self.fs.pipe_file(path, data, mode="create" if exclusive else "overwrite")
+                return True
+            except FileExistsError:
+                return False
+
+        return self._retrying(f"write {path}", op)
+
+    def _put_file(self, src: Path, dst: str) -> None:
+        if self.protocol == "file":
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            tmp = f"{dst}.tmp-{os.getpid()}"
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
         else:
-            # a single S3 PUT is atomic: the object appears whole or not at all
-            with self.fs.open(path, "wb") as f:
-                f.write(data)
+            self._retrying(f"upload {dst}", lambda: self.fs.put_file(str(src), dst))
+
+    def _children(self, path: str) -> list[str]:
+        def op():
+            try:
+                return [c.rstrip("/").rsplit("/", 1)[-1] for c in self.fs.ls(path, detail=False, refresh=True)]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+        return self._retrying(f"list {path}", op)
+
+    def _remove(self, path: str) -> None:
+        def op():
+            try:
+                self.fs.rm(path, recursive=True)
+            except FileNotFoundError:
+                pass
+
+        self._retrying(f"delete {path}", op)
 
     def publish(self, local_dir: Path, manifest: Manifest) -> Manifest:
-        """Uploads every file, then the manifest. If another run published the same key first, keep theirs."""
+        """Uploads the files under a fresh payload folder, then creates the manifest unless another run did.
+
+        Returns the manifest that is published: ours, or the one of the run that got there first (whose
+        files are then the ones readers see; ours are deleted).
+        """
         target = self._path(manifest.uri)
         existing = self.read_manifest(manifest.uri)
         if existing is not None:
             return existing
+        payload = f"{PAYLOAD_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         for f in manifest.files:
-            src = Path(local_dir) / f.path
-            dst = f"{target}/{f.path}"
-            if self.protocol == "file":
-                Path(dst).parent.mkdir(parents=True, exist_ok=True)
-                tmp = f"{dst}.tmp-{os.getpid()}"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-            else:
-                self.fs.put_file(str(src), dst)
-        existing = self.read_manifest(manifest.uri)
-        if existing is not None:
-            return existing
-        self._write_bytes(f"{target}/{MANIFEST}", manifest.to_json().encode())
-        return manifest
+            self._put_file(Path(local_dir) / f.path, f"{target}/{payload}/{f.path}")
+        ours = dataclasses.replace(manifest, payload=payload)
+        if not self._write_bytes(f"{target}/{MANIFEST}", ours.to_json().encode(), exclusive=True):
+            self._remove(f"{target}/{payload}")
+            return self.require(manifest.uri)
+        # Payload folders no manifest points at are from killed attempts or from racing runs that lost (those
+        # delete their own too): nothing will ever read them.
+        for name in self._children(target):
+            if name.startswith(PAYLOAD_PREFIX) and name != payload:
+                self._remove(f"{target}/{name}")
+        return ours
 
     # ---- progress trees (e.g. training checkpoints kept for resume; not artifacts, never read as one) --------------
     def put_tree(self, local_dir: Path, uri: str, marker: dict[str, Any]) -> None:
@@ -271,29 +419,20 @@ class ArtifactStore:
         target = self._path(uri)
         for p in sorted(Path(local_dir).rglob("*")):
             if p.is_file():
-                dst = f"{target}/{p.relative_to(local_dir).as_posix()}"
-                if self.protocol == "file":
-                    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(p, dst)
-                else:
-                    self.fs.put_file(str(p), dst)
+                self._put_file(p, f"{target}/{p.relative_to(local_dir).as_posix()}")
         self._write_bytes(f"{target}/{COMPLETE}", json.dumps(marker, sort_keys=True).encode())
 
     def complete_trees(self, uri: str) -> dict[str, dict[str, Any]]:
         """Children of `uri` whose upload finished (name -> marker)."""
         base = self._path(uri)
-        try:
-            children = self.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return {}
         found = {}
-        for child in children:
-            name = child.rstrip("/").rsplit("/", 1)[-1]
+        for name in self._children(base):
             try:
-                with self.fs.open(f"{base}/{name}/{COMPLETE}", "rb") as f:
-                    found[name] = json.loads(f.read().decode())
-            except (FileNotFoundError, NotADirectoryError):
+                data = self._read_bytes(f"{base}/{name}/{COMPLETE}", f"read {uri}/{name}/{COMPLETE}")
+            except NotADirectoryError:
                 continue
+            if data is not None:
+                found[name] = json.loads(data.decode())
         return found
 
     def get_tree(self, uri: str, local_dir: Path) -> Path:
@@ -302,21 +441,17 @@ class ArtifactStore:
         if local_dir.exists():
             shutil.rmtree(local_dir)
         local_dir.mkdir(parents=True)
-        for path in self.fs.find(base):
+        for path in self._retrying(f"list {uri}", lambda: self.fs.find(base)):
             rel = path[len(base.rstrip("/")) :].lstrip("/")  # fsspec returns paths in the form `base` has
             if rel == COMPLETE:
                 continue
             dst = local_dir / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(path, str(dst))
+            self._retrying(f"download {uri}/{rel}", lambda path=path, dst=dst: self.fs.get_file(path, str(dst)))
         return local_dir
 
     def delete_tree(self, uri: str) -> None:
-        path = self._path(uri)
-        try:
-            self.fs.rm(path, recursive=True)
-        except FileNotFoundError:
-            pass
+        self._remove(self._path(uri))
 
 
 def list_files(directory: Path) -> tuple[FileEntry, ...]:
@@ -363,7 +498,7 @@ def run_stage(
     existing = store.read_manifest(uri)
     if existing is not None:
         log(f"[{stage}] cache hit: {uri}")
-        return StageResult(uri, existing.digest, True, existing.metrics, time.monotonic() - start)
+        return StageResult(uri, existing.digest, True, existing.metrics, time.monotonic() - start, store.files_uri(existing))
     log(f"[{stage}] building {uri}")
     scratch = work_dir()
     try:
@@ -388,9 +523,11 @@ def run_stage(
         )
         t0 = time.monotonic()
         published = store.publish(out, manifest)
-        if published is not manifest:
-            log(f"[{stage}] another run published {uri} first; reusing it")
-        log(f"[{stage}] published {uri} ({len(manifest.files)} files) in {time.monotonic() - t0:.1f}s")
+        reused = published.created_at != manifest.created_at or not published.payload
+        if reused:
+            log(f"[{stage}] another run published {uri} first; reusing it and discarding this run's copy")
+        else:
+            log(f"[{stage}] published {uri} ({len(manifest.files)} files) in {time.monotonic() - t0:.1f}s")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return StageResult(uri, published.digest, False, published.metrics, time.monotonic() - start)
+    return StageResult(uri, published.digest, reused, published.metrics, time.monotonic() - start, store.files_uri(published))

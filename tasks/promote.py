@@ -55,7 +55,7 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         raise ValueError(f"{verification} is a {manifest.stage} artifact of {manifest.env_id}; promote takes a verify artifact of {params.env_id}")
     m = manifest.metrics
     candidate = {"env_id": params.env_id, "verify": verification, "checkpoint": m["lineage"]["checkpoint"],
-                 "report": f"{verification}/report.html", "passed": m.get("passed"), "checks": m.get("checks"),
+                 "report": f"{store.files_uri(manifest)}/report.html", "passed": m.get("passed"), "checks": m.get("checks"),
                  "success_rate": m.get("success_rate"), "action_mae": m.get("action_mae")}
     uri = latest_uri(store, params.env_id)
     current = store.read_json(uri)

@@ -1,6 +1,7 @@
 """The run report: one self-contained HTML file (figures inlined as PNG), readable offline and from S3.
 
-Sections: verdict and metrics table, per-stage durations and cache hits (when the pipeline passes them),
+Sections: verdict and metrics table, per-stage durations and cache hits (the run report adds them: verify's
+own report is content-addressed and shared by every run that reuses it, so it cannot hold one run's timings),
 sample camera frames (held-out data and the closed-loop rollout), the training loss curve, predicted vs
 demonstrated actions per dimension, closed-loop episodes, and lineage (demos -> dataset -> checkpoint).
 """
@@ -97,7 +98,24 @@ def _fmt(v: Any) -> str:
 STYLE = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}
 th{background:#f4f4f4}.pass{color:#080}.fail{color:#b00}figure{display:inline-block;margin:4px}
-figcaption{font-size:11px;color:#555}code{font-size:12px}"""
+figcaption{font-size:11px;color:#555}code{font-size:12px}.num{text-align:right}.hit{color:#666}"""
+
+
+STAGES_MARKER = "<!-- stages: filled in by the run report (tasks/run_report.py) -->"
+
+
+def stages_section(stages: list[dict]) -> str:
+    """Per-stage durations, cache hits and artifacts of one pipeline run."""
+    total = sum(float(s.get("seconds") or 0) for s in stages)
+    rows = "".join(
+        f"<tr><td>{html.escape(s['stage'])}</td><td class='num'>{float(s.get('seconds') or 0):.1f}</td>"
+        f"<td class='{'hit' if s.get('cache_hit') else 'ran'}'>{'cache hit' if s.get('cache_hit') else 'ran'}</td>"
+        f"<td><code>{html.escape(s.get('uri') or '')}</code></td></tr>"
+        for s in stages)
+    hits = sum(bool(s.get("cache_hit")) for s in stages)
+    return ("<h2>Stages of this run</h2>"
+            f"<p>{len(stages)} stages, {hits} cache hits, {total:.1f} s of stage time.</p>"
+            f"<table id='stages'><tr><th>stage</th><th>seconds</th><th>cache</th><th>artifact</th></tr>{rows}</table>")
 
 
 def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses: list[dict],
@@ -113,11 +131,7 @@ def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses:
                 ("finite", metrics.get("finite")), ("inference latency (ms, median)", metrics.get("latency_ms_median")),
                 ("checks", metrics.get("checks")), ("training", metrics.get("train"))]
     parts += ["<h2>Metrics</h2>", f"<div id='metrics'>{_table(headline)}</div>"]
-    if stages:
-        rows = "".join(f"<tr><td>{html.escape(s['stage'])}</td><td>{s.get('seconds', 0):.1f}</td>"
-                       f"<td>{'cache hit' if s.get('cache_hit') else 'ran'}</td><td><code>{html.escape(s.get('uri', ''))}</code></td></tr>"
-                       for s in stages)
-        parts += ["<h2>Stages</h2>", f"<table id='stages'><tr><th>stage</th><th>seconds</th><th>cache</th><th>artifact</th></tr>{rows}</table>"]
+    parts += [stages_section(stages) if stages else STAGES_MARKER]
     frames = [(_frame_png(s["image"]), f"held-out frame {s['frame']}") for s in samples]
     frames += [(_frame_png(f["image"]), f"rollout step {f['step']}") for f in rollout_frames]
     if frames:

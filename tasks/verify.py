@@ -31,7 +31,7 @@ from tasks.artifacts import ArtifactStore, Manifest, StageResult, run_stage
 from tasks.specs import TaskSpec, get_spec
 
 STAGE = "verify"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: the report leaves a place for the run's stage table
 EVAL_SEED_BASE = 1_000_000  # closed-loop seeds start here; demos are generated from small seeds
 
 

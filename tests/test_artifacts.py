@@ -1,4 +1,6 @@
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -71,12 +73,52 @@ def test_s3_publish_writes_manifest_last_and_fetch_verifies(s3_root, tmp_path):
                        build=_build({"data.bin": b"x" * 1000}))
     bucket, _, prefix = s3_root[len("s3://"):].partition("/")
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
-    rel = result.uri[len(f"s3://{bucket}/"):]
-    assert sorted(keys) == sorted([f"{rel}/data.bin", f"{rel}/manifest.json"])
+    rel = result.files_uri[len(f"s3://{bucket}/"):]
+    top = result.uri[len(f"s3://{bucket}/"):]
+    assert sorted(keys) == sorted([f"{rel}/data.bin", f"{top}/manifest.json"])
     manifest, local = store.fetch(result.uri, tmp_path / "cache")
     assert (local / "data.bin").read_bytes() == b"x" * 1000
     # a corrupted object is detected on fetch
     boto3.client("s3").put_object(Bucket=bucket, Key=f"{rel}/data.bin", Body=b"y" * 1000)
     with pytest.raises(ArtifactError, match="does not match its manifest hash"):
         store.fetch(result.uri, tmp_path / "cache2")
-    assert json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=f"{rel}/manifest.json")["Body"].read())["digest"] == result.digest
+    assert json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=f"{top}/manifest.json")["Body"].read())["digest"] == result.digest
+
+
+@pytest.mark.parametrize("root_fixture", ["local_root", "s3_root"])
+def test_racing_publishes_of_one_key_leave_one_intact_artifact(request, root_fixture, tmp_path):
+    """Four runs of one stage with the same inputs but different bytes (like two trainings) publish at once."""
+    root = request.getfixturevalue(root_fixture)
+    runs = 4
+    barrier = threading.Barrier(runs)
+
+    def build_for(i: int):
+        def build(out: Path) -> dict:
+            (out / "weights.bin").write_bytes(bytes([i]) * 200_000)
+            (out / "log.txt").write_text(f"run {i}")
+            barrier.wait()  # everyone publishes at the same moment
+            return {"run": i}
+        return build
+
+    def one(i: int):
+        return run_stage(ArtifactStore(root), env_id="PickCube-v1", stage="train", code_version="1", params={},
+                         parents=[], build=build_for(i))
+
+    with ThreadPoolExecutor(runs) as pool:
+        results = list(pool.map(one, range(runs)))
+    assert len({(r.uri, r.digest, r.files_uri) for r in results}) == 1
+    assert sum(not r.cache_hit for r in results) == 1  # one wins; the others reuse its artifact
+    store = ArtifactStore(root)
+    manifest, local = store.fetch(results[0].uri, tmp_path / "cache")  # verifies every hash on S3
+    winner = manifest.metrics["run"]
+    assert (local / "weights.bin").read_bytes() == bytes([winner]) * 200_000 and (local / "log.txt").read_text() == f"run {winner}"
+    assert set(store._children(store._path(manifest.uri))) == {"manifest.json", manifest.payload}  # losers cleaned up
+
+
+def test_exclusive_manifest_write_refuses_to_replace(local_root, s3_root):
+    for root in (local_root, s3_root):
+        store = ArtifactStore(root)
+        path = store._path(f"{root}/PickCube-v1/x/manifest.json")
+        assert store._write_bytes(path, b"first", exclusive=True)
+        assert not store._write_bytes(path, b"second", exclusive=True)
+        assert store._read_bytes(path, "read") == b"first"

@@ -43,10 +43,12 @@ def test_every_artifact_is_on_s3_with_a_manifest_matching_its_files(s3_pipeline,
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
         assert manifest["digest"] == result.digest and manifest["uri"] == result.uri
         listed = {o["Key"][len(prefix) + 1:] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]}
-        assert listed == {f["path"] for f in manifest["files"]} | {"manifest.json"}
+        payload = manifest["payload"]
+        assert payload.startswith("payload-") and result.files_uri == f"{result.uri}/{payload}"
+        assert listed == {f"{payload}/{f['path']}" for f in manifest["files"]} | {"manifest.json"}
         for f in manifest["files"][:3]:
             local = tmp_path / "check.bin"
-            s3.download_file(bucket, f"{prefix}/{f['path']}", str(local))
+            s3.download_file(bucket, f"{prefix}/{payload}/{f['path']}", str(local))
             assert sha256_file(local) == f["sha256"]
     assert s3_pipeline["shards"][1].metrics["shard"] == [2, 3]
     # lineage: each artifact names its parents

@@ -19,6 +19,10 @@ from tests.integration.deployment import Deployment
 pytestmark = [pytest.mark.integration, pytest.mark.sim, pytest.mark.train]
 DAG_ID = "maniskill_openpi_sft"
 CONN_ID = "pipeline_s3"
+WANDB_CONN_ID = "pipeline_wandb"
+# A made-up W&B API key (40 hex digits, like a real one). W&B runs offline here (no internet), which is set in
+# the connection's extra exactly as an air-gapped site would; the key must still never surface anywhere.
+WANDB_KEY = "5eb0c4f1d2a39e7b8c6d5e4f3a2b1c0d9e8f7a6b"
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +33,8 @@ def deployment(tmp_path_factory, s3_endpoint):
         key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
         dep.airflow("connections", "add", CONN_ID, "--conn-type", "aws", "--conn-login", key, "--conn-password", secret,
                     "--conn-extra", json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}))
+        dep.airflow("connections", "add", WANDB_CONN_ID, "--conn-type", "generic", "--conn-password", WANDB_KEY,
+                    "--conn-extra", json.dumps({"mode": "offline"}))
         dep.wait_for_dag(DAG_ID)
         yield dep
     finally:
@@ -42,7 +48,8 @@ def test_triggered_run_succeeds_with_gpu_tasks_on_the_gpu_worker(deployment, s3_
     dep = deployment
     dep.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
     conf = {"demo_count": 2, "holdout_count": 1, "episodes_per_shard": 1, "steps": 2, "eval_episodes": 1,
-            "eval_max_steps": 10, "holdout_frames": 2, "artifact_root": root, "s3_conn_id": CONN_ID}
+            "eval_max_steps": 10, "holdout_frames": 2, "artifact_root": root, "s3_conn_id": CONN_ID,
+            "wandb": True, "wandb_conn_id": WANDB_CONN_ID}
     run = dep.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
     run_id = run["dag_run_id"]
     deadline = time.monotonic() + 1200
@@ -70,16 +77,18 @@ def test_triggered_run_succeeds_with_gpu_tasks_on_the_gpu_worker(deployment, s3_
     # XCom carries URIs and small metrics, never data
     xcom = dep.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value")
     assert len(json.dumps(xcom)) < 10_000 and root in json.dumps(xcom)
+    # training logged to W&B (offline run, published inside the train artifact)
+    assert any(k.startswith("runs/PickCube-v1/train/") and k.endswith(".wandb") for k in keys), keys
 
 
 def test_no_credentials_in_logs_xcom_or_manifests(deployment):
-    """The S3 secret reaches the workers only through the Airflow connection: scan everything the run wrote."""
-    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    """S3 and W&B secrets reach the workers only through Airflow connections: scan everything the run wrote."""
+    secrets = [os.environ["AWS_SECRET_ACCESS_KEY"].encode(), WANDB_KEY.encode()]
     leaks = []
-    for path in deployment.base.rglob("*"):
+    for path in deployment.base.rglob("*"):  # task logs, worker and scheduler logs, airflow.cfg
         if path.is_file() and path.suffix in (".log", ".json", ".jsonl", ".txt", ".cfg", ""):
-            if secret in path.read_text(errors="ignore"):
-                leaks.append(str(path))
+            data = path.read_bytes()
+            leaks += [f"{path}" for s in secrets if s in data]
     runs = deployment.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
     assert runs, "the previous test's run should be recorded"
     for run in runs:
@@ -91,12 +100,10 @@ def test_no_credentials_in_logs_xcom_or_manifests(deployment):
                                                  f"{t['task_id']}/xcomEntries/return_value{suffix}")
             except Exception:
                 continue
-            if secret in json.dumps(xcom):
-                leaks.append(f"xcom {t['task_id']}")
+            leaks += [f"xcom {t['task_id']}" for s in secrets if s.decode() in json.dumps(xcom)]
     s3 = boto3.client("s3")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket="integration"):
         for o in page.get("Contents", []):
-            if o["Key"].endswith((".json", ".jsonl", ".html")):
-                if secret in s3.get_object(Bucket="integration", Key=o["Key"])["Body"].read().decode(errors="ignore"):
-                    leaks.append(o["Key"])
+            data = s3.get_object(Bucket="integration", Key=o["Key"])["Body"].read()  # every object, binary too
+            leaks += [o["Key"] for s in secrets if s in data]
     assert not leaks, f"secret found in: {leaks}"

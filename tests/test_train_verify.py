@@ -56,7 +56,10 @@ def trained(data):
 def s3_keys(uri: str) -> set[str]:
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
-    return {o["Key"][len(prefix) + 1:] for page in pages for o in page.get("Contents", [])}
+    keys = {o["Key"][len(prefix) + 1:] for page in pages for o in page.get("Contents", [])}
+    # files live in the artifact's one payload folder, next to the manifest that names it
+    assert len({k.split("/", 1)[0] for k in keys if k.startswith("payload-")}) <= 1, keys
+    return {k.split("/", 1)[1] if k.startswith("payload-") else k for k in keys}
 
 
 def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
@@ -68,7 +71,7 @@ def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     assert f"checkpoint/assets/{ENV_ID}/norm_stats.json" in keys
     assert any(k.startswith("checkpoint/params/") for k in keys) and any(k.startswith("checkpoint/train_state/") for k in keys)
     store = ArtifactStore(data["root"])
-    log = [json.loads(x) for x in store.fs.cat(store._path(trained.uri) + "/train_log.jsonl").decode().splitlines()]
+    log = [json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
     # the resume points are gone once the artifact is published
     assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
@@ -111,7 +114,7 @@ def test_verify_reports_and_the_promotion_gate_keeps_the_better_latest(trained, 
     keys = s3_keys(result.uri)
     assert {"metrics.json", "report.html", "manifest.json"} <= keys
     store = ArtifactStore(data["root"])
-    report = store.fs.cat(store._path(result.uri) + "/report.html").decode()
+    report = store.fs.cat(store._path(result.files_uri) + "/report.html").decode()
     for section in ("id='metrics'", "id='loss'", "id='actions'", "id='frames'", "id='episodes'", "id='lineage'"):
         assert section in report
     assert report.count("data:image/png;base64,") >= 4
@@ -176,7 +179,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(data):
     result = train(TrainParams(env_id=ENV_ID, steps=3, save_interval=1, seed=7, action_horizon=HORIZON), root=root,
                    dataset=data["dataset"], stats=data["stats"])
     assert result.metrics["resumed_from_step"] >= 1 and result.metrics["steps"] == 3
-    log = [json.loads(x) for x in store.fs.cat(store._path(result.uri) + "/train_log.jsonl").decode().splitlines()]
+    log = [json.loads(x) for x in store.fs.cat(store._path(result.files_uri) + "/train_log.jsonl").decode().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]  # one curve across both attempts, no restart
     assert not store.complete_trees(progress_uri)
 

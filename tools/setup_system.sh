@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the pipeline needs from Debian and sets up a software Vulkan driver that SAPIEN accepts.
+# Installs what the pipeline needs from Debian (Vulkan loader, Redis and Postgres for the integration tier,
+# docker-compose to validate the compose file, Chromium + chromedriver to open the run report in a test)
+# and sets up a software Vulkan driver that SAPIEN accepts.
 #
 # Why a private Mesa: SAPIEN (ManiSkill's renderer) rejects bookworm's lavapipe (Mesa 22.3 lacks
 # descriptorBindingPartiallyBound); Mesa >= 24.3 from bookworm-backports works. We unpack the
@@ -12,7 +14,7 @@ MESA_DIR="$ROOT/.cache/mesa"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in libvulkan1 mesa-vulkan-drivers redis-server postgresql docker-compose; do
+for p in libvulkan1 mesa-vulkan-drivers redis-server postgresql docker-compose chromium chromium-driver; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -1,0 +1,102 @@
+"""run_report: the report of one pipeline run, at `<root>/<env_id>/runs/<run_id>/report.html`.
+
+verify's `report.html` (frames, loss curve, predicted vs demonstrated actions, closed-loop episodes,
+lineage) belongs to a content-addressed artifact that every run reusing it shares; this stage copies it
+and adds what only this run knows: each stage's duration, whether it was a cache hit, and the artifact
+it used. `run.json` next to it holds the same table as data. Rerunning the stage rewrites both files
+(each in one atomic write), so a retried task leaves a whole report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks import common, report
+from tasks.artifacts import ArtifactStore, StageResult, check_segment, work_dir
+from tasks.specs import get_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReportParams:
+    env_id: str
+    run_id: str
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if not self.run_id:
+            raise ValueError("run_id is empty: name the pipeline run this report is for")
+
+
+def run_segment(run_id: str) -> str:
+    """Airflow run ids (`manual__2026-11-25T05:00:00+00:00`) as one safe path segment."""
+    segment = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")[:128]
+    return check_segment(segment or "run", "run id")
+
+
+def stage_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """`{"download": result, "render": [result, ...], ...}` (stage results as XCom carries them) -> table rows."""
+    rows = []
+    for name, value in results.items():
+        items = value if isinstance(value, list) else [value]
+        for i, r in enumerate(items):
+            if not r:
+                continue
+            label = f"{name}[{i}]" if isinstance(value, list) else name
+            if isinstance(value, list) and r.get("split"):
+                label += f" ({r['split']}, episodes {r.get('metrics', {}).get('shard')})"
+            rows.append({"stage": label, "seconds": round(float(r.get("seconds") or 0), 2),
+                         "cache_hit": bool(r.get("cache_hit")), "uri": r.get("uri", "")})
+    return rows
+
+
+def run_report(params: RunReportParams, root: str, verification: str, stages: list[dict[str, Any]]) -> StageResult:
+    params.validate()
+    t0 = time.monotonic()
+    store = ArtifactStore(root)
+    scratch = work_dir()
+    try:
+        _, verify_dir = store.fetch(verification, scratch)
+        page = (verify_dir / "report.html").read_text()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    section = report.stages_section(stages)
+    if report.STAGES_MARKER in page:
+        page = page.replace(report.STAGES_MARKER, section)
+    else:  # a report from before the marker existed
+        page = page.replace("<h2>Camera frames</h2>", section + "<h2>Camera frames</h2>", 1)
+    page = page.replace(" run report</title>", f" run report ({params.run_id})</title>", 1)
+    run_uri = f"{store.root}/{check_segment(params.env_id, 'env id')}/runs/{run_segment(params.run_id)}"
+    summary = {"run_id": params.run_id, "env_id": params.env_id, "verify": verification, "stages": stages,
+               "cache_hits": sum(s["cache_hit"] for s in stages), "stage_seconds": round(sum(s["seconds"] for s in stages), 2)}
+    store.write_json(f"{run_uri}/run.json", summary)
+    store.write_bytes(f"{run_uri}/report.html", page.encode())
+    common.log(f"[run_report] {run_uri}/report.html ({len(stages)} stages, {summary['cache_hits']} cache hits)")
+    return StageResult(uri=run_uri, digest="", cache_hit=False, seconds=time.monotonic() - t0, files_uri=run_uri,
+                       metrics={"report": f"{run_uri}/report.html", "stages": len(stages), "cache_hits": summary["cache_hits"],
+                                "stage_seconds": summary["stage_seconds"]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=common.default_root())
+    parser.add_argument("--env-id", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--verification", required=True, help="verify artifact URI")
+    parser.add_argument("--stages", type=Path, required=True, help="JSON file: list of {stage, seconds, cache_hit, uri}")
+    args = parser.parse_args(argv)
+    result = run_report(RunReportParams(args.env_id, args.run_id), root=args.root, verification=args.verification,
+                        stages=json.loads(args.stages.read_text()))
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
