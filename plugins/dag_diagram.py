@@ -11,9 +11,11 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def mermaid(dag, config_task: str = "resolve") -> str:
-    """Every task and edge; the config task's fan-out (its result feeds every task) is drawn only to the
-    tasks that depend on nothing else, to keep the picture readable."""
+def mermaid(dag, config_task: str = "resolve", collector_task: str = "report") -> str:
+    """Every task and edge, with two simplifications that keep the picture readable: the config task's
+    fan-out (its result feeds every task) is drawn only to the tasks that depend on nothing else, and the
+    collector task's fan-in (it reads every stage's result) is drawn as one dotted edge from the tasks
+    nothing else follows."""
     lines = ["```mermaid", "flowchart LR"]
     for task in sorted(dag.tasks, key=lambda t: t.task_id):
         node = task.task_id.replace(".", "_")
@@ -28,7 +30,12 @@ def mermaid(dag, config_task: str = "resolve") -> str:
         for down in sorted(task.downstream_task_ids):
             if task.task_id.endswith(config_task) and dag.get_task(down).upstream_task_ids != {task.task_id}:
                 continue
-            lines.append(f"    {task.task_id.replace('.', '_')} --> {down.replace('.', '_')}")
+            arrow = "-->"
+            if down.endswith(collector_task):
+                if task.downstream_task_ids != {down}:
+                    continue
+                arrow = "-. all stage results .->"
+            lines.append(f"    {task.task_id.replace('.', '_')} {arrow} {down.replace('.', '_')}")
     lines.append("```")
     return "\n".join(lines)
 

@@ -78,8 +78,9 @@ def print_summary(summary: dict) -> None:
     verify = summary["tasks"].get("verify", {})
     if verify.get("uri"):
         m = verify["metrics"]
-        report = (verify.get("files_uri") or verify["uri"]).removeprefix("file://") + "/report.html"
-        print(f"\nrun report: {report}")
+        run_report = (summary["tasks"].get("report", {}).get("metrics") or {}).get("report")
+        report = run_report or (verify.get("files_uri") or verify["uri"]) + "/report.html"
+        print(f"\nrun report: {report.removeprefix('file://')}")
         print(f"verification {'PASSED' if m.get('passed') else 'FAILED'}: closed-loop success {m.get('success_rate')} "
               f"over {m.get('episodes')} episodes, held-out action MAE {m.get('action_mae'):.4f}, "
               f"output {m.get('output_shape')}, inference {m.get('latency_ms_median')} ms")

@@ -51,16 +51,25 @@ def bind_wandb_connection(conn_id: str | None) -> None:
     if not conn_id:
         return
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    conn = BaseHook.get_connection(conn_id)
-    if not conn.password:
-        raise AirflowFailException(f"W&B connection {conn_id!r} has no password: put the W&B API key in its password field")
-    os.environ["WANDB_API_KEY"] = conn.password
-    if conn.host:
-        os.environ["WANDB_BASE_URL"] = conn.host if "://" in conn.host else f"https://{conn.host}"
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise AirflowFailException(
+            f"W&B connection {conn_id!r} does not exist: create it (password = W&B API key) or clear wandb_conn_id "
+            "to let W&B read WANDB_API_KEY from the worker's environment") from None
     extra = conn.extra_dejson
     # A configured account means "log to it", unless the connection says otherwise (e.g. an air-gapped worker).
-    os.environ["WANDB_MODE"] = extra.get("mode", "online")
+    mode = extra.get("mode", "online")
+    if not conn.password and mode != "offline":
+        raise AirflowFailException(f"W&B connection {conn_id!r} has no password: put the W&B API key in its password field "
+                                   "(or set extra mode=offline)")
+    if conn.password:
+        os.environ["WANDB_API_KEY"] = conn.password
+    if conn.host:
+        os.environ["WANDB_BASE_URL"] = conn.host if "://" in conn.host else f"https://{conn.host}"
+    os.environ["WANDB_MODE"] = mode
     if extra.get("entity"):
         os.environ["WANDB_ENTITY"] = extra["entity"]
 

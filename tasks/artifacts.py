@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 
 MANIFEST = "manifest.json"
 COMPLETE = "COMPLETE.json"
@@ -303,6 +304,69 @@ class ArtifactStore:
     def write_json(self, uri: str, data: Any) -> None:
         self._write_bytes(self._path(uri), json.dumps(data, indent=2, sort_keys=True).encode())
 
+    def read_json_versioned(self, uri: str) -> tuple[Any | None, str | None]:
+        """A small mutable JSON object (e.g. `latest.json`) and its version, for `replace_json`."""
+        path = self._path(uri)
+        if self.protocol == "file":
+            try:
+                st = os.stat(path)
+                data = Path(path).read_bytes()
+            except FileNotFoundError:
+                return None, None
+            return json.loads(data.decode()), f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+        bucket, _, key = path.partition("/")
+
+        async def get():  # body and ETag from one GET, so the version is the one of the bytes read
+            out = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+            async with out["Body"] as stream:
+                return await stream.read(), out["ETag"]
+
+        def op():
+            try:
+                data, etag = fsspec.asyn.sync(self.fs.loop, get)
+            except FileNotFoundError:
+                return None, None
+            return json.loads(data.decode()), etag
+
+        return self._retrying(f"read {uri}", op)
+
+    def replace_json(self, uri: str, data: Any, version: str | None) -> bool:
+        """Compare-and-swap: writes `data` only if the object is still at `version` (None: still absent).
+
+        False when another writer got there first; re-read and decide again. S3: a conditional PUT
+        (`If-Match` on the ETag, or `If-None-Match: *`); local disk: an exclusive lock around check and rename.
+        """
+        body = json.dumps(data, indent=2, sort_keys=True).encode()
+        path = self._path(uri)
+        if self.protocol == "file":
+            import fcntl
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{path}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _, current = self.read_json_versioned(uri)
+                if current != version:
+                    return False
+                self._write_bytes(path, body)
+                return True
+        bucket, _, key = path.partition("/")
+        condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+
+        def op():
+            try:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
+                return True
+            except FileExistsError:
+                return False
+            except OSError as e:  # s3fs raises If-Match failures (412 PreconditionFailed) as EINVAL
+                if e.errno == errno.EINVAL:
+                    return False
+                raise
+            finally:
+                self.fs.invalidate_cache(path)
+
+        return self._retrying(f"write {uri}", op)
+
     def write_bytes(self, uri: str, data: bytes) -> None:
         """One whole object at `uri` (atomic: readers see the old or the new one, never a part)."""
         self._write_bytes(self._path(uri), data)
@@ -470,9 +534,10 @@ def work_dir() -> Path:
 
 
 def artifact_uri(store: ArtifactStore, env_id: str, stage: str, code_version: str, params: dict[str, Any],
-                 parents: Sequence[Manifest]) -> str:
+                 parents: Sequence[Manifest], key_inputs: Sequence[str] | None = None) -> str:
     """Where `run_stage` will publish this stage's output for these inputs."""
-    return store.uri(env_id, stage, stage_key(stage, code_version, params, [p.digest for p in parents]))
+    inputs = list(key_inputs) if key_inputs is not None else [p.digest for p in parents]
+    return store.uri(env_id, stage, stage_key(stage, code_version, params, inputs))
 
 
 def run_stage(
@@ -485,15 +550,20 @@ def run_stage(
     parents: Sequence[Manifest],
     build: Callable[[Path], dict[str, Any]],
     log: Callable[[str], None] = print,
+    key_inputs: Sequence[str] | None = None,
 ) -> StageResult:
     """Runs `build(out_dir)` unless the artifact for these inputs already exists, then publishes it.
 
     `build` writes the artifact's files into `out_dir` and returns its metrics. The scratch directory
     is removed whatever happens, so a failed build leaves nothing behind in the store.
+
+    `key_inputs`: digests of the part of the parents the stage reads, when that is less than the whole
+    parent (render reads one shard of a demo set: adding demos must not change the key of the shards it
+    already rendered). The parents are still recorded as lineage.
     """
     start = time.monotonic()
     parent_digests = [p.digest for p in parents]
-    uri = artifact_uri(store, env_id, stage, code_version, params, parents)
+    uri = artifact_uri(store, env_id, stage, code_version, params, parents, key_inputs)
     key = uri.rsplit("/", 1)[-1]
     existing = store.read_manifest(uri)
     if existing is not None:

@@ -95,3 +95,27 @@ def read_episode(h5: h5py.File, episode_id: int, camera: str, h5_path: Path) -> 
     if data["rgb"].dtype != np.uint8 or data["rgb"].ndim != 4 or data["rgb"].shape[-1] != 3:
         raise DemoFileError(f"{h5_path}: episode {episode_id}: images are {data['rgb'].dtype}{data['rgb'].shape}, expected uint8 (T,H,W,3)")
     return data
+
+
+def episodes_fingerprint(h5_path: Path, episodes: list[dict]) -> str:
+    """A digest of exactly what replaying `episodes` reads: the env info, their sidecar entries and H5 data.
+
+    Render keys on it rather than on the whole demo set, so a demo set that grew keeps the keys of the
+    shards it already had.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    meta = json.loads(sidecar(h5_path).read_text())
+    h.update(json.dumps(meta.get("env_info"), sort_keys=True).encode())
+
+    with h5py.File(h5_path, "r") as f:
+        for ep in episodes:
+            h.update(json.dumps(ep, sort_keys=True).encode())
+            datasets: list[tuple[str, h5py.Dataset]] = []
+            f[f"traj_{ep['episode_id']}"].visititems(lambda name, obj: datasets.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+            for name, ds in sorted(datasets, key=lambda x: x[0]):
+                data = np.ascontiguousarray(ds[()])
+                h.update(f"{name}\0{data.dtype.str}\0{data.shape}\n".encode())
+                h.update(data.tobytes())
+    return h.hexdigest()

@@ -1,7 +1,7 @@
 """The whole pipeline for one task by calling the stage functions directly, in order, without Airflow.
 
 download -> render (train shards + held-out shard) -> convert (train, held-out) -> stats -> train ->
-verify -> promote; the same functions and shard plan the DAG uses, so artifacts are shared with DAG
+verify -> promote -> run report; the same functions and shard plan the DAG uses, so artifacts are shared with DAG
 runs (cache hits either way). Used to benchmark Airflow's overhead and to debug a stage by hand.
 """
 
@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 
+from tasks import run_report
 from tasks.common import default_root
 from tasks.convert import ConvertParams, convert
 from tasks.download import DownloadParams, download
@@ -49,6 +50,12 @@ def run_pipeline(env_id: str, root: str, *, count: int = 4, holdout: int = 1, se
                                                  holdout_frames=holdout_frames, seed=seed), root=root,
                                     checkpoint=ckpt.uri, holdout=held_out.uri))
     step("promote", promote(PromoteParams(env_id=env_id), root=root, verification=checked.uri))
+    # the same run report the DAG's last task writes (this run's stage durations and cache hits)
+    run_id = f"direct__{time.strftime('%Y-%m-%dT%H%M%S', time.gmtime())}"
+    rows = run_report.stage_rows({name: r.to_dict() for name, r in results.items()})
+    report = step("report", run_report.run_report(run_report.RunReportParams(env_id=env_id, run_id=run_id), root=root,
+                                                  verification=checked.uri, stages=rows))
+    print(f"==> run report: {report.metrics['report']}", flush=True)
     print(f"==> finished in {time.monotonic() - t0:.1f}s", flush=True)
     return {name: r.to_dict() for name, r in results.items()}
 

@@ -58,10 +58,19 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
                  "report": f"{store.files_uri(manifest)}/report.html", "passed": m.get("passed"), "checks": m.get("checks"),
                  "success_rate": m.get("success_rate"), "action_mae": m.get("action_mae")}
     uri = latest_uri(store, params.env_id)
-    current = store.read_json(uri)
-    promoted, reason = decide(candidate, current, params.force)
-    if promoted:
-        store.write_json(uri, {**candidate, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint")})
+    # Compare-and-swap: a run promoting the same task at the same moment makes our write fail, and we decide
+    # again against what it wrote, so the better checkpoint stays latest whichever run finishes last.
+    for _ in range(20):
+        current, version = store.read_json_versioned(uri)
+        promoted, reason = decide(candidate, current, params.force)
+        if not promoted:
+            break
+        entry = {**candidate, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint")}
+        if store.replace_json(uri, entry, version):
+            break
+        common.log(f"[promote] {uri} changed while deciding (another run promoted); deciding again")
+    else:
+        raise RuntimeError(f"{uri} kept changing during 20 promotion attempts; rerun promote")
     common.log(f"[promote] {'promoted' if promoted else 'kept current latest'}: {reason}")
     latest = store.read_json(uri)
     return StageResult(uri=uri, digest=manifest.digest, cache_hit=not promoted,

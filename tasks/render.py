@@ -24,12 +24,12 @@ import h5py
 import numpy as np
 
 from tasks import common
-from tasks.artifacts import ArtifactStore, StageResult, run_stage
-from tasks.demo_files import load_episodes, sidecar, write_subset
+from tasks.artifacts import ArtifactStore, StageResult, run_stage, work_dir
+from tasks.demo_files import episodes_fingerprint, load_episodes, sidecar, write_subset
 from tasks.specs import CONTROL_MODES, get_spec
 
 STAGE = "render"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: keyed on the shard's episodes
 DEVICES = ("auto", "cpu", "gpu")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LAVAPIPE_ICD = PROJECT_ROOT / ".cache" / "mesa" / "lvp_icd.json"
@@ -70,14 +70,17 @@ class RenderParams:
 
 
 def plan_shards(demo_count: int, holdout_count: int, episodes_per_shard: int) -> list[dict]:
-    """Training shards over [0, demo_count) and one held-out shard over the rest (never trained on).
+    """One held-out shard over the first `holdout_count` episodes (never trained on), then training shards.
 
-    The DAGs and tasks/pipeline.py share this plan, so the same demo set always gives the same render
-    keys, whichever way it is run.
+    Held-out episodes come first so that a demo set that grows (more demos, same seed) keeps every
+    episode where it was: the held-out shard and the full training shards keep their keys and are cache
+    hits; only the last partial shard and the new ones are rendered. The DAGs and tasks/pipeline.py
+    share this plan, so the same demo set always gives the same render keys, whichever way it is run.
     """
-    shards = [{"start": a, "stop": min(a + episodes_per_shard, demo_count), "split": "train"}
-              for a in range(0, demo_count, episodes_per_shard)]
-    shards.append({"start": demo_count, "stop": demo_count + holdout_count, "split": "holdout"})
+    shards = [{"start": 0, "stop": holdout_count, "split": "holdout"}]
+    end = holdout_count + demo_count
+    shards += [{"start": a, "stop": min(a + episodes_per_shard, end), "split": "train"}
+               for a in range(holdout_count, end, episodes_per_shard)]
     return shards
 
 
@@ -137,17 +140,24 @@ def render(params: RenderParams, root: str, demos: str) -> StageResult:
     spec = get_spec(params.env_id)
     store = ArtifactStore(root)
     parent = store.require(demos)
-
-    def build(out: Path) -> dict:
-        scratch = out.parent / "replay"
-        scratch.mkdir()
-        _, demo_dir = store.fetch(demos, out.parent / "inputs")
+    inputs = work_dir()
+    try:
+        _, demo_dir = store.fetch(demos, inputs)
         src = demo_dir / "trajectory.h5"
         episodes = load_episodes(src)
         stop = len(episodes) if params.shard_stop == -1 else min(params.shard_stop, len(episodes))
         shard = episodes[params.shard_start : stop]
         if not shard:
             raise RenderError(f"shard [{params.shard_start}, {params.shard_stop}) of {demos} is empty: the demo set has {len(episodes)} episodes")
+        return _render_shard(params, spec, store, parent, src, shard, stop)
+    finally:
+        shutil.rmtree(inputs, ignore_errors=True)
+
+
+def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src: Path, shard: list[dict], stop: int) -> StageResult:
+    def build(out: Path) -> dict:
+        scratch = out.parent / "replay"
+        scratch.mkdir()
         n_workers = max(1, min(params.workers or os.cpu_count() or 1, len(shard)))
         env, device = worker_env(params.device)
         groups = balanced_groups([int(e.get("elapsed_steps", 1)) for e in shard], n_workers)
@@ -198,8 +208,9 @@ def render(params: RenderParams, root: str, demos: str) -> StageResult:
             "workers": len(groups), "device": device, "shard": [params.shard_start, stop],
         }
 
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params=params.key_params(), parents=[parent], build=build, log=common.log)
+    # Keyed on the shard's own episodes, not the whole demo set: see plan_shards.
+    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=params.key_params(),
+                     parents=[parent], build=build, log=common.log, key_inputs=[episodes_fingerprint(src, shard)])
 
 
 main = common.cli(__doc__.splitlines()[0], RenderParams, render, inputs={"demos": False})

@@ -122,3 +122,18 @@ def test_exclusive_manifest_write_refuses_to_replace(local_root, s3_root):
         assert store._write_bytes(path, b"first", exclusive=True)
         assert not store._write_bytes(path, b"second", exclusive=True)
         assert store._read_bytes(path, "read") == b"first"
+
+
+def test_latest_pointer_is_replaced_only_from_the_version_read(local_root, s3_root):
+    """`latest.json` is a compare-and-swap: a writer holding a stale version is refused, not silently last."""
+    for root in (local_root, s3_root):
+        store = ArtifactStore(root)
+        uri = f"{root}/PickCube-v1/latest.json"
+        assert store.read_json_versioned(uri) == (None, None)
+        assert store.replace_json(uri, {"checkpoint": "a"}, None)
+        assert not store.replace_json(uri, {"checkpoint": "racer"}, None)  # it exists now
+        data, v1 = store.read_json_versioned(uri)
+        assert data == {"checkpoint": "a"} and v1
+        assert store.replace_json(uri, {"checkpoint": "b"}, v1)
+        assert not store.replace_json(uri, {"checkpoint": "stale"}, v1)  # read before "b" was written
+        assert store.read_json_versioned(uri)[0] == {"checkpoint": "b"}

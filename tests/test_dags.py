@@ -39,14 +39,16 @@ def test_dags_import_without_errors(dagbag):
 
 def test_sft_stage_order_and_mapping(dagbag):
     dag = dagbag.dags[SFT]
-    downstream = {t: dag.get_task(t).downstream_task_ids for t in dag.task_ids}
+    # every stage also feeds the run report (checked below); the data flow is the rest
+    downstream = {t: dag.get_task(t).downstream_task_ids - {"report"} for t in dag.task_ids}
     assert downstream["download"] == {"plan_shards"}
     assert downstream["plan_shards"] == {"render"}
     assert downstream["render"] == {"convert", "convert_holdout"}
     assert downstream["convert"] == {"stats", "train"}
     assert downstream["stats"] == {"train"}
     assert downstream["train"] == {"verify"} and downstream["convert_holdout"] == {"verify"}
-    assert downstream["verify"] == {"promote"}
+    assert downstream["verify"] == {"promote"} and downstream["promote"] == set()
+    assert dag.get_task("report").upstream_task_ids >= {"download", "render", "convert", "convert_holdout", "stats", "train"}
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
 
 
@@ -131,6 +133,72 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
         tis = session.query(TaskInstance).filter_by(dag_id=SFT, run_id=run.run_id).all()
         assert {ti.state for ti in tis} == {"success"}
         assert len([ti for ti in tis if ti.task_id == "render"]) == 3  # mapped: one task instance per shard
+    run_json = json.loads(next(store.glob("PickCube-v1/runs/*/run.json")).read_text())
+    assert run_json["run_id"] == run.run_id
+    # 1 download, 3 render shards, 2 converts, stats, train, verify, promote: each with its time and cache state
+    assert [s["stage"].split("[")[0] for s in run_json["stages"]] == ["download", "render", "render", "render", "convert",
+                                                                      "convert_holdout", "stats", "train", "verify", "promote"]
+    assert all(s["seconds"] >= 0 and s["cache_hit"] in (True, False) for s in run_json["stages"])
+
+
+def _run_xcoms(run_id: str) -> dict[str, list]:
+    """Stage results of one DAG run, by task id (mapped tasks: in map index order)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    out: dict[str, list] = {}
+    with create_session() as session:
+        rows = session.scalars(XComModel.get_many(run_id=run_id, key="return_value", dag_ids=SFT)).all()
+        for row in sorted(rows, key=lambda r: (r.task_id, r.map_index)):
+            out.setdefault(row.task_id, []).append(XComModel.deserialize_value(row))
+    return out
+
+
+@pytest.mark.sim
+@pytest.mark.train
+def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_path):
+    from tests.browser import chromium_available, inspect_page
+
+    if not chromium_available():
+        pytest.fail("Chromium and chromedriver are needed (tools/setup_system.sh installs them)")
+    run, store = sft_run
+    report = next(store.glob("PickCube-v1/runs/*/report.html"))
+    page = inspect_page(report, tmp_path / "report.png")
+    assert run.run_id in page["title"]
+    assert {"verdict", "metrics", "stages", "frames", "loss", "actions", "episodes", "lineage"} <= set(page["ids"])
+    images = page["images"]
+    alts = [i["alt"] for i in images]
+    assert "training loss curve" in alts and "predicted vs demonstrated actions" in alts
+    assert any(a.startswith("held-out frame") for a in alts) and any(a.startswith("rollout step") for a in alts)
+    assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in images), images  # every figure decoded
+    stages = page["tables"]["stages"]
+    assert stages[0] == ["stage", "seconds", "cache", "artifact"] and len(stages) == 11
+    assert {row[0].split("[")[0] for row in stages[1:]} == {"download", "render", "convert", "convert_holdout", "stats",
+                                                            "train", "verify", "promote"}
+    assert all(float(row[1]) >= 0 and row[2] in ("ran", "cache hit") for row in stages[1:])
+    assert "closed-loop success rate" in page["text"] and "checkpoint" in page["text"]  # metrics and lineage rows
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.sim
+@pytest.mark.train
+def test_more_demos_redo_only_what_changed(sft_run, dagbag):
+    """Same seed, two more demos: held-out shard and the full training shard are reused; the rest is rebuilt."""
+    run, store = sft_run
+    more = dagbag.dags[SFT].test(run_conf={**SMALL_RUN, "demo_count": SMALL_RUN["demo_count"] + 2,
+                                           "artifact_root": f"file://{store}"})
+    assert more.state == "success"
+    before, after = _run_xcoms(run.run_id), _run_xcoms(more.run_id)
+    shards = {tuple(r["metrics"]["shard"]): r for r in after["render"]}
+    old_shards = {tuple(r["metrics"]["shard"]): r for r in before["render"]}
+    # 1 held-out episode first, then training shards of 2: [0,1) [1,3) [3,4) before, [0,1) [1,3) [3,5) [5,6) after
+    assert sorted(old_shards) == [(0, 1), (1, 3), (3, 4)] and sorted(shards) == [(0, 1), (1, 3), (3, 5), (5, 6)]
+    assert shards[(0, 1)]["cache_hit"] and shards[(1, 3)]["cache_hit"]
+    assert shards[(0, 1)]["uri"] == old_shards[(0, 1)]["uri"] and shards[(1, 3)]["uri"] == old_shards[(1, 3)]["uri"]
+    assert not shards[(3, 5)]["cache_hit"] and not shards[(5, 6)]["cache_hit"]
+    assert after["convert_holdout"][0]["cache_hit"]  # same held-out episodes -> same held-out dataset
+    for stage in ("download", "convert", "stats", "train", "verify"):
+        assert not after[stage][0]["cache_hit"], stage
 
 
 @pytest.mark.sim
@@ -165,3 +233,21 @@ def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
     assert presigned.startswith(s3_endpoint) and "/runs/PickCube-v1/verify/abc/report.html" in presigned and "Signature" in presigned
     monkeypatch.setenv("PIPELINE_REPORT_URL_BASE", "http://minio.local:9001/browser")
     assert report_url("s3://bucket/runs/x/verify/abc") == "http://minio.local:9001/browser/bucket/runs/x/verify/abc/report.html"
+
+
+def test_wandb_connection_becomes_the_train_tasks_environment(monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+    from pipeline_glue import bind_wandb_connection
+
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_ENTITY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_WB_TEST", json.dumps({"conn_type": "generic", "password": "k" * 40, "host": "wandb.example.org",
+                                                          "extra": {"entity": "robots"}}))
+    bind_wandb_connection("wb_test")
+    assert os.environ["WANDB_API_KEY"] == "k" * 40 and os.environ["WANDB_MODE"] == "online"
+    assert os.environ["WANDB_BASE_URL"] == "https://wandb.example.org" and os.environ["WANDB_ENTITY"] == "robots"
+    monkeypatch.setenv("AIRFLOW_CONN_WB_NOKEY", json.dumps({"conn_type": "generic"}))
+    with pytest.raises(AirflowFailException, match="no password"):
+        bind_wandb_connection("wb_nokey")
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        bind_wandb_connection("wb_missing")
