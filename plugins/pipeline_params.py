@@ -30,7 +30,7 @@ def common_params() -> dict[str, Param]:
         "demo_source_uri": Param("", type="string", description="for demo_source=s3: folder with trajectory.h5 and .json"),
         "demo_count": Param(4, type="integer", minimum=1, maximum=100000, description="demos used for training"),
         "holdout_count": Param(1, type="integer", minimum=1, maximum=10000,
-                               description="further demos kept out of training, for verify's held-out frames"),
+                               description="demos kept out of training (the first ones of the demo set), for verify's held-out frames"),
         "seed": Param(0, type="integer", minimum=0, maximum=2**31 - 1, description="first motion-planning seed"),
         "control_mode": Param("pd_ee_delta_pose", enum=list(CONTROL_MODES), description="control mode the demos are replayed into"),
         "episodes_per_shard": Param(50, type="integer", minimum=1, maximum=10000,

@@ -464,8 +464,16 @@ class ArtifactStore:
         if existing is not None:
             return existing
         payload = f"{PAYLOAD_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-        for f in manifest.files:
-            self._put_file(Path(local_dir) / f.path, f"{target}/{payload}/{f.path}")
+        try:
+            for f in manifest.files:
+                self._put_file(Path(local_dir) / f.path, f"{target}/{payload}/{f.path}")
+        except FileNotFoundError:
+            # A racing run published first and removed our half-uploaded payload as an orphan: reuse its artifact.
+            existing = self.read_manifest(manifest.uri)
+            if existing is None:
+                raise
+            self._remove(f"{target}/{payload}")
+            return existing
         ours = dataclasses.replace(manifest, payload=payload)
         if not self._write_bytes(f"{target}/{MANIFEST}", ours.to_json().encode(), exclusive=True):
             self._remove(f"{target}/{payload}")
