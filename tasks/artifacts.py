@@ -59,7 +59,7 @@ _TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, e
                      errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException, _depth: int = 0) -> bool:
     """True for errors that mean "the endpoint is not answering right now", not "the request is wrong"."""
     if isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
@@ -81,8 +81,8 @@ def is_transient(exc: BaseException) -> bool:
         pass
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
-    cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and is_transient(cause)
+    cause = exc.__cause__ or exc.__context__  # libraries often wrap the connection error
+    return cause is not None and cause is not exc and _depth < 8 and is_transient(cause, _depth + 1)
 
 
 def retry_seconds() -> float:

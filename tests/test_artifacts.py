@@ -137,3 +137,20 @@ def test_latest_pointer_is_replaced_only_from_the_version_read(local_root, s3_ro
         assert store.replace_json(uri, {"checkpoint": "b"}, v1)
         assert not store.replace_json(uri, {"checkpoint": "stale"}, v1)  # read before "b" was written
         assert store.read_json_versioned(uri)[0] == {"checkpoint": "b"}
+
+
+def test_only_unreachable_endpoint_errors_are_retried():
+    import botocore.exceptions
+
+    from tasks.artifacts import is_transient
+
+    assert is_transient(botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
+    wrapped = OSError("upload failed")
+    wrapped.__cause__ = ConnectionRefusedError()
+    assert is_transient(wrapped)  # a library's wrapper around a refused connection
+    assert not is_transient(FileNotFoundError("no such key")) and not is_transient(PermissionError("denied"))
+    assert not is_transient(ValueError("bad request"))
+    a, b = RuntimeError("a"), RuntimeError("b")
+    a.__context__, b.__context__ = b, a  # a cycle in the chain ends the walk
+    assert not is_transient(a)
