@@ -194,11 +194,11 @@ class StageResult:
 class ArtifactStore:
     """Reads and publishes artifacts under one root URI (`file:///abs/dir` or `s3://bucket/prefix`)."""
 
-    def __init__(self, root: str, retry_window: float | None = None):
+    def __init__(self, root: str):
         self.root = self.validate_root(root)
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         self.protocol = "file" if self.root.startswith("file://") else "s3"
-        self.retry_window = retry_seconds() if retry_window is None else retry_window
+        self.retry_window = retry_seconds()
 
     @staticmethod
     def validate_root(root: str) -> str:

@@ -120,7 +120,7 @@ def stages_section(stages: list[dict]) -> str:
 
 def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses: list[dict],
                  predicted: np.ndarray | None, demonstrated: np.ndarray, samples: list[dict],
-                 rollout_frames: list[dict], episodes: list[dict], stages: list[dict] | None = None) -> Path:
+                 rollout_frames: list[dict], episodes: list[dict]) -> Path:
     verdict = "PASSED" if metrics.get("passed") else "FAILED"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.env_id)} run report</title>"
              f"<style>{STYLE}</style></head><body>",
@@ -131,7 +131,7 @@ def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses:
                 ("finite", metrics.get("finite")), ("inference latency (ms, median)", metrics.get("latency_ms_median")),
                 ("checks", metrics.get("checks")), ("training", metrics.get("train"))]
     parts += ["<h2>Metrics</h2>", f"<div id='metrics'>{_table(headline)}</div>"]
-    parts += [stages_section(stages) if stages else STAGES_MARKER]
+    parts += [STAGES_MARKER]
     frames = [(_frame_png(s["image"]), f"held-out frame {s['frame']}") for s in samples]
     frames += [(_frame_png(f["image"]), f"rollout step {f['step']}") for f in rollout_frames]
     if frames:

@@ -48,10 +48,10 @@ def proxy(s3_endpoint):
 class Stage:
     """One stage CLI process whose S3 endpoint is the proxy."""
 
-    def __init__(self, tmp: Path, root: str, proxy: FlakyProxy, *, args=ARGS, module="tasks.download", retry_s: float = 60):
+    def __init__(self, tmp: Path, root: str, proxy: FlakyProxy, *, args=ARGS, retry_s: float = 60):
         self.log_path = tmp / f"stage-{time.monotonic_ns()}.log"
         env = {**os.environ, "AWS_ENDPOINT_URL_S3": proxy.url, "PIPELINE_S3_RETRY_SECONDS": str(retry_s)}
-        self.proc = subprocess.Popen([sys.executable, "-m", module, "--root", root, *args], cwd=PROJECT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tasks.download", "--root", root, *args], cwd=PROJECT, env=env,
                                      stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"))
 
     @property
