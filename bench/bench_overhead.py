@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.common import ENV_ID, OUT, timer
 
 PROJECT = Path(__file__).resolve().parent.parent
-PARAMS = {"holdout": 1, "steps": 2, "eval_episodes": 1, "eval_max_steps": 20}
+PARAMS = {"holdout_count": 1, "steps": 2, "eval_episodes": 1, "eval_max_steps": 20}
 
 
 def fresh_root(name: str) -> str:
@@ -39,20 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.tokenizer import seed_offline_tokenizer
 
     seed_offline_tokenizer()
+    settings = {**PARAMS, "demo_count": count}
     env_direct = f"PIPELINE_JAX_CACHE={jax_cache}-a"
     env_dag = f"PIPELINE_JAX_CACHE={jax_cache}-b"
     with timer() as direct:
-        subprocess.run(f"{env_direct} {sys.executable} -m tasks.pipeline --env-id {ENV_ID} --root {direct_root} --count {count} "
-                       f"--holdout {PARAMS['holdout']} --steps {PARAMS['steps']} --eval-episodes {PARAMS['eval_episodes']} "
-                       f"--eval-max-steps {PARAMS['eval_max_steps']}", shell=True, check=True, cwd=PROJECT)
+        subprocess.run(f"{env_direct} {sys.executable} -m tasks.pipeline --profile demo --env-id {ENV_ID} --root {direct_root} "
+                       + " ".join(f"--set {k}={v}" for k, v in settings.items()), shell=True, check=True, cwd=PROJECT)
     with timer() as via_dag:
         subprocess.run(f"{env_dag} {sys.executable} plugins/demo_run.py --env-id {ENV_ID} --root {dag_root} "
-                       f"--conf demo_count={count} --conf holdout_count={PARAMS['holdout']} --conf steps={PARAMS['steps']} "
-                       f"--conf eval_episodes={PARAMS['eval_episodes']} --conf eval_max_steps={PARAMS['eval_max_steps']}",
-                       shell=True, check=True, cwd=PROJECT)
+                       + " ".join(f"--conf {k}={v}" for k, v in settings.items()), shell=True, check=True, cwd=PROJECT)
     overhead = via_dag["s"] - direct["s"]
     allowed = 0.05 * direct["s"] + 20
-    name = f"P4 pipeline overhead, {ENV_ID}, {count}+{PARAMS['holdout']} demos, tiny preset {PARAMS['steps']} steps"
+    name = f"P4 pipeline overhead, {ENV_ID}, {count}+{PARAMS['holdout_count']} demos, tiny preset {PARAMS['steps']} steps"
     print(f"\n{name}")
     for label, value in (("stage functions called directly (tasks.pipeline)", direct["s"]),
                          ("through the DAG (dag.test, SQLite)", via_dag["s"]),

@@ -30,18 +30,18 @@ from tasks.specs import TASK_SPECS
     doc_md=__doc__,
 )
 def maniskill_openpi_backfill():
-    @task
-    def registered_tasks(params=None) -> list[str]:
+    @task(retries=0)  # bad params cannot get better by retrying
+    def registered_tasks(params=None, dag_run=None) -> list[str]:
         from tasks.specs import TASK_SPECS as registry  # read at run time: a spec added since parsing counts
 
         chosen = list(params["env_ids"]) or sorted(registry)
-        for env_id in chosen:
-            resolve_run_config(dict(params), env_id=env_id)  # refuse bad params before any task starts work
+        for env_id in chosen:  # refuse bad params before any task starts work
+            resolve_run_config(dict(params), dag_run.conf, env_id=env_id, extra_keys=("env_ids",))
         return chosen
 
     @task_group
     def pipeline(env_id: str):
-        @task
+        @task(retries=0)
         def resolve(env_id: str, params=None) -> dict:
             return resolve_run_config(dict(params), env_id=env_id)
 

@@ -34,9 +34,9 @@ RETRAIN_CRON = os.environ.get("PIPELINE_RETRAIN_CRON", "0 3 * * 0")  # Sundays 0
     doc_md=__doc__,
 )
 def maniskill_openpi_sft():
-    @task
-    def resolve(params=None, triggering_asset_events=None) -> dict:
-        return resolve_run_config(dict(params), triggering_asset_events)
+    @task(retries=0)  # bad params cannot get better by retrying
+    def resolve(params=None, dag_run=None, triggering_asset_events=None) -> dict:
+        return resolve_run_config(dict(params), dag_run.conf, triggering_asset_events)
 
     @task
     def download(cfg: dict) -> dict:

@@ -1,5 +1,5 @@
-"""The one-command demo: the SFT DAG run in-process by Airflow (`dag.test()`, SQLite metadata DB) on the
-embedded defaults: local artifact root, CPU, the tiny preset, PickCube-v1, a handful of offline demos.
+"""The one-command demo: the SFT DAG run in-process by Airflow (`dag.test()`, SQLite metadata DB) under the
+demo profile: local artifact root, CPU, the tiny preset, PickCube-v1, a handful of offline demos.
 
 Prints one line per finished task as the run goes, then a stage table (duration, cache hit, artifact),
 the run report's path and the key metrics. `python plugins/demo_run.py --help` for the knobs; any
@@ -19,10 +19,11 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAG_ID = "maniskill_openpi_sft"
-DEMO_CONF = {"demo_count": 4, "holdout_count": 1, "steps": 4, "eval_episodes": 2, "eval_max_steps": 40, "holdout_frames": 4}
 
 
 def _prepare_env(home: Path) -> None:
+    # The demo profile (tasks/run_config.py): the DAG's params form, parsed below, takes its defaults from it.
+    os.environ["PIPELINE_PROFILE"] = "demo"
     os.environ.setdefault("AIRFLOW_HOME", str(home / "airflow"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT / "dags"))
@@ -46,7 +47,9 @@ def run_demo(conf: dict) -> dict:
 
     from tasks.tokenizer import seed_offline_tokenizer
 
-    if conf.get("preset", "tiny") == "tiny":
+    from tasks.run_config import RunConfig
+
+    if conf.get("preset", RunConfig.defaults("demo")["preset"]) == "tiny":
         seed_offline_tokenizer()
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     dag = DagBag(dag_folder=str(PROJECT / "dags")).dags[DAG_ID]
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _prepare_env(PROJECT / ".cache" / "demo")
     logging.getLogger("airflow").setLevel(logging.WARNING)
-    conf = {**DEMO_CONF, "env_id": args.env_id, "artifact_root": args.root}
+    conf = {"env_id": args.env_id, "artifact_root": args.root}
     for item in args.conf:
         key, _, value = item.partition("=")
         try:

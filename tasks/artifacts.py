@@ -535,6 +535,11 @@ def list_files(directory: Path) -> tuple[FileEntry, ...]:
     return tuple(entries)
 
 
+def latest_uri(store: ArtifactStore, env_id: str) -> str:
+    """The promoted checkpoint's pointer for one task (written by the promote stage)."""
+    return f"{store.root}/{check_segment(env_id, 'env id')}/latest.json"
+
+
 def work_dir() -> Path:
     base = Path(os.environ.get("PIPELINE_WORK_DIR", tempfile.gettempdir()))
     base.mkdir(parents=True, exist_ok=True)

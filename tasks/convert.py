@@ -198,7 +198,8 @@ def convert(params: ConvertParams, root: str, rendered: list[str]) -> StageResul
                 "prompt": spec.prompt, "cameras": [s for s, _ in spec.cameras]}
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params=params.key_params(), parents=parents, build=build, log=common.log)
+                     params={**params.key_params(), "spec": spec.digest(STAGE)}, parents=parents, build=build,
+                     log=common.log)
 
 
 main = common.cli(__doc__.splitlines()[0], ConvertParams, convert, inputs={"rendered": True})

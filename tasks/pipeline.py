@@ -1,8 +1,11 @@
 """The whole pipeline for one task by calling the stage functions directly, in order, without Airflow.
 
-download -> render (train shards + held-out shard) -> convert (train, held-out) -> stats -> train ->
-verify -> promote -> run report; the same functions and shard plan the DAG uses, so artifacts are shared with DAG
-runs (cache hits either way). Used to benchmark Airflow's overhead and to debug a stage by hand.
+download -> render (held-out shard + train shards) -> convert (train, held-out) -> stats -> train ->
+verify -> promote -> run report, driven by the same typed run config (tasks/run_config.py) and shard plan
+the DAGs use, so artifacts are shared with DAG runs (cache hits either way). Used to benchmark Airflow's
+overhead and to debug a stage by hand:
+
+    python -m tasks.pipeline --profile demo --set steps=10 --set demo_count=8
 """
 
 from __future__ import annotations
@@ -12,20 +15,19 @@ import json
 import time
 
 from tasks import run_report
-from tasks.common import default_root
-from tasks.convert import ConvertParams, convert
-from tasks.download import DownloadParams, download
-from tasks.promote import PromoteParams, promote
-from tasks.render import RenderParams, plan_shards, render
-from tasks.stats import StatsParams, stats
-from tasks.train import TrainParams, train
-from tasks.verify import VerifyParams, verify
+from tasks.convert import convert
+from tasks.download import download
+from tasks.promote import promote
+from tasks.render import plan_shards, render
+from tasks.run_config import PROFILES, RunConfig, active_profile
+from tasks.stats import stats
+from tasks.train import train
+from tasks.verify import verify
 
 
-def run_pipeline(env_id: str, root: str, *, count: int = 4, holdout: int = 1, seed: int = 0, source: str = "motionplanning",
-                 episodes_per_shard: int = 50, action_horizon: int = 10, preset: str = "tiny", steps: int = 4,
-                 batch_size: int = 1, eval_episodes: int = 2, eval_max_steps: int = 0, holdout_frames: int = 4) -> dict:
+def run_pipeline(config: RunConfig) -> dict:
     t0 = time.monotonic()
+    root = config.artifact_root
     results = {}
 
     def step(name: str, result):
@@ -34,49 +36,59 @@ def run_pipeline(env_id: str, root: str, *, count: int = 4, holdout: int = 1, se
         print(f"==> {name:<16} {state:<18} {result.uri}", flush=True)
         return result
 
-    demos = step("download", download(DownloadParams(env_id=env_id, count=count + holdout, seed=seed, source=source), root=root))
-    train_n = demos.metrics["episodes"] - holdout
+    demos = step("download", download(config.download_params(), root=root))
+    train_n = demos.metrics["episodes"] - config.holdout_count
     rendered = {"train": [], "holdout": []}
-    for i, shard in enumerate(plan_shards(train_n, holdout, episodes_per_shard)):
-        r = step(f"render[{i}]", render(RenderParams(env_id=env_id, shard_start=shard["start"], shard_stop=shard["stop"]),
-                                        root=root, demos=demos.uri))
+    for i, shard in enumerate(plan_shards(train_n, config.holdout_count, config.episodes_per_shard)):
+        r = step(f"render[{i}]", render(config.render_params(shard["start"], shard["stop"]), root=root, demos=demos.uri))
         rendered[shard["split"]].append(r.uri)
-    dataset = step("convert", convert(ConvertParams(env_id=env_id), root=root, rendered=rendered["train"]))
-    held_out = step("convert_holdout", convert(ConvertParams(env_id=env_id), root=root, rendered=rendered["holdout"]))
-    norm = step("stats", stats(StatsParams(env_id=env_id, action_horizon=action_horizon), root=root, dataset=dataset.uri))
-    ckpt = step("train", train(TrainParams(env_id=env_id, preset=preset, steps=steps, batch_size=batch_size,
-                                           action_horizon=action_horizon, seed=seed), root=root, dataset=dataset.uri, stats=norm.uri))
-    checked = step("verify", verify(VerifyParams(env_id=env_id, episodes=eval_episodes, max_steps=eval_max_steps,
-                                                 holdout_frames=holdout_frames, seed=seed), root=root,
-                                    checkpoint=ckpt.uri, holdout=held_out.uri))
-    step("promote", promote(PromoteParams(env_id=env_id), root=root, verification=checked.uri))
+    dataset = step("convert", convert(config.convert_params(), root=root, rendered=rendered["train"]))
+    held_out = step("convert_holdout", convert(config.convert_params(), root=root, rendered=rendered["holdout"]))
+    norm = step("stats", stats(config.stats_params(), root=root, dataset=dataset.uri))
+    ckpt = step("train", train(config.train_params(), root=root, dataset=dataset.uri, stats=norm.uri))
+    checked = step("verify", verify(config.verify_params(), root=root, checkpoint=ckpt.uri, holdout=held_out.uri))
+    step("promote", promote(config.promote_params(), root=root, verification=checked.uri))
     # the same run report the DAG's last task writes (this run's stage durations and cache hits)
     run_id = f"direct__{time.strftime('%Y-%m-%dT%H%M%S', time.gmtime())}"
     rows = run_report.stage_rows({name: r.to_dict() for name, r in results.items()})
-    report = step("report", run_report.run_report(run_report.RunReportParams(env_id=env_id, run_id=run_id), root=root,
-                                                  verification=checked.uri, stages=rows))
+    report = step("report", run_report.run_report(run_report.RunReportParams(env_id=config.env_id, run_id=run_id),
+                                                  root=root, verification=checked.uri, stages=rows))
     print(f"==> run report: {report.metrics['report']}", flush=True)
     print(f"==> finished in {time.monotonic() - t0:.1f}s", flush=True)
     return {name: r.to_dict() for name, r in results.items()}
 
 
+def parse_settings(items: list[str]) -> dict:
+    """`key=value` pairs; values parsed as JSON when they are JSON (numbers, true/false, null)."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            values[key] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key] = value
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default="PickCube-v1")
-    parser.add_argument("--root", default=default_root(), help="artifact root (file:///dir or s3://bucket/prefix)")
-    parser.add_argument("--count", type=int, default=4, help="training demos")
-    parser.add_argument("--holdout", type=int, default=1, help="held-out demos for verify")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source", default="motionplanning", choices=["motionplanning", "hub", "s3"])
-    parser.add_argument("--episodes-per-shard", type=int, default=50)
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--eval-episodes", type=int, default=2)
-    parser.add_argument("--eval-max-steps", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="run defaults: production (openpi's LoRA recipe from pi0_base) or demo (tiny, CPU); "
+                             "default: $PIPELINE_PROFILE, else production")
+    parser.add_argument("--env-id", default=None, help="ManiSkill task (registered in tasks/specs.py)")
+    parser.add_argument("--root", default=None, help="artifact root (file:///dir or s3://bucket/prefix)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any run setting of tasks/run_config.py, e.g. --set steps=10 --set demo_count=8")
     args = parser.parse_args(argv)
-    summary = run_pipeline(args.env_id, args.root, count=args.count, holdout=args.holdout, seed=args.seed, source=args.source,
-                           episodes_per_shard=args.episodes_per_shard, preset=args.preset, steps=args.steps,
-                           eval_episodes=args.eval_episodes, eval_max_steps=args.eval_max_steps)
+    values = parse_settings(args.set)
+    if args.env_id:
+        values["env_id"] = args.env_id
+    if args.root:
+        values["artifact_root"] = args.root
+    config = RunConfig.build(values, profile=args.profile or active_profile())
+    summary = run_pipeline(config)
     print(json.dumps({k: {"uri": v["uri"], "cache_hit": v["cache_hit"]} for k, v in summary.items()}, indent=2))
     return 0
 

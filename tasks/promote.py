@@ -12,10 +12,8 @@ import time
 from typing import Any
 
 from tasks import common
-from tasks.artifacts import ArtifactStore, StageResult, check_segment
+from tasks.artifacts import ArtifactStore, StageResult, latest_uri
 from tasks.specs import get_spec
-
-LATEST = "latest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +23,6 @@ class PromoteParams:
 
     def validate(self) -> None:
         get_spec(self.env_id)
-
-
-def latest_uri(store: ArtifactStore, env_id: str) -> str:
-    return f"{store.root}/{check_segment(env_id, 'env id')}/{LATEST}"
 
 
 def decide(candidate: dict[str, Any], current: dict[str, Any] | None, force: bool) -> tuple[bool, str]:

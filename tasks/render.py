@@ -42,7 +42,7 @@ class RenderError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class RenderParams:
     env_id: str
-    control_mode: str = "pd_ee_delta_pose"
+    control_mode: str = ""  # "": the TaskSpec's; another value is refused (every stage uses the spec's)
     shard_start: int = 0
     shard_stop: int = -1  # -1: to the end of the demo set
     min_success_ratio: float = 0.8
@@ -50,9 +50,13 @@ class RenderParams:
     workers: int = 0  # 0: one per core (not part of the cache key: output does not depend on it)
 
     def validate(self) -> None:
-        get_spec(self.env_id)
-        if self.control_mode not in CONTROL_MODES:
+        spec = get_spec(self.env_id)
+        if self.control_mode and self.control_mode not in CONTROL_MODES:
             raise ValueError(f"unknown control mode {self.control_mode!r}: use one of {CONTROL_MODES}")
+        if self.control_mode and self.control_mode != spec.control_mode:
+            raise ValueError(f"control mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} "
+                             f"({spec.control_mode!r}), which training and evaluation use: leave control_mode empty "
+                             "or change the spec in tasks/specs.py")
         if self.shard_start < 0 or (self.shard_stop != -1 and self.shard_stop <= self.shard_start):
             raise ValueError(f"bad shard [{self.shard_start}, {self.shard_stop}): need 0 <= start < stop (or stop=-1 for 'to the end')")
         if not 0.0 <= self.min_success_ratio <= 1.0:
@@ -66,6 +70,8 @@ class RenderParams:
         d = dataclasses.asdict(self)
         d.pop("workers")
         d.pop("device")  # CPU and GPU rendering of the same state give the same scene; device is placement, not content
+        d["control_mode"] = get_spec(self.env_id).control_mode
+        d["spec"] = get_spec(self.env_id).digest(STAGE)
         return d
 
 
@@ -171,9 +177,10 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
             sidecar(sub).write_text(json.dumps(meta))
             log_path = scratch / f"part{w}.log"
             logs.append(log_path)
-            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", params.control_mode, "--expect-fps", str(spec.fps)]
+            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", spec.control_mode,
+                   "--expect-fps", str(spec.fps)]
             procs.append(subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT))
-            outputs.append(scratch / f"part{w}.rgb.{params.control_mode}.physx_cpu.h5")
+            outputs.append(scratch / f"part{w}.rgb.{spec.control_mode}.physx_cpu.h5")
         codes = [p.wait() for p in procs]
         seconds = time.monotonic() - t0
         for code, log_path in zip(codes, logs):
@@ -194,7 +201,7 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
         ratio = len(ok) / len(shard)
         if ratio < params.min_success_ratio or not ok:
             raise RenderError(
-                f"only {len(ok)}/{len(shard)} demos of {params.env_id} replayed successfully in {params.control_mode} "
+                f"only {len(ok)}/{len(shard)} demos of {params.env_id} replayed successfully in {spec.control_mode} "
                 f"(ratio {ratio:.2f} < min_success_ratio {params.min_success_ratio}); failed demo episodes: "
                 f"{[e['source_episode_id'] for e in failed]}. Check the demos' control mode and env version, "
                 "or lower min_success_ratio to keep the successful ones."

@@ -21,7 +21,7 @@ from tasks.specs import get_spec
 def resolve_checkpoint(store: ArtifactStore, env_id: str, checkpoint: str | None) -> str:
     if checkpoint:
         return checkpoint
-    from tasks.promote import latest_uri
+    from tasks.artifacts import latest_uri
 
     latest = store.read_json(latest_uri(store, env_id))
     if not latest:

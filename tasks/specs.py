@@ -7,11 +7,24 @@ so adding a ManiSkill task with a motion-planning solution means adding one entr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 
 import numpy as np
 
 CONTROL_MODES = ("pd_ee_delta_pose", "pd_ee_delta_pos", "pd_joint_pos", "pd_joint_delta_pos")
+
+# The TaskSpec fields each stage reads. Their digest is part of the stage's cache key, so editing a spec
+# rebuilds exactly the stages that read what changed (and, through the parents' digests, what follows them).
+STAGE_SPEC_FIELDS: dict[str, tuple[str, ...]] = {
+    "download": (),  # demos depend on the env id only
+    "render": ("control_mode", "fps"),  # replay into the spec's control mode; fps checked against the env
+    "convert": ("prompt", "cameras", "state_keys", "state_widths", "action_dim", "fps"),
+    "stats": ("state_keys", "state_widths", "action_dim"),
+    "train": ("prompt", "cameras", "state_keys", "state_widths", "action_dim", "control_mode", "fps"),
+    "verify": ("prompt", "cameras", "state_keys", "state_widths", "action_dim", "control_mode", "fps", "eval_max_steps"),
+}
 
 _STATE_KEY = re.compile(r"^(?P<path>[a-z_]+/[a-zA-Z_]+)(\[(?P<start>\d*):(?P<stop>\d*)\])?$")
 
@@ -80,6 +93,11 @@ class TaskSpec:
             raise SpecError(f"{self.env_id}: unknown control mode {self.control_mode!r}; known: {CONTROL_MODES}")
         if not self.cameras:
             raise SpecError(f"{self.env_id}: at least one camera is required")
+
+    def digest(self, stage: str) -> str:
+        """Digest of the fields `stage` reads (see STAGE_SPEC_FIELDS): part of that stage's cache key."""
+        fields = {name: getattr(self, name) for name in STAGE_SPEC_FIELDS[stage]}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
     @property
     def parsed_state_keys(self) -> tuple[StateKey, ...]:

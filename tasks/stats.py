@@ -150,7 +150,8 @@ def stats(params: StatsParams, root: str, dataset: str) -> StageResult:
                 "min_std": {k: float(np.min(v.std)) for k, v in norm_stats.items()}}
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params=dataclasses.asdict(params), parents=[parent], build=build, log=common.log)
+                     params={**dataclasses.asdict(params), "spec": spec.digest(STAGE)}, parents=[parent], build=build,
+                     log=common.log)
 
 
 main = common.cli(__doc__.splitlines()[0], StatsParams, stats, inputs={"dataset": False})

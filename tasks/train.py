@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from tasks import common
-from tasks.artifacts import ArtifactStore, Manifest, StageResult, artifact_uri, run_stage, work_dir
+from tasks.artifacts import ArtifactStore, Manifest, StageResult, artifact_uri, latest_uri, run_stage, work_dir
+from tasks.run_config import LATEST, PRESETS
 from tasks.specs import get_spec
 
-PRESETS = ("tiny", "lora", "full")  # see tasks/train_configs.py; here so that DAG parsing need not import openpi
 STAGE = "train"
 PROGRESS_STAGE = "train-progress"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: spec digest in the key, initial weights as a parent, probe losses
 # Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
 RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval")
 
@@ -54,7 +54,10 @@ class TrainParams:
     learning_rate: float = 0.0  # peak LR; 0: the preset's default
     save_interval: int = 0  # checkpoint (and resume point) every N steps; 0: only at the end
     seed: int = 42
-    pretrained_uri: str = ""  # pi0_base params: gs://openpi-assets/checkpoints/pi0_base/params, s3://..., or a path
+    # Initial weights: openpi params (gs://openpi-assets/checkpoints/pi0_base/params, s3://..., a path), a train
+    # artifact of this store, or "latest" (the task's promoted checkpoint). Required by lora.
+    pretrained_uri: str = ""
+    from_scratch: bool = False  # full preset without weights: only when asked for explicitly
     log_interval: int = 1
     wandb: bool = False
     wandb_project: str = "maniskill-openpi"
@@ -77,10 +80,24 @@ class TrainParams:
             raise ValueError("save_interval must be >= 0 and log_interval >= 1")
         if not 0.05 <= self.xla_mem_fraction <= 1.0:
             raise ValueError(f"xla_mem_fraction must be within [0.05, 1], got {self.xla_mem_fraction}")
-        if self.pretrained_uri and not self.pretrained_uri.startswith(("gs://", "s3://", "/", "file://")):
-            raise ValueError(f"pretrained_uri {self.pretrained_uri!r} must be gs://..., s3://..., file://... or an absolute path")
-        if self.preset == "tiny" and self.pretrained_uri:
-            raise ValueError("the tiny preset has no pretrained weights (dummy gemma variants); use preset lora or full")
+        uri = self.pretrained_uri
+        if uri and uri != LATEST and not uri.startswith(("gs://", "s3://", "/", "file://")):
+            raise ValueError(f"pretrained_uri {uri!r} must be gs://..., s3://..., file://..., an absolute path or 'latest'")
+        if self.preset == "lora" and not uri:
+            raise TrainError(
+                "preset lora needs pretrained weights: LoRA adapters on a randomly initialised, frozen Gemma learn "
+                "nothing useful. Set pretrained_uri=gs://openpi-assets/checkpoints/pi0_base/params (or an s3:// / local "
+                "copy of it, a train artifact, or 'latest')")
+        if self.preset == "full" and not uri and not self.from_scratch:
+            raise TrainError("preset full without pretrained_uri would train pi0 from random initialisation: set "
+                             "pretrained_uri=gs://openpi-assets/checkpoints/pi0_base/params, or from_scratch=true if "
+                             "that is really what you want")
+        if self.from_scratch and (uri or self.preset != "full"):
+            raise TrainError("from_scratch applies to the full preset without pretrained_uri only (tiny always starts "
+                             "from scratch unless given a train artifact; lora needs weights)")
+        if self.preset == "tiny" and uri.startswith("gs://"):
+            raise TrainError(f"the tiny preset's dummy gemma variants match no released checkpoint ({uri}); it can "
+                             "start from scratch or from a tiny train artifact (its URI or 'latest')")
 
     def key_params(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -122,6 +139,56 @@ def check_norm_stats(spec, stats_dir: Path, model_action_dim: int) -> dict:
         if got > model_action_dim:
             raise TrainError(f"{key} width {got} exceeds the model's action_dim {model_action_dim}")
     return norm_stats
+
+
+def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[str, Manifest | None]:
+    """The initial weights as a concrete URI, and their train manifest when they are an artifact of this store.
+
+    `latest` becomes the promoted checkpoint's URI, so "latest" and that URI give the same cache key; an
+    artifact becomes a parent of the new one (its digest is in the key, its URI in the lineage).
+    """
+    uri = params.pretrained_uri
+    if not uri:
+        return "", None
+    if uri == LATEST:
+        latest = store.read_json(latest_uri(store, params.env_id))
+        if not latest or not latest.get("checkpoint"):
+            raise TrainError(f"pretrained_uri=latest, but no checkpoint of {params.env_id} has been promoted under "
+                             f"{store.root} yet: give a checkpoint URI, or run the pipeline once without it")
+        uri = latest["checkpoint"]
+    prefix = f"{store.root}/{params.env_id}/{STAGE}/"
+    if not uri.startswith(prefix):
+        return uri, None  # an openpi params directory (pi0_base or a copy of it)
+    manifest = store.read_manifest(uri.rstrip("/"))
+    if manifest is None:
+        raise TrainError(f"pretrained_uri {uri} is not a complete train artifact (no manifest.json): use a published "
+                         "train artifact's URI")
+    parent_preset = manifest.params.get("preset")
+    if (parent_preset == "tiny") != (params.preset == "tiny"):
+        raise TrainError(f"pretrained_uri {uri} holds {parent_preset!r} weights, which do not fit the {params.preset!r} "
+                         "preset's model: warm-start from a checkpoint of the same model size")
+    return manifest.uri, manifest
+
+
+def check_weights_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """A gs:// checkpoint that is neither in openpi's cache nor reachable fails in seconds, not after a hang."""
+    if not uri.startswith("gs://"):
+        return
+    import socket
+    import urllib.parse
+
+    from openpi.shared import download
+
+    parsed = urllib.parse.urlparse(uri)
+    cached = download.get_cache_dir() / parsed.netloc / parsed.path.strip("/")
+    if cached.exists():
+        return
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=timeout_s).close()
+    except OSError as e:
+        raise TrainError(
+            f"pretrained weights {uri} are not in openpi's cache ({cached}) and storage.googleapis.com is unreachable "
+            f"({e}). Copy the params directory there (or to s3:// and set pretrained_uri to the copy)") from e
 
 
 def peak_rss_mb() -> float:
@@ -194,6 +261,24 @@ class _Loop:
                        in_shardings=(self.replicated, self.state_sharding, self.data_sharding),
                        out_shardings=(self.state_sharding, self.replicated), donate_argnums=(1,))
 
+    def compile_probe(self):
+        import jax
+
+        return jax.jit(_probe_loss, in_shardings=(self.state_sharding, self.data_sharding), out_shardings=self.replicated)
+
+
+def _probe_loss(state, batch):
+    """The loss of the weights a checkpoint would hold (EMA when on), deterministic: fixed noise, no augmentation."""
+    import flax.nnx as nnx
+    import jax
+    import jax.numpy as jnp
+
+    params = state.ema_params if state.ema_params is not None else state.params
+    model = nnx.merge(state.model_def, params)
+    model.eval()
+    observation, actions = batch
+    return jnp.mean(model.compute_loss(jax.random.key(0), observation, actions, train=False))
+
 
 def _train_step(config, rng, state, batch):
     import dataclasses as dc
@@ -236,22 +321,47 @@ def _init_wandb(params: TrainParams, config, run_dir: Path, resume_id: str | Non
     return run
 
 
+def openpi_train_config(params: TrainParams, *, repo_id: str = "maniskill/unset", assets_dir: Path | None = None,
+                        checkpoint_base_dir: Path = Path("./checkpoints"), weights_path: str | None = None):
+    """The openpi TrainConfig these params train with: the preset's defaults where the params leave 0.
+
+    `weights_path`: the local or remote params directory the initial weights load from (default: the params'
+    pretrained_uri as given, for inspection; training passes the resolved one).
+    """
+    from tasks.train_configs import for_task
+
+    return for_task(params.env_id, params.preset, repo_id=repo_id, assets_dir=assets_dir,
+                    checkpoint_base_dir=checkpoint_base_dir, exp_name="run", action_horizon=params.action_horizon,
+                    batch_size=params.batch_size or None, num_train_steps=params.steps or None,
+                    peak_lr=params.learning_rate or None,
+                    pretrained_uri=params.pretrained_uri if weights_path is None else weights_path, seed=params.seed,
+                    save_interval=params.save_interval or 10**9, log_interval=params.log_interval,
+                    num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project)
+
+
 def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, stats_dir: Path, out: Path,
-                 store: ArtifactStore, progress_uri: str, log=common.log) -> dict[str, Any]:
-    """Trains into `out/` (checkpoint, log, summary), resuming from `progress_uri` when a checkpoint is there."""
+                 store: ArtifactStore, progress_uri: str, init_weights: str = "", init_params_dir: Path | None = None,
+                 log=common.log) -> dict[str, Any]:
+    """Trains into `out/` (checkpoint, log, summary), resuming from `progress_uri` when a checkpoint is there.
+
+    `init_weights`: the resolved initial weights (URI, for the record); `init_params_dir`: their local params
+    directory when they came from a train artifact (otherwise openpi's loader fetches `init_weights` itself).
+    """
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(params.xla_mem_fraction))
     import jax
     import numpy as np
 
     from openpi.training import checkpoints as _checkpoints
     from openpi.training import data_loader as _data_loader
+    from openpi.training import sharding
 
     from tasks.convert import repo_id_for
     from tasks.tokenizer import ensure_tokenizer
-    from tasks.train_configs import MODEL_ACTION_DIM, for_task
+    from tasks.train_configs import MODEL_ACTION_DIM
 
     spec = get_spec(params.env_id)
     check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM)
+    check_weights_reachable(init_weights)
     ensure_tokenizer()
     scratch = out.parent
     assets = scratch / "assets"
@@ -259,19 +369,13 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     shutil.copyfile(stats_dir / "norm_stats.json", assets / spec.env_id / "norm_stats.json")
     repo_id = repo_id_for(spec.env_id, dataset_key)
     link_dataset(dataset_dir, repo_id)
-    config = for_task(spec.env_id, params.preset, repo_id=repo_id, assets_dir=assets,
-                      checkpoint_base_dir=scratch / "checkpoints", exp_name="run",
-                      action_horizon=params.action_horizon, batch_size=params.batch_size or None,
-                      num_train_steps=params.steps or None, peak_lr=params.learning_rate or None,
-                      pretrained_uri=params.pretrained_uri, seed=params.seed,
-                      save_interval=params.save_interval or 10**9, log_interval=params.log_interval,
-                      num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project)
+    weights_path = str(init_params_dir) if init_params_dir else init_weights.removeprefix("file://")
+    config = openpi_train_config(params, repo_id=repo_id, assets_dir=assets, checkpoint_base_dir=scratch / "checkpoints",
+                                 weights_path=weights_path)
     if config.batch_size % jax.device_count():
         raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
-    if params.pretrained_uri:
-        log(f"[train] initialising from pretrained weights {params.pretrained_uri}")
-    else:
-        log(f"[train] no pretrained_uri: training {config.name} from random initialisation")
+    init = init_description(params, init_weights)
+    log(f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size}")
     jax.config.update("jax_compilation_cache_dir", str(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax"))))
 
     # Resume point: the newest complete checkpoint uploaded by an earlier attempt.
@@ -294,34 +398,56 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     # Inside the artifact: an offline run is published with the checkpoint and can be `wandb sync`ed later.
     wandb_run = _init_wandb(params, config, out, done.get(str(resume_step), {}).get("wandb_id"))
     step_fn = loop.compile_step()
+    probe_fn = loop.compile_probe()
 
     log_path = out / "train_log.jsonl"
     if resume_step and (ckpt_dir / str(resume_step) / "train_log.jsonl").is_file():
         shutil.copyfile(ckpt_dir / str(resume_step) / "train_log.jsonl", log_path)  # keep the curve of earlier attempts
-    step_times = []
-    from openpi.training import sharding
+    batch = next(batches)
+    # The probe: the loss of the current weights on the first batch with a fixed noise draw and no augmentation.
+    # Same seed, same data -> same first batch, so a warm start's initial probe equals its parent's final probe.
+    probe_batch = batch
+    with sharding.set_mesh(loop.mesh):
+        init_probe = float(jax.device_get(probe_fn(state, probe_batch)))
+    log(f"[train] probe loss of the initial weights: {init_probe:.4f}")
+    intervals: list[tuple[int, float]] = []  # (steps, seconds) per log interval
+    pending: list[tuple[int, Any]] = []
+    t_mark = time.monotonic()
+
+    def flush(log_file) -> None:
+        """Brings the pending steps' metrics to the host (the only device sync between checkpoints) and logs them."""
+        nonlocal t_mark
+        host = jax.device_get([info for _, info in pending])
+        now = time.monotonic()
+        dt = (now - t_mark) / len(pending)
+        intervals.append((len(pending), now - t_mark))
+        t_mark = now
+        for (step, _), info in zip(pending, host):
+            record = {"step": step, "loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]),
+                      "step_time_s": round(dt, 4)}
+            if not np.isfinite(record["loss"]):
+                raise RuntimeError(f"loss is {record['loss']} at step {step}: lower the learning rate or check the data")
+            log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+        log(f"[train] step {record['step']}/{config.num_train_steps} loss={record['loss']:.4f} "
+            f"grad_norm={record['grad_norm']:.3f} step_time={dt:.3f}s")
+        if wandb_run is not None:
+            for (step, _), info in zip(pending, host):
+                wandb_run.log({"loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]), "step_time_s": dt}, step=step)
+        pending.clear()
 
     with open(log_path, "a") as log_file:
         for step in range(start, config.num_train_steps):
-            batch = next(batches)
-            t0 = time.monotonic()
             with sharding.set_mesh(loop.mesh):
                 state, info = step_fn(train_rng, state, batch)
-            info = jax.device_get(info)
-            dt = time.monotonic() - t0
-            step_times.append(dt)
-            record = {"step": step + 1, "loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]),
-                      "step_time_s": round(dt, 4)}
-            if not np.isfinite(record["loss"]):
-                raise RuntimeError(f"loss is {record['loss']} at step {step + 1}: lower the learning rate or check the data")
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-            if (step + 1) % config.log_interval == 0 or step + 1 == config.num_train_steps:
-                log(f"[train] step {step + 1}/{config.num_train_steps} loss={record['loss']:.4f} "
-                    f"grad_norm={record['grad_norm']:.3f} step_time={dt:.2f}s")
-                if wandb_run is not None:
-                    wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=step + 1)
-            if (step + 1) % config.save_interval == 0 or step + 1 == config.num_train_steps:
+            pending.append((step + 1, info))
+            last_step = step + 1 == config.num_train_steps
+            if not last_step:
+                batch = next(batches)  # the step runs on the device meanwhile (JAX dispatches asynchronously)
+            save = (step + 1) % config.save_interval == 0 or last_step
+            if (step + 1) % config.log_interval == 0 or save:
+                flush(log_file)
+            if save:
                 _checkpoints.save_state(manager, state, data_loader, step + 1)
                 manager.wait_until_finished()
                 saved = ckpt_dir / str(step + 1)
@@ -329,19 +455,31 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
                 store.put_tree(saved, f"{progress_uri}/{step + 1}",
                                {"step": step + 1, "wandb_id": wandb_run.id if wandb_run is not None else None})
                 log(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
+                t_mark = time.monotonic()  # checkpoint time is not step time
+    with sharding.set_mesh(loop.mesh):
+        final_probe = float(jax.device_get(probe_fn(state, probe_batch)))
+    log(f"[train] probe loss of the final weights: {final_probe:.4f} (initial {init_probe:.4f})")
     if wandb_run is not None:
+        wandb_run.summary.update({"probe_loss_initial": init_probe, "probe_loss_final": final_probe})
         wandb_run.finish()
     final = ckpt_dir / str(config.num_train_steps)
     shutil.copytree(final, out / "checkpoint", ignore=shutil.ignore_patterns("train_log.jsonl"))
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    # The first interval of an attempt includes jit compilation: throughput is measured after it.
+    steady = intervals[1:]
+    steady_steps, steady_s = sum(n for n, _ in steady), sum(s for _, s in steady)
     summary = {
         "config_name": config.name, "preset": params.preset, "steps": config.num_train_steps,
         "batch_size": config.batch_size, "action_horizon": params.action_horizon,
-        "from_pretrained": params.pretrained_uri or None, "resumed_from_step": resume_step,
+        "learning_rate": config.lr_schedule.peak_lr, "ema_decay": config.ema_decay,
+        "init": init, "from_scratch": not init_weights, "init_weights": init_weights or None,
+        "from_pretrained": init_weights or None, "resumed_from_step": resume_step,
         "final_loss": records[-1]["loss"] if records else None,
-        # the first step of an attempt includes jit compilation; report both
-        "first_step_s": round(step_times[0], 3) if step_times else None,
-        "median_step_s": round(float(np.median(step_times[1:] or step_times)), 3) if step_times else None,
+        "probe_loss_initial": round(init_probe, 6), "probe_loss_final": round(final_probe, 6),
+        "first_interval_s": round(intervals[0][1], 3) if intervals else None,
+        "steps_per_second": round(steady_steps / steady_s, 3) if steady_s > 0 else None,
+        "median_step_s": round(float(np.median([s / n for n, s in steady] or [s / n for n, s in intervals])), 4)
+        if intervals else None,
         "peak_rss_mb": round(peak_rss_mb()),
         "checkpoint_mb": round(dir_size_mb(out / "checkpoint"), 1),
         "device": jax.devices()[0].device_kind, "dataset_repo_id": repo_id,
@@ -350,21 +488,42 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     return summary
 
 
+def init_description(params: TrainParams, init_weights: str) -> str:
+    """How the run's weights start, in words (the metrics and the report carry it)."""
+    if not init_weights:
+        return "from scratch (random initialisation)"
+    if init_weights.rstrip("/").endswith("/params") and "/train/" not in init_weights:
+        return f"pretrained weights {init_weights}"
+    return f"warm start from {init_weights}"
+
+
 def train(params: TrainParams, root: str, dataset: str, stats: str) -> StageResult:
     params.validate()
+    from tasks.tokenizer import is_offline_stand_in
+
+    if params.preset != "tiny" and is_offline_stand_in():
+        raise TrainError(
+            "openpi's tokenizer cache holds the offline stand-in tokenizer, whose token ids mean nothing to pretrained "
+            f"pi0 weights: preset {params.preset} needs the real PaliGemma tokenizer. Point OPENPI_DATA_HOME at a cache "
+            "with big_vision/paligemma_tokenizer.model (openpi fetches it when online)")
     store = ArtifactStore(root)
     parents: list[Manifest] = [store.require(dataset), store.require(stats)]
     if parents[0].stage != "convert" or parents[1].stage != "stats":
         raise TrainError(f"train needs a convert artifact and a stats artifact, got {parents[0].stage} and {parents[1].stage}")
-    key_params = params.key_params()
+    init_weights, init_manifest = resolve_initial_weights(params, store)
+    if init_manifest is not None:
+        parents.append(init_manifest)
+    key_params = {**params.key_params(), "pretrained_uri": init_weights, "spec": get_spec(params.env_id).digest(STAGE)}
     progress_uri = artifact_uri(store, params.env_id, PROGRESS_STAGE, CODE_VERSION, key_params, parents)
 
     def build(out: Path) -> dict:
         cache = out.parent / "inputs"
         dataset_manifest, dataset_dir = store.fetch(dataset, cache)
         _, stats_dir = store.fetch(stats, cache)
+        init_dir = store.fetch(init_manifest.uri, cache)[1] / "checkpoint" / "params" if init_manifest else None
         return run_training(params, dataset_dir=dataset_dir, dataset_key=dataset_manifest.key, stats_dir=stats_dir,
-                            out=out, store=store, progress_uri=progress_uri)
+                            out=out, store=store, progress_uri=progress_uri, init_weights=init_weights,
+                            init_params_dir=init_dir)
 
     result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
                        parents=parents, build=build, log=common.log)

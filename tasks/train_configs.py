@@ -11,11 +11,12 @@ Presets:
 - `full`: full fine-tune of pi0 with EMA (needs ~70 GB+ of GPU memory at batch 32).
 - `tiny`: for CPU tests and the offline demo. openpi's `dummy` gemma variants (width 64), the SigLIP
   vision tower frozen (pi0 has no smaller tower, and it is where the time and memory go) and no EMA;
-  always from scratch. It exercises every code path of the real presets at a size CI can run.
+  from scratch, or warm-started from an earlier tiny train artifact. It exercises every code path of the real presets at a size CI can run.
 
-Pretrained weights (`pi0_base`) are a URI given by the user: `gs://openpi-assets/checkpoints/pi0_base/params`,
-`s3://...` or a local path, loaded by openpi's `CheckpointWeightLoader`. Without one, training starts from
-random initialisation and the train stage says so.
+Initial weights are a params directory loaded by openpi's `CheckpointWeightLoader`: `pi0_base`
+(`gs://openpi-assets/checkpoints/pi0_base/params`, the production default), a copy of it, or the params of
+an earlier train artifact (any preset, tiny included: that is a warm start). The train stage resolves
+artifact URIs and `latest` to a local params directory before building the config.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from openpi.training import optimizer as _optimizer
 from openpi.training import weight_loaders
 
 from tasks.openpi_data import ManiSkillDataConfig
+from tasks.run_config import PI0_BASE_PARAMS, PRESETS
 from tasks.specs import TASK_SPECS, TaskSpec, get_spec
 
-from tasks.train import PRESETS  # noqa: E402  (defined beside TrainParams, which the DAG params form imports)
 # pi0 pads state and actions to this width; the stats stage refuses anything wider.
 MODEL_ACTION_DIM = 32
 
@@ -102,9 +103,6 @@ def train_config(
     """The openpi TrainConfig for one task and preset. Norm stats are read from `<assets_dir>/<env_id>/`."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    if preset == "tiny" and pretrained_uri:
-        raise ConfigError("the tiny preset uses dummy gemma variants that no pretrained checkpoint matches; "
-                          "use preset 'lora' or 'full' with pretrained weights")
     if spec.action_dim > MODEL_ACTION_DIM or spec.state_dim > MODEL_ACTION_DIM:
         raise ConfigError(f"{spec.env_id}: state ({spec.state_dim}) and action ({spec.action_dim}) widths must be "
                           f"<= pi0's {MODEL_ACTION_DIM}")
@@ -144,8 +142,12 @@ def train_config(
 
 
 def registry() -> dict[str, _config.TrainConfig]:
-    """Every (registered task, preset) config with its defaults, by name — the sibling of openpi's `_CONFIGS`."""
-    return {config_name(env_id, preset): train_config(spec, preset)
+    """Every (registered task, preset) config with its defaults, by name — the sibling of openpi's `_CONFIGS`.
+
+    Like openpi's own fine-tuning configs, lora and full start from pi0_base; tiny from scratch.
+    """
+    return {config_name(env_id, preset): train_config(spec, preset,
+                                                      pretrained_uri="" if preset == "tiny" else PI0_BASE_PARAMS)
             for env_id, spec in TASK_SPECS.items() for preset in PRESETS}
 
 

@@ -79,6 +79,11 @@ def load_policy(spec: TaskSpec, train_manifest: Manifest, checkpoint_dir: Path):
 
     ensure_tokenizer()
     p = train_manifest.params
+    from tasks.tokenizer import is_offline_stand_in
+
+    if p["preset"] != "tiny" and is_offline_stand_in():
+        raise VerifyError(f"{train_manifest.uri} is a {p['preset']} checkpoint, but openpi's tokenizer cache holds the "
+                          "offline stand-in: point OPENPI_DATA_HOME at a cache with the real PaliGemma tokenizer")
     config = for_task(spec.env_id, p["preset"], action_horizon=p["action_horizon"],
                       assets_dir=checkpoint_dir / "assets")
     return policy_config.create_trained_policy(config, checkpoint_dir, default_prompt=spec.prompt), config
@@ -214,7 +219,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         metrics = {
             "passed": all(checks.values()), "checks": checks, **m, **cl["metrics"],
             "holdout_is_training_data": holdout_is_training_data,
-            "train": {k: train_manifest.metrics.get(k) for k in ("preset", "steps", "final_loss", "batch_size")},
+            "train": {k: train_manifest.metrics.get(k) for k in ("preset", "steps", "final_loss", "batch_size", "init")},
             "lineage": {"checkpoint": checkpoint, "holdout": holdout, "train_parents": list(train_manifest.parents)},
         }
         (out / "metrics.json").write_text(json.dumps({**metrics, "closed_loop_episodes": cl["episodes"]}, indent=2))
@@ -224,7 +229,8 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                             samples=ol["samples"], rollout_frames=cl["frames"], episodes=cl["episodes"])
         return metrics
 
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=params.key_params(),
+    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
+                     params={**params.key_params(), "spec": spec.digest(STAGE)},
                      parents=[train_manifest, holdout_manifest], build=build, log=common.log)
 
 

@@ -23,6 +23,8 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT / "plugins"))
+# The tests run the demo profile (tiny preset, few demos); tests of the production profile ask for it by name.
+os.environ["PIPELINE_PROFILE"] = "demo"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -86,22 +86,51 @@ def test_params_form_validates(dagbag):
     assert all(params.get_param(name).description for name in params)
     with pytest.raises(ParamValidationError):
         dagbag.dags[BACKFILL].params.get_param("env_ids").resolve(["NoSuchTask-v9"])
+    # optional settings accept null (a cleared form field): "preset default", "the spec's", "none"
+    for name in ("steps", "batch_size", "eval_max_steps", "pretrained_uri", "demo_source_uri", "s3_conn_id"):
+        assert params.get_param(name).resolve(None) is None
 
 
-def test_resolve_refuses_bad_combinations_before_work():
+def test_production_form_defaults_reach_the_presets_steps_and_batch():
+    from pipeline_params import resolve_run_config, sft_params
+
+    from tasks.run_config import RunConfig
+    from tasks.train import openpi_train_config
+
+    form = {k: p.resolve() for k, p in sft_params("production").items()}
+    assert form["preset"] == "lora" and form["steps"] is None and form["batch_size"] is None
+    os.environ["PIPELINE_PROFILE"] = "production"
+    try:
+        cfg = RunConfig.from_dict(resolve_run_config(form, conf={}))
+    finally:
+        os.environ["PIPELINE_PROFILE"] = "demo"
+    assert cfg.profile == "production"
+    train = openpi_train_config(cfg.train_params())
+    assert (train.num_train_steps, train.batch_size) == (30_000, 32)
+
+
+def test_resolve_refuses_bad_combinations_and_typos_before_work():
+    from airflow.sdk.exceptions import AirflowFailException
     from pipeline_params import resolve_run_config, sft_params
 
     defaults = {k: p.value for k, p in sft_params().items()}
-    with pytest.raises(ValueError, match="tiny preset"):
-        resolve_run_config({**defaults, "pretrained_uri": "/weights/pi0_base"})
-    with pytest.raises(ValueError, match="source_uri"):
+    # AirflowFailException: the task fails at once, without its retries
+    with pytest.raises(AirflowFailException, match="match no released checkpoint"):
+        resolve_run_config({**defaults, "pretrained_uri": "gs://openpi-assets/checkpoints/pi0_base/params"})
+    with pytest.raises(AirflowFailException, match="source_uri"):
         resolve_run_config({**defaults, "demo_source": "s3"})
+    # Airflow merges a trigger's conf into params, unknown keys included: the conf itself is checked
+    with pytest.raises(AirflowFailException, match=r"'demo_cuont' \(did you mean 'demo_count'\?\)"):
+        resolve_run_config({**defaults, "demo_cuont": 8}, conf={"demo_cuont": 8})
 
     class Event:  # a demos asset event can name the task and the demo folder
-        extra = {"env_id": "StackCube-v1", "demo_source": "s3", "demo_source_uri": "s3://demos/stack", "ignored": 1}
+        extra = {"env_id": "StackCube-v1", "demo_source": "s3", "demo_source_uri": "s3://demos/stack"}
 
-    cfg = resolve_run_config(defaults, {"maniskill_demos": [Event()]})
-    assert cfg["env_id"] == "StackCube-v1" and cfg["demo_source_uri"] == "s3://demos/stack" and "ignored" not in cfg
+    cfg = resolve_run_config(defaults, {}, {"maniskill_demos": [Event()]})
+    assert cfg["env_id"] == "StackCube-v1" and cfg["demo_source_uri"] == "s3://demos/stack" and cfg["profile"] == "demo"
+    Event.extra = {**Event.extra, "demo_cout": 3}
+    with pytest.raises(AirflowFailException, match="did you mean 'demo_count'"):
+        resolve_run_config(defaults, {}, {"maniskill_demos": [Event()]})
 
 
 def _manifests(store: Path) -> list[tuple[str, str, str]]:

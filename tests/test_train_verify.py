@@ -21,7 +21,8 @@ import pytest
 from tasks.artifacts import ArtifactStore
 from tasks.convert import ConvertParams, convert
 from tasks.download import DownloadParams, download
-from tasks.promote import PromoteParams, latest_uri, promote
+from tasks.artifacts import latest_uri
+from tasks.promote import PromoteParams, promote
 from tasks.render import RenderParams, render
 from tasks.stats import StatsParams, stats
 from tasks.train import PROGRESS_STAGE, TrainError, TrainParams, train

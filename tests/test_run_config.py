@@ -1,0 +1,96 @@
+"""The run configuration: profiles, one place for defaults, refusals before any work (no Airflow, no sim)."""
+
+import dataclasses
+
+import pytest
+
+from tasks.run_config import DEMO_PROFILE, PI0_BASE_PARAMS, ConfigError, RunConfig, asset_overrides
+from tasks.train import TrainError, openpi_train_config
+
+
+def test_production_profile_is_openpis_lora_recipe_from_pi0_base():
+    config = RunConfig.build(profile="production")
+    assert config.preset == "lora" and config.pretrained_uri == PI0_BASE_PARAMS and config.profile == "production"
+    assert config.demo_count >= 100 and config.holdout_count >= 10 and config.eval_episodes >= 50
+    assert config.save_interval == 1000 and config.num_workers >= 1 and config.log_interval == 100
+    # steps/batch/LR left to the preset reach openpi's own values in the TrainConfig that would train
+    train = openpi_train_config(config.train_params())
+    assert train.num_train_steps == 30_000 and train.batch_size == 32
+    assert train.lr_schedule.peak_lr == 2.5e-5 and train.lr_schedule.warmup_steps == 1_000
+    assert train.lr_schedule.decay_steps == 30_000 and train.ema_decay is None  # openpi's LoRA recipe: no EMA
+    assert train.model.paligemma_variant == "gemma_2b_lora" and train.model.action_expert_variant == "gemma_300m_lora"
+    assert type(train.weight_loader).__name__ == "CheckpointWeightLoader" and train.weight_loader.params_path == PI0_BASE_PARAMS
+    assert train.save_interval == 1000 and train.num_workers == config.num_workers
+    # the freeze filter is the LoRA model's own: the backbone frozen, the adapters trained
+    assert train.freeze_filter == train.model.get_freeze_filter()
+
+
+def test_full_preset_keeps_ema_and_an_explicit_step_count_wins():
+    config = RunConfig.build({"preset": "full", "steps": 5000, "batch_size": 64}, profile="production")
+    train = openpi_train_config(config.train_params())
+    assert train.num_train_steps == 5000 and train.batch_size == 64 and train.ema_decay == 0.99
+
+
+def test_demo_profile_is_the_tiny_cpu_run():
+    config = RunConfig.build(profile="demo")
+    assert config.preset == "tiny" and config.pretrained_uri is None and config.profile == "demo"
+    assert {k: getattr(config, k) for k in DEMO_PROFILE} == DEMO_PROFILE
+    train = openpi_train_config(config.train_params())
+    assert train.num_train_steps == 4 and train.batch_size == 1
+    assert type(train.weight_loader).__name__ == "NoOpWeightLoader"
+
+
+def test_unknown_keys_are_refused_with_the_closest_name():
+    with pytest.raises(ConfigError, match=r"'demo_cuont' \(did you mean 'demo_count'\?\)"):
+        RunConfig.build({"demo_count": 3}, overrides={"demo_cuont": 8}, profile="demo")
+
+    class Event:
+        extra = {"env_id": "StackCube-v1", "demo_souce": "s3"}
+
+    with pytest.raises(ConfigError, match=r"did you mean 'demo_source'"):
+        asset_overrides({"maniskill_demos": [Event()]})
+
+
+def test_lora_without_weights_is_refused_and_full_needs_from_scratch():
+    with pytest.raises(TrainError, match="preset lora needs pretrained weights.*pi0_base"):
+        RunConfig.build({"pretrained_uri": None}, profile="production")
+    with pytest.raises(TrainError, match="from_scratch=true"):
+        RunConfig.build({"preset": "full", "pretrained_uri": None}, profile="production")
+    scratch = RunConfig.build({"preset": "full", "pretrained_uri": None, "from_scratch": True}, profile="production")
+    assert type(openpi_train_config(scratch.train_params()).weight_loader).__name__ == "NoOpWeightLoader"
+    with pytest.raises(TrainError, match="from_scratch applies"):
+        RunConfig.build({"from_scratch": True}, profile="production")  # lora, with weights
+    with pytest.raises(TrainError, match="match no released checkpoint"):
+        RunConfig.build({"pretrained_uri": PI0_BASE_PARAMS}, profile="demo")  # tiny from pi0_base
+
+
+def test_a_control_mode_that_contradicts_the_spec_is_refused():
+    assert RunConfig.build({"control_mode": "pd_ee_delta_pose"}, profile="demo").render_params().key_params()[
+        "control_mode"] == "pd_ee_delta_pose"
+    with pytest.raises(ConfigError, match="contradicts the TaskSpec of PickCube-v1"):
+        RunConfig.build({"control_mode": "pd_joint_pos"}, profile="demo")
+
+
+def test_bad_values_are_refused_with_the_setting_named():
+    for values, message in (({"demo_count": 0}, "demo_count=0 is below"), ({"steps": 1.5}, "steps=1.5 is not a valid int"),
+                            ({"env_id": "NoSuchTask-v9"}, "unknown env id"), ({"preset": "huge"}, "preset='huge'"),
+                            ({"artifact_root": "relative/path"}, "artifact root"),
+                            ({"demo_source": "s3"}, "source_uri")):
+        with pytest.raises(ValueError, match=message):
+            RunConfig.build(values, profile="demo")
+
+
+def test_cleared_optional_fields_mean_their_default_and_the_config_survives_xcom():
+    config = RunConfig.build({"steps": "", "eval_max_steps": None, "wandb_conn_id": ""}, profile="demo")
+    assert config.steps is None and config.eval_max_steps is None and config.wandb_conn_id is None
+    assert config.train_params().steps == 0  # the stage's "preset default"
+    assert RunConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="demo_count must be set"):
+        RunConfig.build({"demo_count": None}, profile="demo")
+
+
+def test_every_setting_has_a_title_a_description_and_a_section():
+    for f in RunConfig.settings():
+        assert f.metadata["title"] and f.metadata["description"] and f.metadata["section"], f.name
+    assert "profile" not in RunConfig.setting_names()
+    assert {f.name for f in dataclasses.fields(RunConfig)} - set(RunConfig.setting_names()) == {"profile"}
