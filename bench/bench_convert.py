@@ -39,7 +39,7 @@ def naive_convert(h5_path, root, spec) -> int:
 def main(count: int = 20) -> dict:
     spec = get_spec(ENV_ID)
     r = rendered(count)
-    h5 = local(r.uri) / "trajectory.h5"
+    h5 = local(r) / "trajectory.h5"
     naive_root, ours_root = OUT / "p2_naive", OUT / "p2_ours"
     for p in (naive_root, ours_root):
         shutil.rmtree(p, ignore_errors=True)

@@ -43,10 +43,10 @@ def child(stage: str, path: str) -> None:
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
-def main() -> dict:
-    src = local(rendered(10).uri) / "trajectory.h5"
+def main(small: int = 10, large: int = 40, source: int = 10) -> dict:
+    src = local(rendered(source)) / "trajectory.h5"
     rows = {}
-    for n in (10, 40):
+    for n in (small, large):
         work = OUT / f"mem{n}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -55,12 +55,13 @@ def main() -> dict:
             out = subprocess.run([sys.executable, "-m", "bench.bench_memory", "--child", stage, str(work / "trajectory.h5")],
                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows[(stage, n)] = json.loads(out)["peak_rss_mb"]
-    print("\nPeak RSS (MB), 10 vs 40 episodes")
+    print(f"\nPeak RSS (MB), {small} vs {large} episodes")
     result = {}
     for stage in ("convert", "stats"):
-        growth = rows[(stage, 40)] / rows[(stage, 10)]
-        print(f"  {stage:<8} 10 eps: {rows[(stage, 10)]:8.0f}   40 eps: {rows[(stage, 40)]:8.0f}   40/10: {growth:.3f}")
-        result[stage] = {"10": rows[(stage, 10)], "40": rows[(stage, 40)], "ratio": growth}
+        growth = rows[(stage, large)] / rows[(stage, small)]
+        print(f"  {stage:<8} {small} eps: {rows[(stage, small)]:8.0f}   {large} eps: {rows[(stage, large)]:8.0f}   "
+              f"{large}/{small}: {growth:.3f}")
+        result[stage] = {str(small): rows[(stage, small)], str(large): rows[(stage, large)], "ratio": growth}
     with open(OUT / "results.jsonl", "a") as f:
         f.write(json.dumps({"name": "memory", **result}) + "\n")
     return result
@@ -70,4 +71,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3])
     else:
-        main()
+        main(*[int(a) for a in sys.argv[1:]])

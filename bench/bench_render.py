@@ -14,7 +14,7 @@ from tasks.render import RenderParams, render, worker_env
 
 def main(count: int = 20) -> dict:
     d = demos(count)
-    src = local(d.uri)
+    src = local(d)
     work = OUT / "p1_upstream"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

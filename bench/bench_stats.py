@@ -48,7 +48,7 @@ def main(count: int = 20) -> dict:
     r = rendered(count)
     root = OUT / "p3" / "bench" / "p3ds"
     shutil.rmtree(OUT / "p3", ignore_errors=True)
-    write_dataset(spec, [local(r.uri) / "trajectory.h5"], root, "bench/p3ds", ConvertParams(env_id=ENV_ID))
+    write_dataset(spec, [local(r) / "trajectory.h5"], root, "bench/p3ds", ConvertParams(env_id=ENV_ID))
     with timer() as t_loader:
         ref, n = loader_stats(root, spec)
     with timer() as t_ours:

@@ -9,7 +9,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+# PIPELINE_BENCH_OUT: where the smoke runs in the test suite keep their data, apart from real measurements.
+OUT = Path(os.environ.get("PIPELINE_BENCH_OUT") or Path(__file__).resolve().parent / "out")
 ENV_ID = "PickCube-v1"
 
 
@@ -32,8 +33,9 @@ def rendered(count: int):
     return render(RenderParams(env_id=ENV_ID), root=store_root("store"), demos=d.uri)
 
 
-def local(uri: str) -> Path:
-    return Path(uri[len("file://"):])
+def local(result) -> Path:
+    """The folder holding a local artifact's files (its payload folder, which the manifest names)."""
+    return Path(result.files_uri[len("file://"):])
 
 
 @contextmanager

@@ -9,3 +9,4 @@ python -m bench.bench_convert 20
 python -m bench.bench_stats 20
 python -m bench.bench_memory
 python -m bench.bench_overhead 4
+python -m bench.bench_train 16 5

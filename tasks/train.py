@@ -191,6 +191,53 @@ def check_weights_reachable(uri: str, timeout_s: float = 5.0) -> None:
             f"({e}). Copy the params directory there (or to s3:// and set pretrained_uri to the copy)") from e
 
 
+# Run in a child process with the cache directory: a sampler that draws in a loop (what pi0's flow-matching time,
+# Beta(1.5, 1), uses) compiled fresh, then the same executable loaded back from the persistent cache.
+_CACHE_SELF_CHECK = """
+import os, random, sys
+import jax, numpy as np
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+salt = random.random()  # a program no earlier process compiled: the first call compiles, it does not load
+f = lambda k: jax.random.beta(k, 1.5, 1.0, (16,)) + salt
+fresh = np.asarray(jax.jit(f)(jax.random.key(0)))
+jax.clear_caches()
+cached = np.asarray(jax.jit(f)(jax.random.key(0)))
+print("ok" if np.array_equal(fresh, cached) else "mismatch")
+"""
+
+
+def enable_compilation_cache(cache_dir: Path, log=common.log) -> bool:
+    """JAX's persistent compilation cache, only where executables loaded from it compute what fresh ones do.
+
+    With JAX 0.5.3 on the CPU they do not: an executable loaded from the cache returns one constant from
+    `jax.random.gamma`/`beta` (seen here: Beta(1.5, 1) gave 0.636 for every sample), so pi0 would silently be
+    trained at a single flow-matching time. openpi's train.py enables the cache unconditionally. We check the
+    backend once per process in a child process (~3 s) and leave the cache off where the check fails.
+    """
+    import subprocess
+    import sys
+
+    import jax
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # the check must not take the GPU's memory
+    try:
+        out = subprocess.run([sys.executable, "-c", _CACHE_SELF_CHECK, str(cache_dir)], capture_output=True, text=True,
+                             env=env, timeout=300).stdout.strip().splitlines()
+        ok = bool(out) and out[-1] == "ok"
+    except subprocess.TimeoutExpired:
+        ok = False
+    if ok:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+        log(f"[train] JAX compilation cache: {cache_dir}")
+    else:
+        log(f"[train] JAX compilation cache left off: executables loaded from it on this backend "
+            f"({jax.default_backend()}) do not reproduce random sampling (a JAX bug); every attempt compiles afresh")
+    return ok
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -264,10 +311,12 @@ class _Loop:
     def compile_probe(self):
         import jax
 
-        return jax.jit(_probe_loss, in_shardings=(self.state_sharding, self.data_sharding), out_shardings=self.replicated)
+        probe = jax.jit(_probe_loss, in_shardings=(self.state_sharding, self.data_sharding, self.replicated),
+                        out_shardings=self.replicated)
+        return lambda state, batch: probe(state, batch, jax.random.key(0))
 
 
-def _probe_loss(state, batch):
+def _probe_loss(state, batch, rng):
     """The loss of the weights a checkpoint would hold (EMA when on), deterministic: fixed noise, no augmentation."""
     import flax.nnx as nnx
     import jax
@@ -277,7 +326,7 @@ def _probe_loss(state, batch):
     model = nnx.merge(state.model_def, params)
     model.eval()
     observation, actions = batch
-    return jnp.mean(model.compute_loss(jax.random.key(0), observation, actions, train=False))
+    return jnp.mean(model.compute_loss(rng, observation, actions, train=False))
 
 
 def _train_step(config, rng, state, batch):
@@ -376,7 +425,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
     init = init_description(params, init_weights)
     log(f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size}")
-    jax.config.update("jax_compilation_cache_dir", str(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax"))))
+    enable_compilation_cache(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax")), log)
 
     # Resume point: the newest complete checkpoint uploaded by an earlier attempt.
     done = store.complete_trees(progress_uri)

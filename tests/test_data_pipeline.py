@@ -137,3 +137,53 @@ def test_stats_equal_openpi_loader_reference(s3_pipeline, openpi_dataset, tmp_pa
             np.testing.assert_allclose(getattr(ours[key], field), getattr(reference[key], field), rtol=1e-6, atol=1e-9,
                                        err_msg=f"{key}.{field}")
     assert ours["state"].mean.shape == (get_spec(ENV_ID).state_dim,) and ours["actions"].mean.shape == (7,)
+
+
+# Which stages' cache keys each TaskSpec field reaches (directly; later stages follow through their parents).
+SPEC_FIELD_READERS = {
+    "prompt": {"convert", "train", "verify"},
+    "state_keys": {"convert", "stats", "train", "verify"},
+    "cameras": {"convert", "train", "verify"},
+    "control_mode": {"render", "train", "verify"},
+    "eval_max_steps": {"verify"},
+}
+
+
+def test_each_spec_field_is_in_the_keys_of_exactly_the_stages_that_read_it():
+    import dataclasses
+
+    from tasks.specs import STAGE_SPEC_FIELDS
+
+    spec = get_spec(ENV_ID)
+    edits = {"prompt": "lift the cube", "state_keys": ("agent/qpos[0:9]", "extra/tcp_pose", "extra/goal_pos[0:2]"),
+             "cameras": (("hand_camera", "left_wrist_0_rgb"),), "control_mode": "pd_joint_pos", "eval_max_steps": 300}
+    for field, value in edits.items():
+        edited = dataclasses.replace(spec, **{field: value})
+        changed = {stage for stage in STAGE_SPEC_FIELDS if edited.digest(stage) != spec.digest(stage)}
+        assert changed == SPEC_FIELD_READERS[field], field
+
+
+def test_editing_a_spec_rebuilds_the_stages_that_read_it_and_reuses_the_rest(demo_set, monkeypatch):
+    """The fix-a-spec loop a new user goes through: a new prompt must not come back as a cached dataset."""
+    import dataclasses
+
+    from tasks import specs
+
+    root, demos = demo_set
+    spec = get_spec(ENV_ID)
+
+    def run():
+        shard = render(RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=2), root=root, demos=demos)
+        dataset = convert(ConvertParams(env_id=ENV_ID), root=root, rendered=[shard.uri])
+        return shard, dataset, stats(StatsParams(env_id=ENV_ID, action_horizon=HORIZON), root=root, dataset=dataset.uri)
+
+    before = run()
+    monkeypatch.setitem(specs.TASK_SPECS, ENV_ID, dataclasses.replace(spec, prompt="lift the cube to the green dot"))
+    after = run()
+    assert after[0].cache_hit and after[0].uri == before[0].uri  # render does not read the prompt
+    assert not after[1].cache_hit and after[1].uri != before[1].uri  # convert writes it into every frame
+    assert not after[2].cache_hit and after[2].uri != before[2].uri  # stats of a new dataset
+    assert after[1].metrics["prompt"] == "lift the cube to the green dot"
+    # a render run parameter that contradicts the spec is refused, naming both
+    with pytest.raises(ValueError, match="contradicts the TaskSpec"):
+        render(RenderParams(env_id=ENV_ID, control_mode="pd_joint_pos"), root=root, demos=demos)

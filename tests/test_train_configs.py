@@ -44,3 +44,19 @@ def test_bad_requests_are_refused():
         for_task("PickCube-v1", "tiny", pretrained_uri="/weights")
     with pytest.raises(ConfigError, match="unknown train config"):
         get_config("pi0_nope")
+
+
+def test_the_compilation_cache_is_only_enabled_where_cached_executables_sample_correctly(tmp_path):
+    """JAX 0.5.3 on the CPU: executables loaded from the persistent cache return a constant from jax.random.beta,
+    which would train pi0 at a single flow-matching time. The train stage checks and leaves the cache off."""
+    import jax
+
+    from tasks.train import enable_compilation_cache
+
+    messages = []
+    enabled = enable_compilation_cache(tmp_path / "jax-cache", messages.append)
+    if jax.default_backend() == "cpu":
+        assert not enabled and "left off" in messages[0]
+        assert jax.config.jax_compilation_cache_dir != str(tmp_path / "jax-cache")
+    else:
+        assert enabled == (jax.config.jax_compilation_cache_dir == str(tmp_path / "jax-cache"))

@@ -135,6 +135,56 @@ def test_verify_reports_and_the_promotion_gate_keeps_the_better_latest(trained, 
     assert store.read_json(latest_uri(store, ENV_ID)) == better
 
 
+def test_a_run_warm_started_from_a_checkpoint_starts_from_its_weights(trained, data):
+    """Initial weights from an earlier train artifact (through openpi's CheckpointWeightLoader), then from `latest`."""
+    first = trained.metrics
+    assert first["from_scratch"] and first["init"].startswith("from scratch")
+    # same seed and data: the first batch is the same, so the probe losses compare like with like
+    warm = train(TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri=trained.uri), root=data["root"],
+                 dataset=data["dataset"], stats=data["stats"])
+    m = warm.metrics
+    assert not warm.cache_hit and not m["from_scratch"] and m["init"] == f"warm start from {trained.uri}"
+    assert m["probe_loss_initial"] == pytest.approx(first["probe_loss_final"], rel=1e-4, abs=1e-5)
+    assert abs(m["probe_loss_initial"] - first["probe_loss_initial"]) > 1e-3  # not the random-init loss
+    store = ArtifactStore(data["root"])
+    manifest = store.require(warm.uri)
+    assert trained.uri in manifest.parents and manifest.params["pretrained_uri"] == trained.uri
+    # `latest` resolves to the promoted checkpoint: the same inputs as naming it, so the same artifact
+    store.write_json(latest_uri(store, ENV_ID), {"env_id": ENV_ID, "checkpoint": trained.uri})
+    try:
+        via_latest = train(TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri="latest"),
+                           root=data["root"], dataset=data["dataset"], stats=data["stats"])
+    finally:
+        store.fs.rm(store._path(latest_uri(store, ENV_ID)))
+    assert via_latest.cache_hit and via_latest.uri == warm.uri
+    with pytest.raises(TrainError, match="no checkpoint of PickCube-v1 has been promoted"):
+        train(TrainParams(env_id=ENV_ID, steps=1, pretrained_uri="latest"), root=data["root"], dataset=data["dataset"],
+              stats=data["stats"])
+
+
+def test_real_presets_refuse_the_offline_tokenizer_and_unreachable_weights(data, monkeypatch, tmp_path):
+    """lora/full need the real PaliGemma tokenizer and real weights: both refused in seconds, before any compute."""
+    pi0_base = "gs://openpi-assets/checkpoints/pi0_base/params"
+    for preset, init in (("lora", {"pretrained_uri": pi0_base}), ("full", {"from_scratch": True})):
+        t0 = time.monotonic()
+        with pytest.raises(TrainError, match="offline stand-in tokenizer"):
+            train(TrainParams(env_id=ENV_ID, preset=preset, steps=1, **init),
+                  root=data["root"], dataset=data["dataset"], stats=data["stats"])
+        assert time.monotonic() - t0 < 10
+    # A cache that holds a (real-looking) tokenizer, no pi0_base and no network: refused naming the weights.
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "openpi"))
+    from tasks.tokenizer import tokenizer_path
+
+    tokenizer_path().parent.mkdir(parents=True)
+    tokenizer_path().write_bytes(b"not the stand-in")
+    t0 = time.monotonic()
+    with pytest.raises(TrainError, match="storage.googleapis.com is unreachable"):
+        train(TrainParams(env_id=ENV_ID, preset="lora", steps=1, pretrained_uri="gs://openpi-assets/checkpoints/pi0_base/params"),
+              root=data["root"], dataset=data["dataset"], stats=data["stats"])
+    assert time.monotonic() - t0 < 30
+    assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
+
+
 def test_norm_stats_width_mismatch_is_refused_before_training(data, tmp_path):
     from openpi.shared import normalize
 

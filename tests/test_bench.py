@@ -1,0 +1,55 @@
+"""Every benchmark in bench/ runs at a smoke size, so none can rot unnoticed (they measure nothing here).
+
+Each runs as a user runs it (`python -m bench.<name> <size>`), with its data under a private
+PIPELINE_BENCH_OUT, and must print its side-by-side result and append it to results.jsonl. The real
+figures come from `bench/run_all.sh` and are recorded in docs/benchmarks.md.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT
+
+pytestmark = [pytest.mark.sim, pytest.mark.bench]
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench_out")
+
+
+def run_bench(name: str, *args: int, out) -> list[dict]:
+    env = {**os.environ, "PIPELINE_BENCH_OUT": str(out)}
+    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", *map(str, args)], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"bench.{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name, args, title", [
+    ("bench_render", (2,), "P1 render"),
+    ("bench_convert", (2,), "P2 convert"),
+    ("bench_stats", (2,), "P3 norm stats"),
+    ("bench_train", (3, 1), "P6 training throughput"),
+])
+def test_ratio_benchmarks_run_at_smoke_size(name, args, title, bench_out):
+    results = run_bench(name, *args, out=bench_out)
+    mine = [r for r in results if r["name"].startswith(title)]
+    assert mine and mine[-1]["ratio"] > 0 and all(row[1] >= 0 for row in mine[-1]["rows"])
+
+
+def test_memory_benchmark_runs_at_smoke_size(bench_out):
+    results = run_bench("bench_memory", 2, 4, 2, out=bench_out)
+    memory = [r for r in results if r["name"] == "memory"][-1]
+    assert memory["convert"]["ratio"] > 0 and memory["stats"]["ratio"] > 0
+
+
+@pytest.mark.train
+def test_overhead_benchmark_runs_at_smoke_size(bench_out):
+    results = run_bench("bench_overhead", 1, out=bench_out)
+    overhead = [r for r in results if r["name"].startswith("P4")][-1]
+    assert overhead["direct_s"] > 0 and overhead["dag_s"] > 0
