@@ -31,6 +31,11 @@ def test_tiny_preset_is_small_and_trains_from_scratch():
     assert type(config.weight_loader).__name__ == "NoOpWeightLoader"
 
 
+def test_registry_configs_start_from_pi0_base_like_openpis():
+    assert get_config("pi0_lora_pickcube_v1").weight_loader.params_path == "gs://openpi-assets/checkpoints/pi0_base/params"
+    assert type(get_config("pi0_tiny_pickcube_v1").weight_loader).__name__ == "NoOpWeightLoader"
+
+
 def test_pretrained_uri_uses_openpi_checkpoint_loader():
     config = for_task("PickCube-v1", "lora", pretrained_uri="gs://openpi-assets/checkpoints/pi0_base/params")
     assert type(config.weight_loader).__name__ == "CheckpointWeightLoader"
@@ -40,8 +45,8 @@ def test_pretrained_uri_uses_openpi_checkpoint_loader():
 def test_bad_requests_are_refused():
     with pytest.raises(ConfigError, match="unknown preset"):
         for_task("PickCube-v1", "huge")
-    with pytest.raises(ConfigError, match="tiny preset"):
-        for_task("PickCube-v1", "tiny", pretrained_uri="/weights")
+    # the tiny preset takes a params directory (a warm start from a tiny checkpoint); gs:// is refused by TrainParams
+    assert for_task("PickCube-v1", "tiny", pretrained_uri="/weights").weight_loader.params_path == "/weights"
     with pytest.raises(ConfigError, match="unknown train config"):
         get_config("pi0_nope")
 
