@@ -1,10 +1,7 @@
 """ManiSkill demos -> rendered shards -> LeRobot dataset -> norm stats -> pi0 fine-tune -> verify -> promote -> report.
 
-Thin wiring: each task calls one stage from tasks/ (through plugins/pipeline_tasks.py). XCom carries
-artifact URIs and small metrics only. Runs weekly, when new demos land (the `maniskill_demos` asset),
-or from the UI with the params form. Render is mapped over episode shards so Celery workers on several
-machines render one demo set in parallel; the held-out shard becomes verify's held-out dataset. The
-last task writes this run's report (verify's figures plus each stage's duration and cache hit).
+Thin wiring of the tasks in plugins/pipeline_tasks.py (each calls one stage from tasks/); XCom carries
+artifact URIs and small metrics only.
 """
 
 from __future__ import annotations
@@ -12,85 +9,52 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
-import pipeline_tasks as stages
-from pipeline_params import resolve_run_config, sft_params
+import pipeline_tasks as t
+from pipeline_params import profile_doc, sft_params
 
-DEMOS_ASSET = Asset(name="maniskill_demos", uri=os.environ.get("PIPELINE_DEMOS_ASSET_URI", "s3://maniskill-demos/incoming"))
-POLICY_ASSET = Asset(name="maniskill_pi0_policy", uri=os.environ.get("PIPELINE_POLICY_ASSET_URI", "s3://maniskill-policies/latest"))
 RETRAIN_CRON = os.environ.get("PIPELINE_RETRAIN_CRON", "0 3 * * 0")  # Sundays 03:00 UTC
+
+DOC = f"""{__doc__}
+### When it runs
+- **On a schedule**: cron `{RETRAIN_CRON}` (UTC; `PIPELINE_RETRAIN_CRON`) retrains with the form's defaults.
+- **When new demos land**: an event on the `{t.DEMOS_ASSET.name}` asset; its `extra` may set `env_id`,
+  `demo_source`, `demo_source_uri` and `demo_count` (any other key fails the run, naming the closest valid one).
+- **By hand**: *Trigger* with the form below; bad values fail the `resolve` task at once, without retries.
+
+{profile_doc()}
+
+### The graph
+`download` → `shards` (the render plan) → `render` (mapped: one task per shard, on any worker) →
+`convert` / `convert_holdout` → `stats` → `train` (queue/pool `gpu`) → `verify` (`gpu`) → `promote`
+(moves `latest` and updates the `{t.POLICY_ASSET.name}` asset) → `report` (the run report; its task page has a
+**Run report** link). `resolve` builds the run config first; the other tasks read it from its result.
+"""
 
 
 @dag(
     dag_id="maniskill_openpi_sft",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(RETRAIN_CRON, timezone="UTC"), assets=DEMOS_ASSET),
+    dag_display_name="ManiSkill → pi0 fine-tune",
+    description="ManiSkill demos to a verified, fine-tuned openpi pi0 policy, for one task",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(RETRAIN_CRON, timezone="UTC"), assets=t.DEMOS_ASSET),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,
     tags=["maniskill", "openpi", "lerobot", "pi0"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "retry_exponential_backoff": True},
     params=sft_params(),
-    doc_md=__doc__,
+    doc_md=DOC,
 )
 def maniskill_openpi_sft():
-    @task(retries=0)  # bad params cannot get better by retrying
-    def resolve(params=None, dag_run=None, triggering_asset_events=None) -> dict:
-        return resolve_run_config(dict(params), dag_run.conf, triggering_asset_events)
-
-    @task
-    def download(cfg: dict) -> dict:
-        return stages.download(cfg)
-
-    @task
-    def plan_shards(cfg: dict, demos: dict) -> list[dict]:
-        return stages.shards(cfg, demos)
-
-    @task(queue=stages.RENDER_QUEUE, pool=stages.RENDER_POOL)
-    def render(cfg: dict, shard: dict) -> dict:
-        return stages.render(cfg, shard)
-
-    # Indexing by len() reads exactly the mapped results (iterating the lazy sequence probes one past the end).
-    @task
-    def convert(cfg: dict, rendered: list[dict]) -> dict:
-        return stages.convert(cfg, [rendered[i] for i in range(len(rendered))], "train")
-
-    @task
-    def convert_holdout(cfg: dict, rendered: list[dict]) -> dict:
-        return stages.convert(cfg, [rendered[i] for i in range(len(rendered))], "holdout")
-
-    @task
-    def stats(cfg: dict, dataset: dict) -> dict:
-        return stages.stats(cfg, dataset)
-
-    @task(queue=stages.GPU_QUEUE, pool=stages.GPU_POOL)
-    def train(cfg: dict, dataset: dict, norm_stats: dict) -> dict:
-        return stages.train(cfg, dataset, norm_stats)
-
-    @task(queue=stages.GPU_QUEUE, pool=stages.GPU_POOL)
-    def verify(cfg: dict, checkpoint: dict, holdout: dict) -> dict:
-        return stages.verify(cfg, checkpoint, holdout)
-
-    @task(outlets=[POLICY_ASSET])
-    def promote(cfg: dict, verification: dict) -> dict:
-        return stages.promote(cfg, verification)
-
-    @task
-    def report(cfg: dict, demos: dict, rendered: list[dict], dataset: dict, holdout: dict, norm_stats: dict,
-               checkpoint: dict, verification: dict, promotion: dict, run_id=None) -> dict:
-        return stages.run_report(cfg, run_id, {
-            "download": demos, "render": [rendered[i] for i in range(len(rendered))], "convert": dataset,
-            "convert_holdout": holdout, "stats": norm_stats, "train": checkpoint, "verify": verification, "promote": promotion})
-
-    cfg = resolve()
-    demos = download(cfg)
-    rendered = render.partial(cfg=cfg).expand(shard=plan_shards(cfg, demos))
-    dataset = convert(cfg, rendered)
-    holdout = convert_holdout(cfg, rendered)
-    norm_stats = stats(cfg, dataset)
-    checkpoint = train(cfg, dataset, norm_stats)
-    verification = verify(cfg, checkpoint, holdout)
-    report(cfg, demos, rendered, dataset, holdout, norm_stats, checkpoint, verification, promote(cfg, verification))
+    config = t.resolve()
+    demos = t.download()
+    config >> demos
+    rendered = t.render.expand(shard=t.shards(demos))
+    dataset = t.convert(rendered, "train")
+    holdout = t.convert.override(task_id="convert_holdout")(rendered, "holdout")
+    checkpoint = t.train(dataset, t.stats(dataset))
+    t.report(t.promote(t.verify(checkpoint, holdout)))
 
 
 maniskill_openpi_sft()

@@ -11,11 +11,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def mermaid(dag, config_task: str = "resolve", collector_task: str = "report") -> str:
-    """Every task and edge, with two simplifications that keep the picture readable: the config task's
-    fan-out (its result feeds every task) is drawn only to the tasks that depend on nothing else, and the
-    collector task's fan-in (it reads every stage's result) is drawn as one dotted edge from the tasks
-    nothing else follows."""
+def mermaid(dag) -> str:
+    """Every task and every edge, as Airflow has them."""
     lines = ["```mermaid", "flowchart LR"]
     for task in sorted(dag.tasks, key=lambda t: t.task_id):
         node = task.task_id.replace(".", "_")
@@ -28,14 +25,7 @@ def mermaid(dag, config_task: str = "resolve", collector_task: str = "report") -
         lines.append(f'    {node}["{label}"]')
     for task in sorted(dag.tasks, key=lambda t: t.task_id):
         for down in sorted(task.downstream_task_ids):
-            if task.task_id.endswith(config_task) and dag.get_task(down).upstream_task_ids != {task.task_id}:
-                continue
-            arrow = "-->"
-            if down.endswith(collector_task):
-                if task.downstream_task_ids != {down}:
-                    continue
-                arrow = "-. all stage results .->"
-            lines.append(f"    {task.task_id.replace('.', '_')} {arrow} {down.replace('.', '_')}")
+            lines.append(f"    {task.task_id.replace('.', '_')} --> {down.replace('.', '_')}")
     lines.append("```")
     return "\n".join(lines)
 
@@ -43,9 +33,13 @@ def mermaid(dag, config_task: str = "resolve", collector_task: str = "report") -
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     sys.path[:0] = [str(PROJECT), str(PROJECT / "plugins")]
+    import contextlib
+    import io
+
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(PROJECT / "dags"))
+    with contextlib.redirect_stdout(io.StringIO()):  # DagBag logs "Filling up the DagBag" to stdout
+        bag = DagBag(dag_folder=str(PROJECT / "dags"))
     print(mermaid(bag.dags[argv[0] if argv else "maniskill_openpi_sft"]))
     return 0
 

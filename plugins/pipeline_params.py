@@ -46,6 +46,26 @@ def sft_params(profile: str | None = None) -> dict[str, Param]:
     return {"env_id": _param(env_field, defaults["env_id"], str), **common_params(profile)}
 
 
+def profile_doc() -> str:
+    """The DAG docs' profile section, generated from the run config so it cannot drift from it."""
+    from tasks.run_config import DEMO_PROFILE, PROFILES
+
+    active = active_profile()
+    defaults = {p: RunConfig.defaults(p) for p in PROFILES}
+    shown = [k for k in RunConfig.setting_names() if k in DEMO_PROFILE]
+    titles = {f.name: f.metadata["title"] for f in RunConfig.settings()}
+
+    def cell(v: Any) -> str:
+        return "(empty)" if v is None else f"`{v}`"
+
+    rows = "\n".join(f"| {titles[k]} | {cell(defaults['production'][k])} | {cell(defaults['demo'][k])} |" for k in shown)
+    return (f"### Profiles\nThis deployment's form defaults come from the **{active}** profile (`PIPELINE_PROFILE`). "
+            "**production** is openpi's fine-tuning recipe: LoRA from pi0_base with the preset's steps, batch, LR "
+            "schedule and EMA, resume points, enough demos and closed-loop episodes for a success rate to mean "
+            "something. **demo** is the CPU-sized run of tools/demo.sh and the tests.\n\n"
+            f"| setting | production | demo |\n|---|---|---|\n{rows}\n")
+
+
 def resolve_run_config(params: Mapping[str, Any], conf: Mapping[str, Any] | None = None,
                        asset_events: Mapping[str, Any] | None = None, env_id: str | None = None,
                        extra_keys: tuple[str, ...] = ()) -> dict[str, Any]:

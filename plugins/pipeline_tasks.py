@@ -1,9 +1,10 @@
-"""Task bodies shared by the pipeline DAGs: each calls one stage from tasks/ with the run's typed config.
+"""The pipeline's Airflow tasks, defined once and used by both DAGs (queue, pool, retries and outlets set here).
 
-`cfg` is the plain-data form of `tasks.run_config.RunConfig` that the first task (`resolve`) built and
-validated; each body turns it back into the typed config and takes its stage's params from it. Inputs
-and outputs are the stages' small result dicts (artifact URI, digest, cache hit, metrics), which is all
-XCom carries.
+Each task calls one stage from tasks/ with the run's typed config (tasks/run_config.py). The config is
+built and validated once, by the first task (`resolve`), and every later task reads it from that task's
+XCom at run time instead of taking it as an argument: an argument would draw an edge from `resolve` to
+every task and bury the pipeline's shape in the graph. The stage results (artifact URI, digest, cache
+hit, metrics) are all XCom carries; `report` collects them itself, so it hangs off `promote` only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from airflow.sdk import Asset, task
+
 from pipeline_glue import bind_wandb_connection, run_stage_task
+from pipeline_params import resolve_run_config
 from tasks.render import plan_shards
 from tasks.run_config import RunConfig
 
@@ -21,21 +25,62 @@ GPU_QUEUE = os.environ.get("PIPELINE_GPU_QUEUE", "gpu")
 GPU_POOL = os.environ.get("PIPELINE_GPU_POOL", "gpu")
 RENDER_QUEUE = os.environ.get("PIPELINE_RENDER_QUEUE", "default")
 RENDER_POOL = os.environ.get("PIPELINE_RENDER_POOL", "default_pool")
+DEMOS_ASSET = Asset(name="maniskill_demos", uri=os.environ.get("PIPELINE_DEMOS_ASSET_URI", "s3://maniskill-demos/incoming"))
+POLICY_ASSET = Asset(name="maniskill_pi0_policy", uri=os.environ.get("PIPELINE_POLICY_ASSET_URI", "s3://maniskill-policies/latest"))
+
+
+# ---- reading the run's config and results from XCom ---------------------------------------------------------------
+def _task_id(ti, name: str) -> str:
+    """`name` in the calling task's group (the backfill DAG runs the pipeline in a mapped task group)."""
+    group = ti.task_id.rpartition(".")[0]
+    return f"{group}.{name}" if group else name
+
+
+def _pull(ti, name: str, *, mapped: bool = False) -> Any:
+    """Another task's result in this run. Inside the backfill's mapped group: the same map index (the same task).
+    `mapped`: the task is mapped itself (SFT render): every index's result, as a list."""
+    if "." in ti.task_id:
+        return ti.xcom_pull(task_ids=_task_id(ti, name), map_indexes=ti.map_index)
+    if mapped:
+        values = ti.xcom_pull(task_ids=name)
+        return values if isinstance(values, list) else [values]  # a single mapped index comes back unwrapped
+    return ti.xcom_pull(task_ids=name, map_indexes=-1)
+
+
+def run_config(ti) -> RunConfig:
+    return RunConfig.from_dict(_pull(ti, "resolve"))
 
 
 def _run(fn, stage_params, config: RunConfig, **inputs) -> dict[str, Any]:
     return run_stage_task(fn, stage_params, root=config.artifact_root, s3_conn_id=config.s3_conn_id, **inputs)
 
 
-def download(cfg: dict[str, Any]) -> dict[str, Any]:
+def _items(values) -> list:
+    # Indexing by len() reads exactly the mapped results (iterating the lazy sequence probes one past the end).
+    return [values[i] for i in range(len(values))]
+
+
+# ---- the tasks ------------------------------------------------------------------------------------------------------
+@task(retries=0)  # bad params cannot get better by retrying: fail the run at once, with the message in the log
+def resolve(env_id: str | None = None, params=None, dag_run=None, triggering_asset_events=None) -> dict:
+    """Builds and validates the run config; `env_id` is given by the backfill DAG (one mapped group per task)."""
+    if env_id is None:
+        return resolve_run_config(dict(params), dag_run.conf, triggering_asset_events)
+    return resolve_run_config(dict(params), dag_run.conf, env_id=env_id, extra_keys=("env_ids",))
+
+
+@task
+def download(ti=None) -> dict:
     from tasks.download import download as stage
 
-    config = RunConfig.from_dict(cfg)
+    config = run_config(ti)
     return _run(stage, config.download_params(), config)
 
 
-def shards(cfg: dict[str, Any], demos: dict[str, Any]) -> list[dict[str, Any]]:
-    config = RunConfig.from_dict(cfg)
+@task
+def shards(demos: dict, ti=None) -> list[dict]:
+    """The render plan: the held-out shard first, then training shards of `episodes_per_shard`."""
+    config = run_config(ti)
     n = demos["metrics"]["episodes"]
     train_n = n - config.holdout_count
     if train_n < 1:
@@ -43,56 +88,81 @@ def shards(cfg: dict[str, Any], demos: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**s, "demos": demos["uri"]} for s in plan_shards(train_n, config.holdout_count, config.episodes_per_shard)]
 
 
-def render(cfg: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
+def _render(config: RunConfig, shard: dict) -> dict:
     from tasks.render import render as stage
 
-    config = RunConfig.from_dict(cfg)
     return {**_run(stage, config.render_params(shard["start"], shard["stop"]), config, demos=shard["demos"]),
             "split": shard["split"]}
 
 
-def convert(cfg: dict[str, Any], rendered: list[dict[str, Any]], split: str) -> dict[str, Any]:
+@task(queue=RENDER_QUEUE, pool=RENDER_POOL)
+def render(shard: dict, ti=None) -> dict:
+    """One shard (the SFT DAG maps this over the plan, so several workers render one demo set)."""
+    return _render(run_config(ti), shard)
+
+
+@task(queue=RENDER_QUEUE, pool=RENDER_POOL)
+def render_split(plan: list[dict], split: str, ti=None) -> list[dict]:
+    """Every shard of one split in turn (the backfill DAG: mapping cannot nest inside its mapped group)."""
+    config = run_config(ti)
+    return [_render(config, s) for s in plan if s["split"] == split]
+
+
+@task
+def convert(rendered: list[dict], split: str, ti=None) -> dict:
     from tasks.convert import convert as stage
 
-    config = RunConfig.from_dict(cfg)
-    uris = [r["uri"] for r in sorted(rendered, key=lambda r: r["metrics"]["shard"][0]) if r["split"] == split]
-    return _run(stage, config.convert_params(), config, rendered=uris)
+    config = run_config(ti)
+    mine = sorted((r for r in _items(rendered) if r["split"] == split), key=lambda r: r["metrics"]["shard"][0])
+    return _run(stage, config.convert_params(), config, rendered=[r["uri"] for r in mine])
 
 
-def stats(cfg: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+@task
+def stats(dataset: dict, ti=None) -> dict:
     from tasks.stats import stats as stage
 
-    config = RunConfig.from_dict(cfg)
+    config = run_config(ti)
     return _run(stage, config.stats_params(), config, dataset=dataset["uri"])
 
 
-def train(cfg: dict[str, Any], dataset: dict[str, Any], norm_stats: dict[str, Any]) -> dict[str, Any]:
+@task(queue=GPU_QUEUE, pool=GPU_POOL)
+def train(dataset: dict, norm_stats: dict, ti=None) -> dict:
     from tasks.train import train as stage
 
-    config = RunConfig.from_dict(cfg)
+    config = run_config(ti)
     if config.wandb:
         bind_wandb_connection(config.wandb_conn_id)
     return _run(stage, config.train_params(), config, dataset=dataset["uri"], stats=norm_stats["uri"])
 
 
-def verify(cfg: dict[str, Any], checkpoint: dict[str, Any], holdout: dict[str, Any]) -> dict[str, Any]:
+@task(queue=GPU_QUEUE, pool=GPU_POOL)
+def verify(checkpoint: dict, holdout: dict, ti=None) -> dict:
     from tasks.verify import verify as stage
 
-    config = RunConfig.from_dict(cfg)
+    config = run_config(ti)
     return _run(stage, config.verify_params(), config, checkpoint=checkpoint["uri"], holdout=holdout["uri"])
 
 
-def run_report(cfg: dict[str, Any], run_id: str, results: dict[str, Any]) -> dict[str, Any]:
-    """`results`: this run's stage results by stage name (a list for mapped stages), verify's among them."""
-    from tasks.run_report import RunReportParams, run_report as stage, stage_rows
-
-    config = RunConfig.from_dict(cfg)
-    return _run(stage, RunReportParams(env_id=config.env_id, run_id=run_id), config,
-                verification=results["verify"]["uri"], stages=stage_rows(results))
-
-
-def promote(cfg: dict[str, Any], verification: dict[str, Any]) -> dict[str, Any]:
+@task(outlets=[POLICY_ASSET])
+def promote(verification: dict, ti=None) -> dict:
     from tasks.promote import promote as stage
 
-    config = RunConfig.from_dict(cfg)
+    config = run_config(ti)
     return _run(stage, config.promote_params(), config, verification=verification["uri"])
+
+
+@task
+def report(promotion: dict, ti=None, run_id=None) -> dict:
+    """The run report: verify's figures plus every stage's duration, cache hit and artifact in this run."""
+    from tasks.run_report import RunReportParams, run_report as stage, stage_rows
+
+    config = run_config(ti)
+    if "." in ti.task_id:  # backfill: render per split, each a list
+        rendered = (_pull(ti, "render") or []) + (_pull(ti, "render_holdout") or [])
+    else:
+        rendered = _pull(ti, "render", mapped=True)
+    results = {"download": _pull(ti, "download"), "render": rendered, "convert": _pull(ti, "convert"),
+               "convert_holdout": _pull(ti, "convert_holdout"), "stats": _pull(ti, "stats"), "train": _pull(ti, "train"),
+               "verify": _pull(ti, "verify"), "promote": promotion}
+    return _run(stage, RunReportParams(env_id=config.env_id, run_id=run_id), config,
+                verification=results["verify"]["uri"], stages=stage_rows(results))

@@ -75,7 +75,7 @@ class RunConfig:
                      minimum=0, maximum=2**31 - 1)
     control_mode: str | None = _opt(None, "control mode the demos are replayed into and the policy acts in; empty: the "
                                     "TaskSpec's (a different value is refused: edit the spec instead)", "Render",
-                                    "Control mode", enum=[None, *CONTROL_MODES])
+                                    "Control mode", examples=list(CONTROL_MODES))
     episodes_per_shard: int = _opt(50, "render shard size: large demo sets render in parallel shards", "Render",
                                    "Episodes per render shard", minimum=1, maximum=10_000)
     min_success_ratio: float = _opt(0.8, "render fails when fewer replays succeed than this", "Render",
@@ -194,7 +194,8 @@ class RunConfig:
         except ArtifactError as e:
             raise ConfigError(f"artifact_root: {e}") from None
         for field in self.settings():
-            _check_bounds(field, getattr(self, field.name))
+            if field.name != "env_id":  # get_spec checked it against the registry as it is now, not at import
+                _check_bounds(field, getattr(self, field.name))
         # every stage's own checks, before any work starts
         self.download_params().validate()
         self.render_params().validate()

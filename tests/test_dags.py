@@ -38,18 +38,22 @@ def test_dags_import_without_errors(dagbag):
 
 
 def test_sft_stage_order_and_mapping(dagbag):
+    """The graph is the pipeline: no edge from the config task to everything, none from everything to the report."""
     dag = dagbag.dags[SFT]
-    # every stage also feeds the run report (checked below); the data flow is the rest
-    downstream = {t: dag.get_task(t).downstream_task_ids - {"report"} for t in dag.task_ids}
-    assert downstream["download"] == {"plan_shards"}
-    assert downstream["plan_shards"] == {"render"}
-    assert downstream["render"] == {"convert", "convert_holdout"}
-    assert downstream["convert"] == {"stats", "train"}
-    assert downstream["stats"] == {"train"}
-    assert downstream["train"] == {"verify"} and downstream["convert_holdout"] == {"verify"}
-    assert downstream["verify"] == {"promote"} and downstream["promote"] == set()
-    assert dag.get_task("report").upstream_task_ids >= {"download", "render", "convert", "convert_holdout", "stats", "train"}
+    downstream = {t: dag.get_task(t).downstream_task_ids for t in dag.task_ids}
+    assert downstream == {
+        "resolve": {"download"}, "download": {"shards"}, "shards": {"render"}, "render": {"convert", "convert_holdout"},
+        "convert": {"stats", "train"}, "stats": {"train"}, "train": {"verify"}, "convert_holdout": {"verify"},
+        "verify": {"promote"}, "promote": {"report"}, "report": set()}
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
+    # the backfill's group is the same pipeline, render per split
+    bf = dagbag.dags[BACKFILL]
+    down = {t.removeprefix("pipeline."): {d.removeprefix("pipeline.") for d in bf.get_task(t).downstream_task_ids}
+            for t in bf.task_ids}
+    assert down["registered_tasks"] == {"resolve"} and down["resolve"] == {"download"}
+    assert down["shards"] == {"render", "render_holdout"} and down["verify"] == {"promote"} and down["promote"] == {"report"}
+    # both DAGs move the policy asset when they promote
+    assert [a.name for a in dag.get_task("promote").outlets] == [a.name for a in bf.get_task("pipeline.promote").outlets]
 
 
 def test_gpu_stages_use_the_gpu_queue_and_pool_cpu_stages_do_not(dagbag):

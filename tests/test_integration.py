@@ -14,31 +14,10 @@ import time
 import boto3
 import pytest
 
-from tests.integration.deployment import Deployment
+from tests.integration.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.sim, pytest.mark.train]
 DAG_ID = "maniskill_openpi_sft"
-CONN_ID = "pipeline_s3"
-WANDB_CONN_ID = "pipeline_wandb"
-# A made-up W&B API key (40 hex digits, like a real one). W&B runs offline here (no internet), which is set in
-# the connection's extra exactly as an air-gapped site would; the key must still never surface anywhere.
-WANDB_KEY = "5eb0c4f1d2a39e7b8c6d5e4f3a2b1c0d9e8f7a6b"
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory, s3_endpoint):
-    dep = Deployment(tmp_path_factory.mktemp("deployment"))
-    try:
-        dep.start()
-        key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-        dep.airflow("connections", "add", CONN_ID, "--conn-type", "aws", "--conn-login", key, "--conn-password", secret,
-                    "--conn-extra", json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}))
-        dep.airflow("connections", "add", WANDB_CONN_ID, "--conn-type", "generic", "--conn-password", WANDB_KEY,
-                    "--conn-extra", json.dumps({"mode": "offline"}))
-        dep.wait_for_dag(DAG_ID)
-        yield dep
-    finally:
-        dep.stop()
 
 
 def test_triggered_run_succeeds_with_gpu_tasks_on_the_gpu_worker(deployment, s3_endpoint):

@@ -21,6 +21,11 @@ import urllib.request
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
+CONN_ID = "pipeline_s3"
+WANDB_CONN_ID = "pipeline_wandb"
+# A made-up W&B API key (40 hex digits, like a real one). W&B runs offline here (no internet), which is set in
+# the connection's extra exactly as an air-gapped site would; the key must still never surface anywhere.
+WANDB_KEY = "5eb0c4f1d2a39e7b8c6d5e4f3a2b1c0d9e8f7a6b"
 
 
 def free_port() -> int:
