@@ -33,7 +33,7 @@ shard still uses every core of its worker.
     catchup=False,
     tags=["maniskill", "openpi", "backfill"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "retry_exponential_backoff": True},
-    params={"env_ids": Param([], type="array", items={"type": "string", "enum": sorted(TASK_SPECS)},
+    params={"env_ids": Param([], type=["array", "null"], items={"type": "string", "enum": sorted(TASK_SPECS)},
                              examples=sorted(TASK_SPECS), title="Tasks", section="Task and demos",
                              description="ManiSkill tasks to run (registered in tasks/specs.py); none: every one"),
             **common_params()},
@@ -44,7 +44,7 @@ def maniskill_openpi_backfill():
     def registered_tasks(params=None, dag_run=None) -> list[str]:
         from tasks.specs import TASK_SPECS as registry  # read at run time: a spec added since parsing counts
 
-        chosen = list(params["env_ids"]) or sorted(registry)
+        chosen = list(params["env_ids"] or []) or sorted(registry)
         for env_id in chosen:  # refuse bad params before any task starts work
             resolve_run_config(dict(params), dag_run.conf, env_id=env_id, extra_keys=("env_ids",))
         return chosen

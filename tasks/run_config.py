@@ -35,6 +35,7 @@ PRESETS = ("tiny", "lora", "full")  # see tasks/train_configs.py; here so that D
 DEMO_SOURCES = ("motionplanning", "hub", "s3")
 PI0_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi0_base/params"
 LATEST = "latest"  # pretrained_uri: the task's promoted checkpoint
+FROM_SPEC = "from_spec"  # control_mode: the TaskSpec's
 # A demos asset event (new demos landed) may set these; anything else in its extra is refused.
 ASSET_OVERRIDES = ("env_id", "demo_source", "demo_source_uri", "demo_count")
 SECTIONS = ("Task and demos", "Render", "Training", "Evaluation", "Storage and accounts")
@@ -73,9 +74,10 @@ class RunConfig:
                               "frames", "Task and demos", "Held-out demos", minimum=1, maximum=10_000)
     seed: int = _opt(0, "first motion-planning seed; also the training seed", "Task and demos", "Seed",
                      minimum=0, maximum=2**31 - 1)
-    control_mode: str | None = _opt(None, "control mode the demos are replayed into and the policy acts in; empty: the "
-                                    "TaskSpec's (a different value is refused: edit the spec instead)", "Render",
-                                    "Control mode", examples=list(CONTROL_MODES))
+    control_mode: str = _opt(FROM_SPEC, "control mode the demos are replayed into and the policy acts in: the TaskSpec's "
+                             "(another value is refused: edit the spec instead, every stage reads it)", "Render",
+                             "Control mode", enum=[FROM_SPEC, *CONTROL_MODES],
+                             values_display={FROM_SPEC: "the task's (from its TaskSpec)"})
     episodes_per_shard: int = _opt(50, "render shard size: large demo sets render in parallel shards", "Render",
                                    "Episodes per render shard", minimum=1, maximum=10_000)
     min_success_ratio: float = _opt(0.8, "render fails when fewer replays succeed than this", "Render",
@@ -182,7 +184,7 @@ class RunConfig:
         spec = get_spec(self.env_id)
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}: use one of {', '.join(PROFILES)}")
-        if self.control_mode is not None and self.control_mode != spec.control_mode:
+        if self.control_mode not in (FROM_SPEC, spec.control_mode):
             raise ConfigError(
                 f"control_mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} ({spec.control_mode!r}): "
                 "every stage (render, training, evaluation) uses the spec's control mode, so clear control_mode or "
@@ -214,7 +216,8 @@ class RunConfig:
     def render_params(self, shard_start: int = 0, shard_stop: int = -1):
         from tasks.render import RenderParams
 
-        return RenderParams(env_id=self.env_id, control_mode=self.control_mode or "", shard_start=shard_start,
+        mode = "" if self.control_mode == FROM_SPEC else self.control_mode
+        return RenderParams(env_id=self.env_id, control_mode=mode, shard_start=shard_start,
                             shard_stop=shard_stop, min_success_ratio=self.min_success_ratio)
 
     def convert_params(self):

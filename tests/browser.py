@@ -141,11 +141,15 @@ class AirflowUI:
         """Picks values in a dropdown or multi-select (react-select: type the option, Enter)."""
         from selenium.webdriver.common.keys import Keys
 
-        box = self._find(f"#element_{name} input[role='combobox']")
+        import time
+
         for value in values:
+            box = self._find(f"#element_{name} input[role='combobox']")
             box.click()
             box.send_keys(value)
+            time.sleep(0.3)  # the menu filters as it is typed into
             box.send_keys(Keys.ENTER)
+            time.sleep(0.3)
 
     def options(self, name: str) -> list[str]:
         """The choices a dropdown offers (opens it, reads the menu, closes it)."""
@@ -155,7 +159,8 @@ class AirflowUI:
         box.click()
         box.send_keys(Keys.ARROW_DOWN)
         texts = [o.text for o in self._all(f"#element_{name} [role='option']")]
-        box.send_keys(Keys.ESCAPE)
+        # Blur closes the menu without picking (Tab would pick the highlighted option, Escape close the dialog).
+        self.driver.execute_script("document.activeElement.blur()")
         return texts
 
     def trigger_button(self):

@@ -83,6 +83,7 @@ def test_trigger_form_reads_as_the_run_config_and_triggers_with_its_defaults(ui,
     assert set(seen) == set(RunConfig.setting_names())
     # choices are dropdowns; optional settings are optional (a cleared field is null, not "missing")
     assert {n for n, f in seen.items() if f["kind"] == "select"} == {"env_id", "demo_source", "control_mode", "preset"}
+    ui.open_section("Training")
     assert ui.options("preset") == list(PRESETS)
     assert not any(seen[n]["required"] for n in ("steps", "batch_size", "pretrained_uri", "demo_source_uri",
                                                  "eval_max_steps", "s3_conn_id", "wandb_conn_id"))
