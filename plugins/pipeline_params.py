@@ -56,14 +56,15 @@ def profile_doc() -> str:
     titles = {f.name: f.metadata["title"] for f in RunConfig.settings()}
 
     def cell(v: Any) -> str:
-        return "(empty)" if v is None else f"`{v}`"
+        return "—" if v is None else f"`{v}`"
 
     rows = "\n".join(f"| {titles[k]} | {cell(defaults['production'][k])} | {cell(defaults['demo'][k])} |" for k in shown)
     return (f"### Profiles\nThis deployment's form defaults come from the **{active}** profile (`PIPELINE_PROFILE`). "
             "**production** is openpi's fine-tuning recipe: LoRA from pi0_base with the preset's steps, batch, LR "
             "schedule and EMA, resume points, enough demos and closed-loop episodes for a success rate to mean "
             "something. **demo** is the CPU-sized run of tools/demo.sh and the tests.\n\n"
-            f"| setting | production | demo |\n|---|---|---|\n{rows}\n")
+            f"| setting | production | demo |\n|---|---|---|\n{rows}\n\n"
+            "— : left empty, meaning the preset's value (steps, batch), the TaskSpec's (step limit), or none.\n")
 
 
 def resolve_run_config(params: Mapping[str, Any], conf: Mapping[str, Any] | None = None,

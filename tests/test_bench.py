@@ -50,6 +50,7 @@ def test_memory_benchmark_runs_at_smoke_size(bench_out):
 
 @pytest.mark.train
 def test_overhead_benchmark_runs_at_smoke_size(bench_out):
-    results = run_bench("bench_overhead", 1, out=bench_out)
+    # two training demos: with one, the goal position never varies and stats rightly refuses its zero spread
+    results = run_bench("bench_overhead", 2, out=bench_out)
     overhead = [r for r in results if r["name"].startswith("P4")][-1]
     assert overhead["direct_s"] > 0 and overhead["dag_s"] > 0
