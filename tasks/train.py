@@ -522,7 +522,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         "batch_size": config.batch_size, "action_horizon": params.action_horizon,
         "learning_rate": config.lr_schedule.peak_lr, "ema_decay": config.ema_decay,
         "init": init, "from_scratch": not init_weights, "init_weights": init_weights or None,
-        "from_pretrained": init_weights or None, "resumed_from_step": resume_step,
+        "resumed_from_step": resume_step,
         "final_loss": records[-1]["loss"] if records else None,
         "probe_loss_initial": round(init_probe, 6), "probe_loss_final": round(final_probe, 6),
         "first_interval_s": round(intervals[0][1], 3) if intervals else None,

@@ -65,7 +65,7 @@ def s3_keys(uri: str) -> set[str]:
 
 def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     m = trained.metrics
-    assert not trained.cache_hit and m["steps"] == 2 and m["resumed_from_step"] == 0 and m["from_pretrained"] is None
+    assert not trained.cache_hit and m["steps"] == 2 and m["resumed_from_step"] == 0 and m["init_weights"] is None
     assert np.isfinite(m["final_loss"]) and m["checkpoint_mb"] > 1 and m["peak_rss_mb"] > 0
     keys = s3_keys(trained.uri)
     assert "manifest.json" in keys and "train_log.jsonl" in keys
