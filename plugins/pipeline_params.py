@@ -16,7 +16,7 @@ from typing import Any
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
-from tasks.run_config import ConfigError, RunConfig, active_profile, asset_overrides, check_keys
+from tasks.run_config import RunConfig, active_profile, asset_overrides, check_keys
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -83,5 +83,3 @@ def resolve_run_config(params: Mapping[str, Any], conf: Mapping[str, Any] | None
     except ValueError as e:  # ConfigError and the stages' own refusals: retrying cannot fix them
         raise AirflowFailException(f"{type(e).__name__}: {e}") from e
 
-
-__all__ = ["ConfigError", "common_params", "resolve_run_config", "sft_params"]

@@ -52,12 +52,6 @@ def _opt(default: Any, description: str, section: str, title: str, **schema: Any
                                                          "title": title, "schema": schema})
 
 
-def _default_root() -> str:
-    from pathlib import Path
-
-    return os.environ.get("PIPELINE_ARTIFACT_ROOT", f"file://{Path.cwd() / 'artifacts'}")
-
-
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One pipeline run for one ManiSkill task. Field defaults are the production profile's."""
@@ -143,7 +137,9 @@ class RunConfig:
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)} (set {PROFILE_ENV})")
         values = {f.name: f.default for f in cls.settings()}
-        values.update(artifact_root=_default_root(), s3_conn_id=os.environ.get("PIPELINE_S3_CONN_ID") or None,
+        from tasks.common import default_root
+
+        values.update(artifact_root=default_root(), s3_conn_id=os.environ.get("PIPELINE_S3_CONN_ID") or None,
                       wandb_conn_id=os.environ.get("PIPELINE_WANDB_CONN_ID") or None)
         if profile == "demo":
             values.update(DEMO_PROFILE)
@@ -171,11 +167,6 @@ class RunConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
         """A config that `build` made and `to_dict` serialised (e.g. through XCom)."""
         config = cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
-        config.validate()
-        return config
-
-    def replace(self, **changes: Any) -> "RunConfig":
-        config = dataclasses.replace(self, **changes)
         config.validate()
         return config
 
