@@ -9,7 +9,6 @@ work starts; bad input fails the task at once, without retries.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,32 +17,20 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.run_config import RunConfig, active_profile, asset_overrides, check_keys
 
-_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
-
-
-def _param(field, default: Any, hint: Any) -> Param:
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint)
-    schema = dict(field.metadata["schema"])
-    json_type = _JSON_TYPES[base]
-    # Airflow treats a param whose type does not allow null as required: optional settings allow it.
-    schema["type"] = [json_type, "null"] if optional else json_type
-    return Param(default, title=field.metadata["title"], description=field.metadata["description"],
-                 section=field.metadata["section"], **schema)
+def _params(profile: str | None) -> dict[str, Param]:
+    defaults = RunConfig.defaults(profile or active_profile())
+    schemas = RunConfig.json_schema()
+    return {f.name: Param(defaults[f.name], title=f.metadata["title"], description=f.metadata["description"],
+                          section=f.metadata["section"], **schemas[f.name]) for f in RunConfig.settings()}
 
 
 def common_params(profile: str | None = None) -> dict[str, Param]:
     """Every run setting but the env id (the SFT DAG takes one, the backfill DAG a list)."""
-    defaults = RunConfig.defaults(profile or active_profile())
-    hints = typing.get_type_hints(RunConfig)
-    return {f.name: _param(f, defaults[f.name], hints[f.name]) for f in RunConfig.settings() if f.name != "env_id"}
+    return {name: p for name, p in _params(profile).items() if name != "env_id"}
 
 
 def sft_params(profile: str | None = None) -> dict[str, Param]:
-    defaults = RunConfig.defaults(profile or active_profile())
-    env_field = next(f for f in RunConfig.settings() if f.name == "env_id")
-    return {"env_id": _param(env_field, defaults["env_id"], str), **common_params(profile)}
+    return _params(profile)
 
 
 def profile_doc() -> str:

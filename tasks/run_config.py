@@ -38,6 +38,7 @@ LATEST = "latest"  # pretrained_uri: the task's promoted checkpoint
 FROM_SPEC = "from_spec"  # control_mode: the TaskSpec's
 # A demos asset event (new demos landed) may set these; anything else in its extra is refused.
 ASSET_OVERRIDES = ("env_id", "demo_source", "demo_source_uri", "demo_count")
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 SECTIONS = ("Task and demos", "Render", "Training", "Evaluation", "Storage and accounts")
 
 
@@ -131,6 +132,19 @@ class RunConfig:
         return tuple(f.name for f in cls.settings())
 
     @classmethod
+    def json_schema(cls) -> dict[str, dict[str, Any]]:
+        """Each setting's JSON schema (type, bounds, choices): the Airflow form and `validate` both use it."""
+        hints = _hints()
+        out = {}
+        for f in cls.settings():
+            args = typing.get_args(hints[f.name])
+            base = next((a for a in args if a is not type(None)), hints[f.name])
+            json_type = _JSON_TYPES[base]
+            # optional settings allow null: Airflow counts a field whose type excludes null as required
+            out[f.name] = {**f.metadata["schema"], "type": [json_type, "null"] if type(None) in args else json_type}
+        return out
+
+    @classmethod
     def defaults(cls, profile: str | None = None) -> dict[str, Any]:
         """The settings' defaults under a profile (the deployment's when not given)."""
         profile = profile or active_profile()
@@ -178,17 +192,22 @@ class RunConfig:
         if self.control_mode not in (FROM_SPEC, spec.control_mode):
             raise ConfigError(
                 f"control_mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} ({spec.control_mode!r}): "
-                "every stage (render, training, evaluation) uses the spec's control mode, so clear control_mode or "
-                "change control_mode in tasks/specs.py")
+                f"every stage (render, training, evaluation) uses the spec's control mode, so set control_mode to "
+                f"{FROM_SPEC!r} (the form's default) or change control_mode in tasks/specs.py")
         from tasks.artifacts import ArtifactError, ArtifactStore
 
         try:
             ArtifactStore.validate_root(self.artifact_root)
         except ArtifactError as e:
             raise ConfigError(f"artifact_root: {e}") from None
-        for field in self.settings():
-            if field.name != "env_id":  # get_spec checked it against the registry as it is now, not at import
-                _check_bounds(field, getattr(self, field.name))
+        import jsonschema
+
+        for name, schema in self.json_schema().items():
+            if name == "env_id":
+                continue  # get_spec checked it against the registry as it is now, not as it was at import
+            error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(getattr(self, name)))
+            if error is not None:
+                raise ConfigError(f"{name}: {error.message}")
         # every stage's own checks, before any work starts
         self.download_params().validate()
         self.render_params().validate()
@@ -313,23 +332,3 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}={value!r} is not a valid {base.__name__}") from None
-
-
-def _check_bounds(field: dataclasses.Field, value: Any) -> None:
-    if value is None:
-        return
-    schema = field.metadata.get("schema", {})
-    name = field.name
-    if "enum" in schema and value not in schema["enum"]:
-        raise ConfigError(f"{name}={value!r} is not one of {[v for v in schema['enum'] if v is not None]}")
-    if "minimum" in schema and value < schema["minimum"]:
-        raise ConfigError(f"{name}={value} is below its minimum {schema['minimum']}")
-    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-        raise ConfigError(f"{name}={value} must be above {schema['exclusiveMinimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        raise ConfigError(f"{name}={value} is above its maximum {schema['maximum']}")
-    if "pattern" in schema:
-        import re
-
-        if not re.fullmatch(schema["pattern"], str(value)):
-            raise ConfigError(f"{name}={value!r} does not have the expected form ({field.metadata['description']})")

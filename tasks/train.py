@@ -208,6 +208,9 @@ print("ok" if np.array_equal(fresh, cached) else "mismatch")
 """
 
 
+_CACHE_CHECKED: dict[str, bool] = {}  # cache dir -> verdict, so a process checks each backend once
+
+
 def enable_compilation_cache(cache_dir: Path, log=common.log) -> bool:
     """JAX's persistent compilation cache, only where executables loaded from it compute what fresh ones do.
 
@@ -221,6 +224,8 @@ def enable_compilation_cache(cache_dir: Path, log=common.log) -> bool:
 
     import jax
 
+    if str(cache_dir) in _CACHE_CHECKED:
+        return _CACHE_CHECKED[str(cache_dir)]
     cache_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # the check must not take the GPU's memory
     try:
@@ -235,6 +240,7 @@ def enable_compilation_cache(cache_dir: Path, log=common.log) -> bool:
     else:
         log(f"[train] JAX compilation cache left off: executables loaded from it on this backend "
             f"({jax.default_backend()}) do not reproduce random sampling (a JAX bug); every attempt compiles afresh")
+    _CACHE_CHECKED[str(cache_dir)] = ok
     return ok
 
 
@@ -423,7 +429,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
                                  weights_path=weights_path)
     if config.batch_size % jax.device_count():
         raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
-    init = init_description(params, init_weights)
+    init = init_description(init_weights, from_artifact=init_params_dir is not None)
     log(f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size}")
     enable_compilation_cache(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax")), log)
 
@@ -537,13 +543,11 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     return summary
 
 
-def init_description(params: TrainParams, init_weights: str) -> str:
+def init_description(init_weights: str, from_artifact: bool) -> str:
     """How the run's weights start, in words (the metrics and the report carry it)."""
     if not init_weights:
         return "from scratch (random initialisation)"
-    if init_weights.rstrip("/").endswith("/params") and "/train/" not in init_weights:
-        return f"pretrained weights {init_weights}"
-    return f"warm start from {init_weights}"
+    return f"warm start from {init_weights}" if from_artifact else f"pretrained weights {init_weights}"
 
 
 def train(params: TrainParams, root: str, dataset: str, stats: str) -> StageResult:

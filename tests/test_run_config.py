@@ -72,8 +72,10 @@ def test_a_control_mode_that_contradicts_the_spec_is_refused():
 
 
 def test_bad_values_are_refused_with_the_setting_named():
-    for values, message in (({"demo_count": 0}, "demo_count=0 is below"), ({"steps": 1.5}, "steps=1.5 is not a valid int"),
-                            ({"env_id": "NoSuchTask-v9"}, "unknown env id"), ({"preset": "huge"}, "preset='huge'"),
+    for values, message in (({"demo_count": 0}, "demo_count: 0 is less than the minimum of 1"),
+                            ({"steps": 1.5}, "steps=1.5 is not a valid int"),
+                            ({"env_id": "NoSuchTask-v9"}, "unknown env id"), ({"preset": "huge"}, "preset: 'huge' is not one of"),
+                            ({"pretrained_uri": "weights here"}, "pretrained_uri: 'weights here' does not match"),
                             ({"artifact_root": "relative/path"}, "artifact root"),
                             ({"demo_source": "s3"}, "source_uri")):
         with pytest.raises(ValueError, match=message):
