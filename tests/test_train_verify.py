@@ -140,8 +140,9 @@ def test_a_run_warm_started_from_a_checkpoint_starts_from_its_weights(trained, d
     first = trained.metrics
     assert first["from_scratch"] and first["init"].startswith("from scratch")
     # same seed and data: the first batch is the same, so the probe losses compare like with like
-    warm = train(TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri=trained.uri), root=data["root"],
-                 dataset=data["dataset"], stats=data["stats"])
+    # with data-loader worker processes, as the production profile runs (2): same first batch, same order
+    warm = train(TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri=trained.uri, num_workers=2),
+                 root=data["root"], dataset=data["dataset"], stats=data["stats"])
     m = warm.metrics
     assert not warm.cache_hit and not m["from_scratch"] and m["init"] == f"warm start from {trained.uri}"
     assert m["probe_loss_initial"] == pytest.approx(first["probe_loss_final"], rel=1e-4, abs=1e-5)
