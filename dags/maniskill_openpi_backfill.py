@@ -59,7 +59,7 @@ def maniskill_openpi_backfill():
         rendered_holdout = t.render_split.override(task_id="render_holdout")(plan, "holdout")
         dataset = t.convert(rendered, "train")
         holdout = t.convert.override(task_id="convert_holdout")(rendered_holdout, "holdout")
-        checkpoint = t.train(dataset, t.stats(dataset))
+        checkpoint = t.train(dataset, t.stats(dataset), holdout)
         t.report(t.promote(t.verify(checkpoint, holdout)))
 
     pipeline.expand(env_id=registered_tasks())

@@ -53,7 +53,7 @@ def maniskill_openpi_sft():
     rendered = t.render.expand(shard=t.shards(demos))
     dataset = t.convert(rendered, "train")
     holdout = t.convert.override(task_id="convert_holdout")(rendered, "holdout")
-    checkpoint = t.train(dataset, t.stats(dataset))
+    checkpoint = t.train(dataset, t.stats(dataset), holdout)
     t.report(t.promote(t.verify(checkpoint, holdout)))
 
 

@@ -84,9 +84,11 @@ def print_summary(summary: dict) -> None:
         run_report = (summary["tasks"].get("report", {}).get("metrics") or {}).get("report")
         report = run_report or (verify.get("files_uri") or verify["uri"]) + "/report.html"
         print(f"\nrun report: {report.removeprefix('file://')}")
-        print(f"verification {'PASSED' if m.get('passed') else 'FAILED'}: closed-loop success {m.get('success_rate')} "
-              f"over {m.get('episodes')} episodes, held-out action MAE {m.get('action_mae'):.4f}, "
-              f"output {m.get('output_shape')}, inference {m.get('latency_ms_median')} ms")
+        from tasks.verify import verdict_line
+
+        print(verdict_line(m))
+        print(f"held-out action MAE {m.get('action_mae'):.4f}, output {m.get('output_shape')}, "
+              f"inference {m.get('latency_ms_median')} ms, step limit {m.get('protocol', {}).get('max_steps')}")
     promote = summary["tasks"].get("promote", {})
     if promote.get("metrics"):
         print(f"promotion: {promote['metrics']['reason']} -> latest = {promote['metrics']['latest_checkpoint']}")

@@ -126,13 +126,15 @@ def stats(dataset: dict, ti=None) -> dict:
 
 
 @task(queue=GPU_QUEUE, pool=GPU_POOL)
-def train(dataset: dict, norm_stats: dict, ti=None) -> dict:
+def train(dataset: dict, norm_stats: dict, holdout: dict, ti=None) -> dict:
+    """Training, with the held-out dataset for the validation loss."""
     from tasks.train import train as stage
 
     config = run_config(ti)
     if config.wandb:
         bind_wandb_connection(config.wandb_conn_id)
-    return _run(stage, config.train_params(), config, dataset=dataset["uri"], stats=norm_stats["uri"])
+    return _run(stage, config.train_params(), config, dataset=dataset["uri"], stats=norm_stats["uri"],
+                holdout=holdout["uri"])
 
 
 @task(queue=GPU_QUEUE, pool=GPU_POOL)

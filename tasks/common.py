@@ -46,10 +46,12 @@ def params_from_args(cls: type, args: argparse.Namespace) -> Any:
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
-def cli(description: str, params_cls: type, run: Callable[..., StageResult], inputs: dict[str, bool] | None = None) -> Callable[[list[str] | None], int]:
+def cli(description: str, params_cls: type, run: Callable[..., StageResult],
+        inputs: dict[str, bool | str] | None = None) -> Callable[[list[str] | None], int]:
     """Builds `main(argv)` for a stage: `--root`, input URIs, params flags; prints the result as JSON on stdout.
 
-    `inputs` maps each input-artifact argument to whether it takes several URIs.
+    `inputs` maps each input-artifact argument to whether it takes several URIs (True), one (False), or one that
+    may be left out ("optional").
     """
     inputs = inputs or {}
 
@@ -57,8 +59,9 @@ def cli(description: str, params_cls: type, run: Callable[..., StageResult], inp
         parser = argparse.ArgumentParser(description=description)
         parser.add_argument("--root", default=default_root(), help="artifact root URI (file:///dir or s3://bucket/prefix)")
         for name, several in inputs.items():
-            parser.add_argument(f"--{name.replace('_', '-')}", required=True, nargs="+" if several else None,
-                                help="input artifact URIs" if several else "input artifact URI")
+            parser.add_argument(f"--{name.replace('_', '-')}", required=several != "optional",
+                                nargs="+" if several is True else None,
+                                help="input artifact URIs" if several is True else "input artifact URI")
         add_dataclass_args(parser, params_cls)
         args = parser.parse_args(argv)
         params = params_from_args(params_cls, args)

@@ -22,7 +22,7 @@ from tasks.render import plan_shards, render
 from tasks.run_config import PROFILES, RunConfig, active_profile
 from tasks.stats import stats
 from tasks.train import train
-from tasks.verify import verify
+from tasks.verify import verdict_line, verify
 
 
 def run_pipeline(config: RunConfig) -> dict:
@@ -45,8 +45,10 @@ def run_pipeline(config: RunConfig) -> dict:
     dataset = step("convert", convert(config.convert_params(), root=root, rendered=rendered["train"]))
     held_out = step("convert_holdout", convert(config.convert_params(), root=root, rendered=rendered["holdout"]))
     norm = step("stats", stats(config.stats_params(), root=root, dataset=dataset.uri))
-    ckpt = step("train", train(config.train_params(), root=root, dataset=dataset.uri, stats=norm.uri))
+    ckpt = step("train", train(config.train_params(), root=root, dataset=dataset.uri, stats=norm.uri,
+                               holdout=held_out.uri))
     checked = step("verify", verify(config.verify_params(), root=root, checkpoint=ckpt.uri, holdout=held_out.uri))
+    print(f"==> {verdict_line(checked.metrics)}", flush=True)
     step("promote", promote(config.promote_params(), root=root, verification=checked.uri))
     # the same run report the DAG's last task writes (this run's stage durations and cache hits)
     run_id = f"direct__{time.strftime('%Y-%m-%dT%H%M%S', time.gmtime())}"

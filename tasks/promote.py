@@ -1,8 +1,19 @@
 """promote: the gate in front of `<root>/<env_id>/latest.json`, the pointer deployments read.
 
-A verified checkpoint replaces `latest` only when its verification passed and its closed-loop success
-rate is no worse than the current latest's. Otherwise `latest.json` is left untouched and the result
-says why. Promoting the same verify artifact again is a no-op, so reruns are safe.
+A verified checkpoint replaces `latest` only when
+1. its verdict is `passed` (thresholds set and met; `unchecked` and `failed` never promote), and
+2. there is no current latest, or the current one was evaluated under the same protocol (env kwargs,
+   seeds, episodes, step limit, replan interval) and the candidate is better by the rule below.
+
+The rule: the candidate's closed-loop successes must beat the current latest's by a one-sided Fisher exact
+test at alpha = 0.05 (scipy's `fisher_exact`, alternative "greater"). Both were measured on the same seeds,
+so a candidate that merely ties, or wins by what the episode count cannot tell from noise, does not replace
+a deployed policy. With n episodes each, the test can only succeed if n is large enough: at n = 2 even 2/2
+against 0/2 gives p = 0.17, at n = 50 (the production profile) 45/50 beats 35/50 (p = 0.01). When the
+episode count makes a promotion impossible, the reason says so.
+
+Otherwise `latest.json` is left untouched and the result says why. Promoting the same verify artifact again
+is a no-op, so reruns are safe. `force` (an operator's rollback) skips the comparison, not the verdict.
 """
 
 from __future__ import annotations
@@ -14,30 +25,52 @@ from typing import Any
 from tasks import common
 from tasks.artifacts import ArtifactStore, StageResult, latest_uri
 from tasks.specs import get_spec
+from tasks.verify import protocol_differences
+
+ALPHA = 0.05  # significance level of the promotion test
 
 
 @dataclasses.dataclass(frozen=True)
 class PromoteParams:
     env_id: str
-    force: bool = False  # promote even when worse than the current latest (an operator's rollback)
+    force: bool = False  # promote a passed candidate even when not shown better than the current latest (rollback)
 
     def validate(self) -> None:
         get_spec(self.env_id)
 
 
+def better_p_value(candidate: tuple[int, int], current: tuple[int, int]) -> float:
+    """One-sided Fisher exact p-value that the candidate's success probability exceeds the current one's."""
+    from scipy.stats import fisher_exact
+
+    (k1, n1), (k0, n0) = candidate, current
+    return float(fisher_exact([[k1, n1 - k1], [k0, n0 - k0]], alternative="greater").pvalue)
+
+
 def decide(candidate: dict[str, Any], current: dict[str, Any] | None, force: bool) -> tuple[bool, str]:
-    if not candidate.get("passed"):
-        return False, f"verification failed: {candidate.get('checks')}"
+    verdict = candidate.get("verdict")
+    if verdict != "passed":
+        return False, f"verification {verdict or 'unknown'}: only a passed verification is promoted ({candidate.get('verdict_reason')})"
     if current is None:
         return True, "no current latest"
     if current.get("verify") == candidate.get("verify"):
         return False, "already latest"
-    new, old = candidate.get("success_rate"), current.get("success_rate")
     if force:
         return True, "forced"
-    if old is not None and (new is None or new < old):
-        return False, f"closed-loop success {new} is worse than the current latest's {old}"
-    return True, f"closed-loop success {new} >= current {old}"
+    differences = protocol_differences(candidate.get("protocol"), current.get("protocol"))
+    if differences:
+        return False, ("not comparable with the current latest, evaluated under another protocol ("
+                       + "; ".join(differences[:5]) + "): re-verify the current latest's checkpoint with this run's "
+                       "evaluation settings, or promote with force=true")
+    k1, n1 = candidate.get("successes") or 0, candidate.get("episodes") or 0
+    k0, n0 = current.get("successes") or 0, current.get("episodes") or 0
+    p = better_p_value((k1, n1), (k0, n0))
+    if p < ALPHA:
+        return True, f"better than the current latest: {k1}/{n1} vs {k0}/{n0} successes (one-sided Fisher p={p:.3g} < {ALPHA})"
+    if better_p_value((n1, n1), (k0, n0)) >= ALPHA:
+        return False, (f"kept the current latest ({k0}/{n0}): with {n1} episodes not even {n1}/{n1} could be shown better "
+                       f"(one-sided Fisher p >= {ALPHA}); evaluate more episodes")
+    return False, f"not shown better than the current latest: {k1}/{n1} vs {k0}/{n0} successes (one-sided Fisher p={p:.3g} >= {ALPHA})"
 
 
 def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
@@ -49,8 +82,11 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         raise ValueError(f"{verification} is a {manifest.stage} artifact of {manifest.env_id}; promote takes a verify artifact of {params.env_id}")
     m = manifest.metrics
     candidate = {"env_id": params.env_id, "verify": verification, "checkpoint": m["lineage"]["checkpoint"],
-                 "report": f"{store.files_uri(manifest)}/report.html", "passed": m.get("passed"), "checks": m.get("checks"),
-                 "success_rate": m.get("success_rate"), "action_mae": m.get("action_mae")}
+                 "report": f"{store.files_uri(manifest)}/report.html", "verdict": m.get("verdict"),
+                 "verdict_reason": m.get("verdict_reason"), "checks": m.get("checks"),
+                 "success_rate": m.get("success_rate"), "successes": m.get("successes"), "episodes": m.get("episodes"),
+                 "success_rate_ci95": m.get("success_rate_ci95"), "action_mae": m.get("action_mae"),
+                 "protocol": m.get("protocol")}
     uri = latest_uri(store, params.env_id)
     # Compare-and-swap: a run promoting the same task at the same moment makes our write fail, and we decide
     # again against what it wrote, so the better checkpoint stays latest whichever run finishes last.
@@ -69,7 +105,7 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
     latest = store.read_json(uri)
     return StageResult(uri=uri, digest=manifest.digest, cache_hit=not promoted,
                        metrics={"promoted": promoted, "reason": reason, "latest_checkpoint": (latest or {}).get("checkpoint"),
-                                "success_rate": candidate["success_rate"]},
+                                "verdict": candidate["verdict"], "success_rate": candidate["success_rate"]},
                        seconds=time.monotonic() - t0)
 
 

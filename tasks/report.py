@@ -43,7 +43,10 @@ def _frame_png(image: np.ndarray) -> str:
 
 
 def loss_figure(losses: list[dict]) -> str | None:
-    if not losses:
+    """Training loss per step and, where training computed it, the held-out validation loss beside it."""
+    train = [r for r in losses if "loss" in r]
+    val = [r for r in losses if "val_loss" in r]
+    if not train and not val:
         return None
     import matplotlib
 
@@ -51,9 +54,14 @@ def loss_figure(losses: list[dict]) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], marker="o", markersize=3)
+    if train:
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], marker="o", markersize=3, label="training loss")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], marker="s", markersize=4, color="tab:red",
+                label="held-out validation loss")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -97,7 +105,7 @@ def _fmt(v: Any) -> str:
 
 STYLE = """body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}
-th{background:#f4f4f4}.pass{color:#080}.fail{color:#b00}figure{display:inline-block;margin:4px}
+th{background:#f4f4f4}.pass{color:#080}.fail{color:#b00}.unchecked{color:#a60}figure{display:inline-block;margin:4px}
 figcaption{font-size:11px;color:#555}code{font-size:12px}.num{text-align:right}.hit{color:#666}"""
 
 
@@ -118,18 +126,34 @@ def stages_section(stages: list[dict]) -> str:
             f"<table id='stages'><tr><th>stage</th><th>seconds</th><th>cache</th><th>artifact</th></tr>{rows}</table>")
 
 
+def _pct(rate: Any) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.0f} %"
+
+
 def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses: list[dict],
                  predicted: np.ndarray | None, demonstrated: np.ndarray, samples: list[dict],
-                 rollout_frames: list[dict], episodes: list[dict]) -> Path:
-    verdict = "PASSED" if metrics.get("passed") else "FAILED"
+                 rollout_frames: list[dict], episodes: list[dict], harness_episodes: list[dict] | None = None) -> Path:
+    verdict = metrics.get("verdict") or "unchecked"
+    css = {"passed": "pass", "failed": "fail"}.get(verdict, "unchecked")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.env_id)} run report</title>"
              f"<style>{STYLE}</style></head><body>",
-             f"<h1>{html.escape(spec.env_id)}: pi0 verification <span id='verdict' class='{verdict.lower()[:4]}'>{verdict}</span></h1>",
+             f"<h1>{html.escape(spec.env_id)}: pi0 verification <span id='verdict' class='{css}'>{verdict.upper()}</span></h1>",
+             f"<p id='verdict-reason'>{html.escape(metrics.get('verdict_reason') or '')}</p>",
              f"<p>Prompt: <i>{html.escape(spec.prompt)}</i></p>"]
-    headline = [("closed-loop success rate", metrics.get("success_rate")), ("closed-loop episodes", metrics.get("episodes")),
+    ci = metrics.get("success_rate_ci95")
+    harness = metrics.get("harness") or {}
+    headline = [("closed-loop success rate (success_once)",
+                 f"{metrics.get('successes')}/{metrics.get('episodes')} = {_pct(metrics.get('success_rate'))}"
+                 + (f", 95 % Wilson CI {_pct(ci[0])} - {_pct(ci[1])}" if ci else "")),
+                ("success_at_end rate", _pct(metrics.get("success_at_end_rate"))),
+                ("median steps to first success", metrics.get("median_steps_to_success")),
+                ("harness check (oracle replays held-out demos)",
+                 f"{'ok' if harness.get('ok') else 'FAILED'}: {_pct(harness.get('success_at_end_rate'))} of "
+                 f"{harness.get('episodes')} demos replayed, bar {_pct(harness.get('bar'))}" if harness else "not run"),
                 ("held-out action MAE", metrics.get("action_mae")), ("output shape", metrics.get("output_shape")),
                 ("finite", metrics.get("finite")), ("inference latency (ms, median)", metrics.get("latency_ms_median")),
-                ("checks", metrics.get("checks")), ("training", metrics.get("train"))]
+                ("checks", metrics.get("checks")), ("thresholds", metrics.get("thresholds")),
+                ("training", metrics.get("train"))]
     parts += ["<h2>Metrics</h2>", f"<div id='metrics'>{_table(headline)}</div>"]
     parts += [STAGES_MARKER]
     frames = [(_frame_png(s["image"]), f"held-out frame {s['frame']}") for s in samples]
@@ -139,14 +163,26 @@ def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses:
         parts += [f"<figure>{_img_tag(b, c, 160)}<figcaption>{html.escape(c)}</figcaption></figure>" for b, c in frames]
         parts += ["</div>"]
     loss = loss_figure(losses)
-    parts += ["<h2>Training loss</h2>", f"<div id='loss'>{_img_tag(loss, 'training loss curve')}</div>" if loss else "<p>no training log</p>"]
+    parts += ["<h2>Training and validation loss</h2>",
+              f"<div id='loss'>{_img_tag(loss, 'training and validation loss curves')}</div>" if loss else "<p>no training log</p>"]
     acts = actions_figure(predicted, demonstrated)
     parts += ["<h2>Predicted vs demonstrated actions (held-out frames)</h2>",
               f"<div id='actions'>{_img_tag(acts, 'predicted vs demonstrated actions')}</div>" if acts else "<p>predictions unusable (see checks)</p>"]
     if episodes:
-        rows = "".join(f"<tr><td>{e['seed']}</td><td>{'yes' if e['success'] else 'no'}</td><td>{e['steps']}</td><td>{e['seconds']}</td></tr>"
-                       for e in episodes)
-        parts += ["<h2>Closed-loop episodes</h2>", f"<table id='episodes'><tr><th>seed</th><th>success</th><th>steps</th><th>seconds</th></tr>{rows}</table>"]
+        rows = "".join(f"<tr><td>{e['seed']}</td><td>{'yes' if e['success_once'] else 'no'}</td>"
+                       f"<td>{'yes' if e['success_at_end'] else 'no'}</td><td>{e['steps_to_success'] or ''}</td>"
+                       f"<td>{e['steps']}</td><td>{e['seconds']}</td></tr>" for e in episodes)
+        parts += ["<h2>Closed-loop episodes</h2>",
+                  "<table id='episodes'><tr><th>seed</th><th>success_once</th><th>success_at_end</th>"
+                  f"<th>first success at step</th><th>steps</th><th>seconds</th></tr>{rows}</table>"]
+    if harness_episodes:
+        rows = "".join(f"<tr><td>{e['seed']}</td><td>{'yes' if e['success_at_end'] else 'no'}</td><td>{e['steps']}</td></tr>"
+                       for e in harness_episodes)
+        parts += ["<h2>Harness check: held-out demos replayed by the oracle</h2>",
+                  f"<table id='harness'><tr><th>demo seed</th><th>success_at_end</th><th>steps</th></tr>{rows}</table>"]
+    protocol = metrics.get("protocol")
+    if protocol:
+        parts += ["<h2>Evaluation protocol</h2>", f"<div id='protocol'>{_table(list(protocol.items()))}</div>"]
     lineage = metrics.get("lineage", {})
     parts += ["<h2>Lineage</h2>", f"<div id='lineage'>{_table(list(lineage.items()))}</div>", "</body></html>"]
     path.write_text("\n".join(parts))

@@ -10,9 +10,11 @@ Profiles (`PIPELINE_PROFILE`, default `production`):
   fine-tuning recipe: the `lora` preset from `pi0_base` (gemma_2b_lora + gemma_300m_lora), the preset's
   steps (30k), batch (32), LR schedule (cosine, warm-up 1k, peak 2.5e-5) and EMA setting, a resume point
   every 1000 steps, 2 data-loader workers, W&B on (offline unless a connection says otherwise); 200
-  training demos, 20 held-out demos and 50 closed-loop episodes, so a success rate means something.
+  training demos, 20 held-out demos (validation loss every 1000 steps, the oracle's harness check) and 50
+  closed-loop episodes judged against a 20 % success floor, so a success rate means something and the
+  promotion test (tasks/promote.py) can tell a better policy from noise.
 - `demo`: the CPU-sized run of `tools/demo.sh` and the tests: the tiny preset from scratch, 4 steps,
-  batch 1, 4 demos, 1 held out, 2 short closed-loop episodes.
+  batch 1, 4 demos, 1 held out, 2 short closed-loop episodes whose success is reported but not judged.
 
 A key a trigger's conf or an asset event's extra gives that this class does not know is refused with
 the closest valid name (a typo must not silently run with the default).
@@ -99,17 +101,23 @@ class RunConfig:
                              "Log every N steps", minimum=1, maximum=100_000)
     num_workers: int = _opt(2, "data-loader worker processes (they load the next batch while a step runs)", "Training",
                             "Data-loader workers", minimum=0, maximum=64)
+    val_interval: int = _opt(1000, "loss on the held-out demos every N steps (and at the end), beside the training "
+                             "loss; 0: off", "Training", "Validation loss every N steps", minimum=0, maximum=10_000_000)
+    val_batches: int = _opt(4, "held-out batches per validation (the same ones each time)", "Training",
+                            "Validation batches", minimum=1, maximum=1000)
     xla_mem_fraction: float = _opt(0.9, "XLA_PYTHON_CLIENT_MEM_FRACTION for training", "Training",
                                    "GPU memory fraction", minimum=0.05, maximum=1)
     wandb: bool = _opt(True, "log training to Weights & Biases (offline, published in the train artifact, unless a "
                        "connection or WANDB_MODE=online says otherwise)", "Training", "Weights & Biases")
     eval_episodes: int = _opt(50, "closed-loop evaluation episodes", "Evaluation", "Closed-loop episodes",
                               minimum=0, maximum=10_000)
-    eval_max_steps: int | None = _opt(None, "closed-loop step limit per episode; empty: the TaskSpec's", "Evaluation",
-                                      "Step limit", minimum=1, maximum=100_000)
+    eval_max_steps: int | None = _opt(None, "closed-loop step limit per episode; empty: the longest training episode "
+                                      "(after control-mode conversion) plus 15 %", "Evaluation", "Step limit",
+                                      minimum=1, maximum=100_000)
     holdout_frames: int = _opt(64, "held-out frames for the open-loop checks", "Evaluation", "Held-out frames",
                                minimum=1, maximum=10_000)
-    min_success_rate: float = _opt(0.0, "verify fails below this closed-loop success rate", "Evaluation",
+    min_success_rate: float = _opt(0.2, "verify's verdict is 'failed' below this closed-loop success rate (success_once); "
+                                   "0: not judged, the verdict is 'unchecked' and nothing is promoted", "Evaluation",
                                    "Minimum success rate", minimum=0, maximum=1)
     artifact_root: str = _opt("", "where artifacts go: file:///abs/dir (embedded) or s3://bucket/prefix",
                               "Storage and accounts", "Artifact root", pattern=r"^(file:///|s3://)[A-Za-z0-9._/-]+$")
@@ -247,7 +255,8 @@ class RunConfig:
                            learning_rate=self.learning_rate or 0.0, action_horizon=self.action_horizon,
                            save_interval=self.save_interval, seed=self.seed, pretrained_uri=self.pretrained_uri or "",
                            from_scratch=self.from_scratch, log_interval=self.log_interval, num_workers=self.num_workers,
-                           wandb=self.wandb, xla_mem_fraction=self.xla_mem_fraction)
+                           wandb=self.wandb, xla_mem_fraction=self.xla_mem_fraction, val_interval=self.val_interval,
+                           val_batches=self.val_batches)
 
     def verify_params(self):
         from tasks.verify import VerifyParams
@@ -269,7 +278,9 @@ DEMO_PROFILE: dict[str, Any] = {
     "save_interval": 0, "log_interval": 1, "num_workers": 0,  # a handful of steps: one checkpoint, every loss logged
     "wandb": False,
     "demo_count": 4, "holdout_count": 1,
-    "eval_episodes": 2, "eval_max_steps": 40, "holdout_frames": 4,
+    "val_interval": 2, "val_batches": 1,
+    # 2 short episodes of an untrained tiny model: success is not judged (verdict 'unchecked', nothing promoted).
+    "eval_episodes": 2, "eval_max_steps": 40, "holdout_frames": 4, "min_success_rate": 0.0,
 }
 
 

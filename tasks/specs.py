@@ -23,7 +23,7 @@ STAGE_SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "convert": ("prompt", "cameras", "state_keys", "state_widths", "action_dim", "fps"),
     "stats": ("state_keys", "state_widths", "action_dim"),
     "train": ("prompt", "cameras", "state_keys", "state_widths", "action_dim", "control_mode", "fps"),
-    "verify": ("prompt", "cameras", "state_keys", "state_widths", "action_dim", "control_mode", "fps", "eval_max_steps"),
+    "verify": ("prompt", "cameras", "state_keys", "state_widths", "action_dim", "control_mode", "fps"),
 }
 
 _STATE_KEY = re.compile(r"^(?P<path>[a-z_]+/[a-zA-Z_]+)(\[(?P<start>\d*):(?P<stop>\d*)\])?$")
@@ -80,9 +80,8 @@ class TaskSpec:
     control_mode: str = "pd_ee_delta_pose"
     # Must equal the env's control frequency: openpi builds action chunks from timestamps.
     fps: int = 20
-    # Closed-loop evaluation step limit. Motion-planning demos run 49-88 steps although PickCube's
-    # max_episode_steps is 50, so evaluation needs headroom.
-    eval_max_steps: int = 100
+    # No evaluation step limit here: verify derives it from the data (the longest converted training episode
+    # plus 15 %), since motion-planning demos run far past ManiSkill's max_episode_steps (PickCube: 49-88 vs 50).
 
     def __post_init__(self):
         if len(self.state_keys) != len(self.state_widths):
@@ -141,7 +140,6 @@ TASK_SPECS: dict[str, TaskSpec] = {
         TaskSpec(
             env_id="StackCube-v1",
             prompt="stack the red cube on top of the green cube",
-            eval_max_steps=150,
         ),
         TaskSpec(
             env_id="PushCube-v1",

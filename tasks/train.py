@@ -35,7 +35,7 @@ from tasks.specs import get_spec
 
 STAGE = "train"
 PROGRESS_STAGE = "train-progress"
-CODE_VERSION = "2"  # 2: spec digest in the key, initial weights as a parent, probe losses
+CODE_VERSION = "3"  # 3: held-out validation loss (the held-out dataset is a parent)
 # Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
 RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval")
 
@@ -63,6 +63,9 @@ class TrainParams:
     wandb_project: str = "maniskill-openpi"
     xla_mem_fraction: float = 0.9
     num_workers: int = 0  # data loader worker processes
+    # Held-out validation loss (needs the held-out dataset): every N steps and at the end; 0: off.
+    val_interval: int = 0
+    val_batches: int = 4  # held-out batches per validation, the same ones each time (fixed noise: comparable)
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -78,6 +81,8 @@ class TrainParams:
             raise ValueError(f"learning_rate must be within [0, 1), got {self.learning_rate}")
         if self.save_interval < 0 or self.log_interval < 1:
             raise ValueError("save_interval must be >= 0 and log_interval >= 1")
+        if self.val_interval < 0 or not 1 <= self.val_batches <= 1000:
+            raise ValueError("val_interval must be >= 0 (0: off) and val_batches 1..1000")
         if not 0.05 <= self.xla_mem_fraction <= 1.0:
             raise ValueError(f"xla_mem_fraction must be within [0.05, 1], got {self.xla_mem_fraction}")
         uri = self.pretrained_uri
@@ -394,10 +399,31 @@ def openpi_train_config(params: TrainParams, *, repo_id: str = "maniskill/unset"
                     num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project)
 
 
+def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key: str, sharding) -> list:
+    """`val_batches` batches of the held-out dataset, drawn once (fixed seed) through openpi's own loader and
+    transforms with the training norm stats, so the validation loss is computed exactly like the training loss."""
+    from openpi.training import data_loader as _data_loader
+
+    from tasks.convert import repo_id_for
+
+    frames = json.loads((holdout_dir / "meta" / "info.json").read_text())["total_frames"]
+    if frames < config.batch_size:
+        raise TrainError(f"the held-out dataset has {frames} frames, fewer than the batch size {config.batch_size}: "
+                         "hold out more demos (holdout_count) or set val_interval=0 to train without validation loss")
+    repo_id = repo_id_for(params.env_id, holdout_key)
+    link_dataset(holdout_dir, repo_id)
+    val_config = dataclasses.replace(config, num_workers=0, data=dataclasses.replace(config.data, repo_id=repo_id))
+    loader = _data_loader.create_data_loader(val_config, sharding=sharding, shuffle=True, num_batches=params.val_batches)
+    return list(loader)
+
+
 def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, stats_dir: Path, out: Path,
                  store: ArtifactStore, progress_uri: str, init_weights: str = "", init_params_dir: Path | None = None,
-                 log=common.log) -> dict[str, Any]:
+                 holdout_dir: Path | None = None, holdout_key: str = "", log=common.log) -> dict[str, Any]:
     """Trains into `out/` (checkpoint, log, summary), resuming from `progress_uri` when a checkpoint is there.
+
+    `holdout_dir`: the held-out dataset; with `val_interval`, its loss is logged every `val_interval` steps and at
+    the end (`{"step", "val_loss"}` records in train_log.jsonl, the task log and W&B).
 
     `init_weights`: the resolved initial weights (URI, for the record); `init_params_dir`: their local params
     directory when they came from a train artifact (otherwise openpi's loader fetches `init_weights` itself).
@@ -465,6 +491,23 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     with sharding.set_mesh(loop.mesh):
         init_probe = float(jax.device_get(probe_fn(state, probe_batch)))
     log(f"[train] probe loss of the initial weights: {init_probe:.4f}")
+    val_batches = (held_out_batches(config, params, holdout_dir, holdout_key, loop.data_sharding)
+                   if holdout_dir is not None and params.val_interval else [])
+    val_losses: list[tuple[int, float]] = []
+
+    def validate(step: int, log_file) -> None:
+        """The held-out loss of the current weights (EMA when on): same batches, same noise, no augmentation."""
+        with sharding.set_mesh(loop.mesh):
+            losses = jax.device_get([probe_fn(state, b) for b in val_batches])
+        value = float(np.mean(losses))
+        if not np.isfinite(value):
+            raise RuntimeError(f"held-out validation loss is {value} at step {step}: lower the learning rate or check the data")
+        val_losses.append((step, value))
+        log_file.write(json.dumps({"step": step, "val_loss": round(value, 6)}) + "\n")
+        log_file.flush()
+        log(f"[train] step {step}/{config.num_train_steps} held-out validation loss={value:.4f}")
+        if wandb_run is not None:
+            wandb_run.log({"val_loss": value}, step=step)
     intervals: list[tuple[int, float]] = []  # (steps, seconds) per log interval
     pending: list[tuple[int, Any]] = []
     t_mark = time.monotonic()
@@ -502,6 +545,9 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
             save = (step + 1) % config.save_interval == 0 or last_step
             if (step + 1) % config.log_interval == 0 or save:
                 flush(log_file)
+            if val_batches and ((step + 1) % params.val_interval == 0 or last_step):
+                validate(step + 1, log_file)
+                t_mark = time.monotonic()  # validation time is not step time
             if save:
                 _checkpoints.save_state(manager, state, data_loader, step + 1)
                 manager.wait_until_finished()
@@ -519,7 +565,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         wandb_run.finish()
     final = ckpt_dir / str(config.num_train_steps)
     shutil.copytree(final, out / "checkpoint", ignore=shutil.ignore_patterns("train_log.jsonl"))
-    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "loss" in r]
+    val_records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "val_loss" in r]
     # The first interval of an attempt includes jit compilation: throughput is measured after it.
     steady = intervals[1:]
     steady_steps, steady_s = sum(n for n, _ in steady), sum(s for _, s in steady)
@@ -531,6 +578,9 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         "resumed_from_step": resume_step,
         "final_loss": records[-1]["loss"] if records else None,
         "probe_loss_initial": round(init_probe, 6), "probe_loss_final": round(final_probe, 6),
+        "val_loss_final": val_records[-1]["val_loss"] if val_records else None,
+        "val_loss_best": min(val_records, key=lambda r: r["val_loss"]) if val_records else None,
+        "val_frames": len(val_batches) * config.batch_size if val_batches else 0,
         "first_interval_s": round(intervals[0][1], 3) if intervals else None,
         "steps_per_second": round(steady_steps / steady_s, 3) if steady_s > 0 else None,
         "median_step_s": round(float(np.median([s / n for n, s in steady] or [s / n for n, s in intervals])), 4)
@@ -550,7 +600,7 @@ def init_description(init_weights: str, from_artifact: bool) -> str:
     return f"warm start from {init_weights}" if from_artifact else f"pretrained weights {init_weights}"
 
 
-def train(params: TrainParams, root: str, dataset: str, stats: str) -> StageResult:
+def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str | None = None) -> StageResult:
     params.validate()
     from tasks.tokenizer import is_offline_stand_in
 
@@ -563,6 +613,18 @@ def train(params: TrainParams, root: str, dataset: str, stats: str) -> StageResu
     parents: list[Manifest] = [store.require(dataset), store.require(stats)]
     if parents[0].stage != "convert" or parents[1].stage != "stats":
         raise TrainError(f"train needs a convert artifact and a stats artifact, got {parents[0].stage} and {parents[1].stage}")
+    holdout_manifest = None
+    if holdout:
+        holdout_manifest = store.require(holdout)
+        if holdout_manifest.stage != "convert" or holdout_manifest.env_id != params.env_id:
+            raise TrainError(f"holdout {holdout} is a {holdout_manifest.stage} artifact of {holdout_manifest.env_id}; "
+                             f"train takes the held-out convert artifact of {params.env_id}")
+        if holdout_manifest.uri == parents[0].uri:
+            raise TrainError(f"holdout {holdout} is the training dataset itself: a validation loss on it measures nothing")
+        parents.append(holdout_manifest)
+    elif params.val_interval:
+        raise TrainError("val_interval is set but no held-out dataset was given (--holdout): pass the held-out convert "
+                         "artifact, or set val_interval=0")
     init_weights, init_manifest = resolve_initial_weights(params, store)
     if init_manifest is not None:
         parents.append(init_manifest)
@@ -574,9 +636,11 @@ def train(params: TrainParams, root: str, dataset: str, stats: str) -> StageResu
         dataset_manifest, dataset_dir = store.fetch(dataset, cache)
         _, stats_dir = store.fetch(stats, cache)
         init_dir = store.fetch(init_manifest.uri, cache)[1] / "checkpoint" / "params" if init_manifest else None
+        holdout_dir = store.fetch(holdout, cache)[1] if holdout_manifest is not None else None
         return run_training(params, dataset_dir=dataset_dir, dataset_key=dataset_manifest.key, stats_dir=stats_dir,
                             out=out, store=store, progress_uri=progress_uri, init_weights=init_weights,
-                            init_params_dir=init_dir)
+                            init_params_dir=init_dir, holdout_dir=holdout_dir,
+                            holdout_key=holdout_manifest.key if holdout_manifest is not None else "")
 
     result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
                        parents=parents, build=build, log=common.log)
@@ -591,7 +655,8 @@ def fetch_checkpoint(store: ArtifactStore, uri: str, cache_dir: Path | None = No
 
 
 logging.getLogger("absl").setLevel(logging.WARNING)
-main = common.cli(__doc__.splitlines()[0], TrainParams, train, inputs={"dataset": False, "stats": False})
+main = common.cli(__doc__.splitlines()[0], TrainParams, train,
+                  inputs={"dataset": False, "stats": False, "holdout": "optional"})
 
 if __name__ == "__main__":
     raise SystemExit(main())

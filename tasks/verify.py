@@ -6,23 +6,33 @@
    pipeline makes it from a disjoint seed range). For evenly spaced frames, the predicted action chunk is
    compared with the demonstrated one: shape `(action_horizon, action_dim)`, finiteness, error per
    dimension, inference latency.
-3. Closed-loop: the policy drives ManiSkill for `episodes` seeded episodes (seeds disjoint from the demos),
-   executing `execute_steps` actions of each predicted chunk before replanning, up to the spec's step limit;
-   the success rate is the figure users care about.
-4. `metrics.json` and a self-contained `report.html` (camera frames, loss curve, predicted vs demonstrated
+3. The evaluation protocol, read from the artifacts' lineage: the closed-loop env is built from the
+   held-out render artifact's recorded env kwargs (shader and sensor configs, sim and render backend,
+   control mode), so it renders exactly like the training frames; the seeds are checked disjoint from every
+   demo's seed; the step limit defaults to the longest training episode (after control-mode conversion)
+   plus 15 % headroom.
+4. The harness check: an oracle policy behind the same policy interface replays each held-out demo's
+   converted actions (from the dataset) from that demo's own seed. It must succeed at least as often as the
+   render stage's replay did, otherwise the harness, not the policy, is wrong and the stage fails.
+5. Closed-loop: the policy drives ManiSkill for `episodes` seeded episodes, executing `execute_steps` actions
+   of each predicted chunk before replanning, always to the step limit (ManiSkill's protocol: terminations
+   ignored), reporting `success_once`, `success_at_end`, steps to first success and a 95 % Wilson interval.
+6. `metrics.json` and a self-contained `report.html` (camera frames, loss curves, predicted vs demonstrated
    actions per dimension, metrics table, lineage).
 
-`passed` is true when every prediction had the right shape and was finite and, if thresholds are set,
-the action error and success rate meet them. The promote stage reads it.
+The verdict is `failed` when a check fails (shape, finiteness, harness, a threshold), `unchecked` when no
+threshold applies to what was measured, `passed` only when the thresholds set were met. The promote stage
+reads it together with the recorded protocol.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,25 +41,32 @@ from tasks.artifacts import ArtifactStore, Manifest, StageResult, run_stage
 from tasks.specs import TaskSpec, get_spec
 
 STAGE = "verify"
-CODE_VERSION = "2"  # 2: the report leaves a place for the run's stage table
-EVAL_SEED_BASE = 1_000_000  # closed-loop seeds start here; demos are generated from small seeds
+CODE_VERSION = "3"  # 3: eval env from the render's env kwargs, oracle harness check, ManiSkill's success metrics
+EVAL_SEED_BASE = 1_000_000  # closed-loop seeds start here; demos are generated from small seeds (checked, not assumed)
+STEP_LIMIT_HEADROOM = 0.15  # over the longest training episode, as openpi's LIBERO example keeps
+VERDICTS = ("passed", "failed", "unchecked")
 
 
 class VerifyError(ValueError):
     """The checkpoint or the held-out data cannot be verified; the message names the fix."""
 
 
+class HarnessError(VerifyError):
+    """The evaluation harness cannot reproduce the demonstrations: its figures would not measure the policy."""
+
+
 @dataclasses.dataclass(frozen=True)
 class VerifyParams:
     env_id: str
     holdout_frames: int = 8  # open-loop frames, evenly spaced over the held-out dataset
-    episodes: int = 4  # closed-loop episodes (0: skip the rollout)
-    max_steps: int = 0  # per episode; 0: the spec's eval_max_steps
-    execute_steps: int = 0  # actions executed per predicted chunk; 0: half the action horizon
-    seed: int = 0
+    episodes: int = 4  # closed-loop episodes (0: skip the rollout and the harness check)
+    max_steps: int = 0  # per episode; 0: the longest training episode + 15 %
+    execute_steps: int = 0  # actions executed per predicted chunk (the replan interval); 0: half the action horizon
+    seed: int = 0  # closed-loop seeds are EVAL_SEED_BASE + seed + episode
+    oracle_episodes: int = 0  # held-out demos the oracle replays for the harness check; 0: all of them
     max_action_mae: float = 0.0  # pass threshold on the open-loop mean absolute action error (env units); 0: none
-    min_success_rate: float = 0.0  # pass threshold on closed-loop success
-    device: str = "auto"  # render device for the rollout: auto | cpu | gpu (not part of the cache key)
+    min_success_rate: float = 0.0  # pass threshold on closed-loop success (success_once); 0: none
+    device: str = "auto"  # rollout render backend: auto (the training frames' backend) | cpu | gpu
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -59,6 +76,10 @@ class VerifyParams:
             raise ValueError(f"episodes must be 0..10000, got {self.episodes}")
         if not 0 <= self.max_steps <= 100_000 or self.execute_steps < 0:
             raise ValueError("max_steps must be 0..100000 and execute_steps >= 0")
+        if not 0 <= self.oracle_episodes <= 10_000:
+            raise ValueError(f"oracle_episodes must be 0 (all held-out demos) .. 10000, got {self.oracle_episodes}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.max_action_mae < 0 or not 0 <= self.min_success_rate <= 1:
             raise ValueError("max_action_mae must be >= 0 and min_success_rate within [0, 1]")
         if self.device not in ("auto", "cpu", "gpu"):
@@ -66,21 +87,206 @@ class VerifyParams:
 
     def key_params(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.pop("device")
+        d.pop("device")  # the resolved render backend is keyed instead (it is part of the protocol)
         return d
+
+
+# ---- the evaluation protocol ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EvalProtocol:
+    """Everything that decides what a success rate means. Two results compare only under equal protocols."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]  # gym.make kwargs: obs/control mode, sensor and shader configs, sim and render backend
+    seed_start: int
+    episodes: int
+    max_steps: int
+    execute_steps: int  # replan interval
+
+    @property
+    def seeds(self) -> range:
+        return range(self.seed_start, self.seed_start + self.episodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True))
+
+
+def protocol_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    """What differs between two recorded protocols, in words ([] when they are the same)."""
+    if not a or not b:
+        return ["no recorded evaluation protocol" + ("" if a else " (candidate)") + ("" if b else " (current)")]
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key == "env_kwargs":
+            ka, kb = a.get(key) or {}, b.get(key) or {}
+            out += [f"env_kwargs.{k}: {ka.get(k)!r} vs {kb.get(k)!r}" for k in sorted(set(ka) | set(kb)) if ka.get(k) != kb.get(k)]
+        elif a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)!r} vs {b.get(key)!r}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSources:
+    """What verify reads from the lineage of its inputs (render and demo artifacts), besides the datasets."""
+
+    env_kwargs: dict[str, Any]  # the held-out render's (= the training renders', checked)
+    holdout_render_success_ratio: float  # replay success of the held-out shard(s), the oracle's bar
+    holdout_episodes: tuple[dict[str, Any], ...]  # {"seed", "length"} per held-out dataset episode, in dataset order
+    demo_seeds: frozenset[int]  # every episode seed of every demo set behind training and the held-out data
+    longest_training_episode: int  # steps, after control-mode conversion
+
+
+def _parents(store: ArtifactStore, manifest: Manifest, stage: str) -> list[Manifest]:
+    return [m for m in (store.require(uri) for uri in manifest.parents) if m.stage == stage]
+
+
+def _trajectory_meta(store: ArtifactStore, manifest: Manifest) -> dict[str, Any]:
+    meta = store.read_json(f"{store.files_uri(manifest)}/trajectory.json")
+    if not isinstance(meta, dict) or "episodes" not in meta or "env_info" not in meta:
+        raise VerifyError(f"{manifest.uri} has no readable trajectory.json: delete it and rerun the {manifest.stage} stage")
+    return meta
+
+
+def _episode_seeds(episode: dict[str, Any]) -> list[int]:
+    seed = (episode.get("reset_kwargs") or {}).get("seed", episode.get("episode_seed"))
+    if seed is None:
+        return []
+    return [int(s) for s in seed] if isinstance(seed, (list, tuple)) else [int(seed)]
+
+
+def training_dataset(store: ArtifactStore, train_manifest: Manifest) -> Manifest:
+    """The dataset a checkpoint was trained on: the train artifact's first parent (the held-out dataset, when
+    training computed a validation loss, is a later parent)."""
+    dataset = store.require(train_manifest.parents[0]) if train_manifest.parents else None
+    if dataset is None or dataset.stage != "convert":
+        raise VerifyError(f"{train_manifest.uri} does not name its training dataset as its first parent: retrain it")
+    return dataset
+
+
+def read_sources(store: ArtifactStore, train_manifest: Manifest, holdout_manifest: Manifest) -> EvalSources:
+    holdout_renders = _parents(store, holdout_manifest, "render")
+    train_renders = _parents(store, training_dataset(store, train_manifest), "render")
+    if not holdout_renders or not train_renders:
+        raise VerifyError(f"cannot trace the render artifacts behind {holdout_manifest.uri} and {train_manifest.uri}: "
+                          "verify needs the pipeline's lineage (train <- convert <- render <- download)")
+    holdout_meta = [_trajectory_meta(store, r) for r in holdout_renders]
+    train_meta = [_trajectory_meta(store, r) for r in train_renders]
+    env_kwargs = dict(holdout_meta[0]["env_info"]["env_kwargs"])
+
+    def comparable(kwargs):  # placement, not content: CPU and GPU rendering of the training frames may mix
+        return {k: v for k, v in kwargs.items() if k != "render_backend"}
+
+    for render, meta in zip(holdout_renders + train_renders, holdout_meta + train_meta):
+        if comparable(meta["env_info"]["env_kwargs"]) != comparable(env_kwargs):
+            raise VerifyError(f"{render.uri} was rendered with env kwargs {meta['env_info']['env_kwargs']}, the held-out "
+                              f"data with {env_kwargs}: training and evaluation frames would differ; rerun render for both")
+    # Convert writes the episodes of its inputs in order, so dataset episode i is the i-th replayed episode here.
+    holdout_episodes = tuple({"seed": _episode_seeds(ep)[0] if _episode_seeds(ep) else None,
+                              "length": int(ep["elapsed_steps"])} for meta in holdout_meta for ep in meta["episodes"])
+    demo_seeds: set[int] = set()
+    demo_sets = {d.uri: d for render in holdout_renders + train_renders for d in _parents(store, render, "download")}
+    for demos in demo_sets.values():
+        for ep in _trajectory_meta(store, demos)["episodes"]:
+            seeds = _episode_seeds(ep)
+            if not seeds:
+                raise VerifyError(f"{demos.uri}: episode {ep.get('episode_id')} records no seed (reset_kwargs.seed or "
+                                  "episode_seed), so evaluation seeds cannot be checked disjoint from the demos: use "
+                                  "demos whose trajectory.json records seeds")
+            demo_seeds.update(seeds)
+    replayed = sum(r.metrics.get("successes", 0) for r in holdout_renders)
+    ratio = replayed / max(1, sum(r.metrics.get("episodes", 0) for r in holdout_renders))
+    longest = max(int(ep["elapsed_steps"]) for meta in train_meta for ep in meta["episodes"])
+    return EvalSources(env_kwargs=env_kwargs, holdout_render_success_ratio=round(ratio, 4),
+                       holdout_episodes=holdout_episodes, demo_seeds=frozenset(demo_seeds),
+                       longest_training_episode=longest)
+
+
+def default_step_limit(longest_training_episode: int) -> int:
+    return math.ceil(longest_training_episode * (1 + STEP_LIMIT_HEADROOM))
+
+
+def check_seeds_disjoint(seeds: range, demo_seeds: frozenset[int]) -> None:
+    overlap = sorted(set(seeds) & demo_seeds)
+    if overlap:
+        raise VerifyError(f"evaluation seeds {seeds.start}..{seeds.stop - 1} overlap the demo set's episode seeds "
+                          f"({len(overlap)} shared, e.g. {overlap[:5]}): the policy would be scored on scenes it was "
+                          "trained on. Pick another evaluation seed (verify's seed / the run's seed setting)")
+
+
+def eval_env_kwargs(sources: EvalSources, device: str) -> dict[str, Any]:
+    kwargs = dict(sources.env_kwargs)
+    if device != "auto":
+        kwargs["render_backend"] = device
+    kwargs.setdefault("render_backend", "cpu")
+    kwargs["num_envs"] = 1
+    return kwargs
+
+
+def protocol_for(params: VerifyParams, sources: EvalSources, horizon: int) -> EvalProtocol:
+    execute = params.execute_steps or max(1, horizon // 2)
+    if execute > horizon:
+        raise VerifyError(f"execute_steps {execute} exceeds the action horizon {horizon}")
+    return EvalProtocol(env_id=params.env_id, env_kwargs=eval_env_kwargs(sources, params.device),
+                        seed_start=EVAL_SEED_BASE + params.seed, episodes=params.episodes,
+                        max_steps=params.max_steps or default_step_limit(sources.longest_training_episode),
+                        execute_steps=execute)
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------------
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    if n == 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return round(float(ci.low), 4), round(float(ci.high), 4)
+
+
+def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """ManiSkill's episode metrics over a set of episodes: success_once (the success rate) and success_at_end."""
+    n = len(episodes)
+    once = sum(e["success_once"] for e in episodes)
+    at_end = sum(e["success_at_end"] for e in episodes)
+    to_success = [e["steps_to_success"] for e in episodes if e["steps_to_success"] is not None]
+    return {"episodes": n, "successes": once, "success_rate": once / n if n else None,
+            "success_once_rate": once / n if n else None, "success_at_end_rate": at_end / n if n else None,
+            "success_rate_ci95": wilson_interval(once, n),
+            "median_steps_to_success": float(np.median(to_success)) if to_success else None,
+            "mean_episode_steps": float(np.mean([e["steps"] for e in episodes])) if n else None}
+
+
+# ---- the policies -----------------------------------------------------------------------------------------------------
+class ChunkPolicy(Protocol):
+    """openpi's policy interface: an observation dict in, `{"actions": (horizon, action_dim)}` out."""
+
+    def infer(self, obs: dict) -> dict: ...
+
+
+class DemoReplayPolicy:
+    """The oracle: answers each call with the next chunk of a demonstration's actions, ignoring the observation.
+
+    Replayed from the demo's own seed through the same harness as the trained policy, it succeeds exactly when
+    the harness (env kwargs, control mode, action layout, chunking) reproduces the training data's world.
+    """
+
+    def __init__(self, actions: np.ndarray, horizon: int, execute_steps: int):
+        self.actions, self.horizon, self.execute, self.cursor = np.asarray(actions, np.float32), horizon, execute_steps, 0
+
+    def infer(self, obs: dict) -> dict:
+        chunk = self.actions[self.cursor : self.cursor + self.horizon]
+        self.cursor += self.execute
+        return {"actions": chunk}
 
 
 def load_policy(spec: TaskSpec, train_manifest: Manifest, checkpoint_dir: Path):
     """The trained policy through openpi's own loader, with the TrainConfig that trained it."""
     from openpi.policies import policy_config
 
-    from tasks.tokenizer import ensure_tokenizer
+    from tasks.tokenizer import ensure_tokenizer, is_offline_stand_in
     from tasks.train_configs import for_task
 
     ensure_tokenizer()
     p = train_manifest.params
-    from tasks.tokenizer import is_offline_stand_in
-
     if p["preset"] != "tiny" and is_offline_stand_in():
         raise VerifyError(f"{train_manifest.uri} is a {p['preset']} checkpoint, but openpi's tokenizer cache holds the "
                           "offline stand-in: point OPENPI_DATA_HOME at a cache with the real PaliGemma tokenizer")
@@ -94,10 +300,116 @@ def policy_input(spec: TaskSpec, images: dict[str, np.ndarray], state: np.ndarra
     return {"images": images, "state": np.asarray(state, dtype=np.float32), "prompt": spec.prompt}
 
 
+def _to_numpy(tree):
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if hasattr(tree, "cpu"):
+        tree = tree.cpu().numpy()
+    return np.asarray(tree)
+
+
+def observation_input(spec: TaskSpec, obs: dict) -> dict:
+    """A live observation of a single env as the policy's input: the spec's cameras and state, as in the dataset."""
+    o = _to_numpy(obs)
+    images = {sensor: o["sensor_data"][sensor]["rgb"][0] for sensor, _ in spec.cameras}
+    return policy_input(spec, images, spec.assemble_state(o)[0])
+
+
+# ---- the harness ------------------------------------------------------------------------------------------------------
+def make_eval_env(env_id: str, env_kwargs: dict[str, Any], max_steps: int):
+    """The closed-loop env: the render's recorded kwargs, so it renders and observes like the training frames."""
+    import gymnasium as gym
+    import mani_skill.envs  # noqa: F401  (registers the envs)
+
+    return gym.make(env_id, max_episode_steps=max_steps, **env_kwargs)
+
+
+def run_episode(env, policy: ChunkPolicy, spec: TaskSpec, seed: int, max_steps: int, execute_steps: int,
+                frames: list | None = None) -> dict[str, Any]:
+    """One episode, always to `max_steps` (terminations ignored, as ManiSkill evaluates), replanning every
+    `execute_steps` actions. Returns ManiSkill's `success_once` / `success_at_end` and the first success's step."""
+    obs, _ = env.reset(seed=seed)
+    steps, first_success, success, t0 = 0, None, False, time.monotonic()
+    while steps < max_steps:
+        inputs = observation_input(spec, obs)
+        if frames is not None and len(frames) < 4:
+            frames.append({"step": steps, "image": next(iter(inputs["images"].values()))})
+        chunk = np.asarray(policy.infer(inputs)["actions"])
+        if chunk.ndim != 2 or len(chunk) == 0:
+            raise VerifyError(f"the policy returned actions of shape {chunk.shape} at step {steps}; expected (horizon, {spec.action_dim})")
+        for action in chunk[:execute_steps]:
+            obs, _, _, _, info = env.step(action[None].astype(np.float32))
+            steps += 1
+            success = bool(np.asarray(_to_numpy(info["success"])).any())
+            if success and first_success is None:
+                first_success = steps
+            if steps >= max_steps:
+                break
+    return {"seed": int(seed), "success_once": first_success is not None, "success_at_end": success,
+            "steps_to_success": first_success, "steps": steps, "seconds": round(time.monotonic() - t0, 2)}
+
+
+def holdout_demo_actions(holdout_dir: Path, sources: EvalSources) -> list[np.ndarray]:
+    """Each held-out dataset episode's actions (what the policy was taught to output), checked against the render."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from tasks.convert import ACTION_KEY
+
+    ds = LeRobotDataset("maniskill/holdout", root=holdout_dir)
+    starts, stops = ds.episode_data_index["from"].tolist(), ds.episode_data_index["to"].tolist()
+    lengths = [b - a for a, b in zip(starts, stops)]
+    expected = [e["length"] for e in sources.holdout_episodes]
+    if lengths != expected:
+        raise VerifyError(f"{holdout_dir}: the held-out dataset's episode lengths {lengths} are not those of its render "
+                          f"artifact {expected}: reconvert the held-out shard")
+    column = ds.hf_dataset.with_format("numpy")[ACTION_KEY]
+    return [np.asarray(column[a:b], dtype=np.float32) for a, b in zip(starts, stops)]
+
+
+def harness_check(spec: TaskSpec, env, sources: EvalSources, demo_actions: list[np.ndarray], horizon: int,
+                  execute_steps: int, limit: int = 0) -> dict[str, Any]:
+    """Runs the oracle on held-out demos and refuses a harness that cannot reproduce them."""
+    picked = list(zip(sources.holdout_episodes, demo_actions))[: limit or None]
+    episodes = []
+    for ep, actions in picked:
+        oracle = DemoReplayPolicy(actions, horizon, execute_steps)
+        episodes.append(run_episode(env, oracle, spec, ep["seed"], len(actions), execute_steps))
+    summary = summarize(episodes)
+    # The render kept only demos that replayed successfully at their end; replaying them again must do as well.
+    rate = summary["success_at_end_rate"]
+    result = {**summary, "bar": sources.holdout_render_success_ratio, "ok": rate >= sources.holdout_render_success_ratio,
+              "per_episode": episodes}
+    if not result["ok"]:
+        failed = [e["seed"] for e in episodes if not e["success_at_end"]]
+        raise HarnessError(
+            f"harness check failed: replaying the held-out demos' own actions from their own seeds succeeded in "
+            f"{rate:.0%} of {len(episodes)} episodes (seeds failing: {failed[:10]}), below the render stage's replay "
+            f"success ratio {sources.holdout_render_success_ratio:.0%}. The evaluation harness, not the policy, is "
+            f"wrong: its env (control mode {getattr(env.unwrapped, 'control_mode', '?')!r}, kwargs recorded in the "
+            "protocol) does not reproduce the training data's world (control mode, sim backend, action layout); no "
+            "success rate measured with it would mean anything")
+    return result
+
+
+def verdict_of(checks: dict[str, bool], thresholds: list[str], episodes: int) -> tuple[str, str]:
+    """`failed` if a check failed; `unchecked` if no threshold covers the figures measured; else `passed`."""
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        return "failed", f"failed: {', '.join(failed)}"
+    if episodes and "success_rate_ok" not in thresholds:
+        return "unchecked", ("unchecked: no min_success_rate set, so the closed-loop success rate is reported but "
+                             "not judged")
+    if not thresholds:
+        return "unchecked", "unchecked: no thresholds set"
+    return "passed", f"passed: {', '.join(thresholds)}"
+
+
+# ---- open-loop --------------------------------------------------------------------------------------------------------
 def open_loop(policy, spec: TaskSpec, holdout_dir: Path, horizon: int, n_frames: int) -> dict[str, Any]:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from tasks.convert import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+    from tasks.openpi_data import to_hwc_uint8
 
     ds = LeRobotDataset("maniskill/holdout", root=holdout_dir,
                         delta_timestamps={ACTION_KEY: [t / spec.fps for t in range(horizon)]})
@@ -119,8 +431,6 @@ def open_loop(policy, spec: TaskSpec, holdout_dir: Path, horizon: int, n_frames:
         predicted.append(actions)
         demonstrated.append(item[ACTION_KEY].numpy())
         if len(samples) < 4:
-            from tasks.openpi_data import to_hwc_uint8
-
             samples.append({"frame": int(idx), "image": to_hwc_uint8(next(iter(images.values())))})
     pred = np.stack(predicted) if shapes_ok else None
     demo = np.stack(demonstrated)
@@ -137,56 +447,7 @@ def open_loop(policy, spec: TaskSpec, holdout_dir: Path, horizon: int, n_frames:
     return {"metrics": metrics, "predicted": pred, "demonstrated": demo, "samples": samples}
 
 
-def _to_numpy(tree):
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    if hasattr(tree, "cpu"):
-        tree = tree.cpu().numpy()
-    return np.asarray(tree)
-
-
-def closed_loop(policy, spec: TaskSpec, params: VerifyParams, horizon: int) -> dict[str, Any]:
-    import gymnasium as gym
-    import mani_skill.envs  # noqa: F401  (registers the envs)
-
-    from tasks.render import gpu_available
-
-    max_steps = params.max_steps or spec.eval_max_steps
-    execute = params.execute_steps or max(1, horizon // 2)
-    if execute > horizon:
-        raise VerifyError(f"execute_steps {execute} exceeds the action horizon {horizon}")
-    backend = "gpu" if params.device == "gpu" or (params.device == "auto" and gpu_available()) else "cpu"
-    env = gym.make(spec.env_id, obs_mode="rgb", control_mode=spec.control_mode, render_backend=backend,
-                   sim_backend="physx_cpu", max_episode_steps=max_steps)
-    results, frames = [], []
-    try:
-        for ep in range(params.episodes):
-            seed = EVAL_SEED_BASE + params.seed + ep
-            obs, _ = env.reset(seed=seed)
-            success, steps, t0 = False, 0, time.monotonic()
-            while steps < max_steps and not success:
-                o = _to_numpy(obs)
-                images = {sensor: o["sensor_data"][sensor]["rgb"][0] for sensor, _ in spec.cameras}
-                if ep == 0 and len(frames) < 4:
-                    frames.append({"step": steps, "image": next(iter(images.values()))})
-                chunk = np.asarray(policy.infer(policy_input(spec, images, spec.assemble_state(o)[0]))["actions"])
-                for action in chunk[:execute]:
-                    obs, _, terminated, truncated, info = env.step(action[None].astype(np.float32))
-                    steps += 1
-                    success = bool(np.asarray(_to_numpy(info["success"])).any())
-                    if success or bool(np.asarray(_to_numpy(terminated)).any()) or bool(np.asarray(_to_numpy(truncated)).any()) \
-                            or steps >= max_steps:
-                        break
-                if bool(np.asarray(_to_numpy(truncated)).any()):
-                    break
-            results.append({"seed": seed, "success": success, "steps": steps, "seconds": round(time.monotonic() - t0, 2)})
-    finally:
-        env.close()
-    rate = sum(r["success"] for r in results) / len(results) if results else None
-    return {"metrics": {"episodes": len(results), "success_rate": rate, "max_steps": max_steps,
-                        "execute_steps": execute, "render_backend": backend}, "episodes": results, "frames": frames}
-
-
+# ---- the stage --------------------------------------------------------------------------------------------------------
 def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> StageResult:
     params.validate()
     spec = get_spec(params.env_id)
@@ -198,7 +459,12 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
     for m in (train_manifest, holdout_manifest):
         if m.env_id != params.env_id:
             raise VerifyError(f"{m.uri} belongs to {m.env_id}, not {params.env_id}")
-    holdout_is_training_data = holdout in train_manifest.parents
+    holdout_is_training_data = training_dataset(store, train_manifest).uri == holdout
+    # Refusals before any compute: the protocol is fixed by the params and the lineage alone.
+    sources = read_sources(store, train_manifest, holdout_manifest)
+    protocol = protocol_for(params, sources, int(train_manifest.params["action_horizon"]))
+    if params.episodes:
+        check_seeds_disjoint(protocol.seeds, sources.demo_seeds)
 
     def build(out: Path) -> dict:
         from tasks import report
@@ -206,32 +472,77 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         cache = out.parent / "inputs"
         _, train_dir = store.fetch(checkpoint, cache)
         _, holdout_dir = store.fetch(holdout, cache)
-        policy, config = load_policy(spec, train_manifest, train_dir / "checkpoint")
-        horizon = config.model.action_horizon
-        ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
-        cl = closed_loop(policy, spec, params, horizon) if params.episodes else {"metrics": {"success_rate": None}, "episodes": [], "frames": []}
+        horizon = int(train_manifest.params["action_horizon"])
+        harness: dict[str, Any] | None = None
+        cl_episodes, rollout_frames = [], []
+        env = None
+        if params.episodes:
+            demo_actions = holdout_demo_actions(holdout_dir, sources)
+            longest_oracle = max(len(a) for a in demo_actions)
+            env = make_eval_env(spec.env_id, protocol.env_kwargs, max(protocol.max_steps, longest_oracle))
+        try:
+            if env is not None:  # the oracle first: it is cheap, and a broken harness makes the rest meaningless
+                harness = harness_check(spec, env, sources, demo_actions, horizon, protocol.execute_steps,
+                                        params.oracle_episodes)
+                common.log(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
+                           f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})")
+            policy, _ = load_policy(spec, train_manifest, train_dir / "checkpoint")
+            ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
+            if env is not None:
+                for seed in protocol.seeds:
+                    cl_episodes.append(run_episode(env, policy, spec, seed, protocol.max_steps, protocol.execute_steps,
+                                                   rollout_frames if not cl_episodes else None))
+        finally:
+            if env is not None:
+                env.close()
         m = ol["metrics"]
+        closed = summarize(cl_episodes)
         checks = {"shape_ok": m["shape_ok"], "finite": m["finite"]}
+        thresholds = []
+        if harness is not None:
+            checks["harness_ok"] = harness["ok"]
         if params.max_action_mae:
             checks["action_mae_ok"] = m.get("action_mae", float("inf")) <= params.max_action_mae
-        if params.min_success_rate:
-            checks["success_rate_ok"] = (cl["metrics"]["success_rate"] or 0.0) >= params.min_success_rate
+            thresholds.append("action_mae_ok")
+        if params.min_success_rate and params.episodes:
+            checks["success_rate_ok"] = (closed["success_rate"] or 0.0) >= params.min_success_rate
+            thresholds.append("success_rate_ok")
+        verdict, reason = verdict_of(checks, thresholds, params.episodes)
         metrics = {
-            "passed": all(checks.values()), "checks": checks, **m, **cl["metrics"],
+            "verdict": verdict, "verdict_reason": reason, "checks": checks,
+            "thresholds": {"max_action_mae": params.max_action_mae or None, "min_success_rate": params.min_success_rate or None},
+            **m, **closed,
+            "protocol": protocol.to_dict(), "render_backend": protocol.env_kwargs.get("render_backend"),
+            "harness": {k: v for k, v in (harness or {}).items() if k != "per_episode"} or None,
+            "longest_training_episode": sources.longest_training_episode,
             "holdout_is_training_data": holdout_is_training_data,
-            "train": {k: train_manifest.metrics.get(k) for k in ("preset", "steps", "final_loss", "batch_size", "init")},
+            "train": {k: train_manifest.metrics.get(k) for k in ("preset", "steps", "final_loss", "val_loss_final",
+                                                                 "batch_size", "init")},
             "lineage": {"checkpoint": checkpoint, "holdout": holdout, "train_parents": list(train_manifest.parents)},
         }
-        (out / "metrics.json").write_text(json.dumps({**metrics, "closed_loop_episodes": cl["episodes"]}, indent=2))
+        (out / "metrics.json").write_text(json.dumps(
+            {**metrics, "closed_loop_episodes": cl_episodes, "harness_episodes": (harness or {}).get("per_episode", [])},
+            indent=2))
         train_log = (train_dir / "train_log.jsonl").read_text().splitlines() if (train_dir / "train_log.jsonl").is_file() else []
         report.write_report(out / "report.html", spec=spec, metrics=metrics, losses=[json.loads(x) for x in train_log],
                             predicted=ol["predicted"], demonstrated=ol["demonstrated"],
-                            samples=ol["samples"], rollout_frames=cl["frames"], episodes=cl["episodes"])
+                            samples=ol["samples"], rollout_frames=rollout_frames, episodes=cl_episodes,
+                            harness_episodes=(harness or {}).get("per_episode", []))
+        common.log(f"[verify] verification {verdict.upper()}: {reason}")
         return metrics
 
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params={**params.key_params(), "spec": spec.digest(STAGE)},
+    key = {**params.key_params(), "render_backend": protocol.env_kwargs.get("render_backend"), "spec": spec.digest(STAGE)}
+    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key,
                      parents=[train_manifest, holdout_manifest], build=build, log=common.log)
+
+
+def verdict_line(metrics: dict[str, Any]) -> str:
+    """The verdict in words, for consoles and logs: never 'PASSED' unless thresholds were set and met."""
+    verdict = metrics.get("verdict") or "unchecked"
+    n, k, ci = metrics.get("episodes"), metrics.get("successes"), metrics.get("success_rate_ci95")
+    closed = (f"closed-loop success {k}/{n} ({metrics.get('success_rate'):.0%}, 95 % CI {ci[0]:.0%}-{ci[1]:.0%})"
+              if n else "no closed-loop episodes")
+    return f"verification {verdict.upper()} ({metrics.get('verdict_reason', '')}); {closed}"
 
 
 main = common.cli(__doc__.splitlines()[0], VerifyParams, verify, inputs={"checkpoint": False, "holdout": False})

@@ -43,7 +43,7 @@ def test_sft_stage_order_and_mapping(dagbag):
     downstream = {t: dag.get_task(t).downstream_task_ids for t in dag.task_ids}
     assert downstream == {
         "resolve": {"download"}, "download": {"shards"}, "shards": {"render"}, "render": {"convert", "convert_holdout"},
-        "convert": {"stats", "train"}, "stats": {"train"}, "train": {"verify"}, "convert_holdout": {"verify"},
+        "convert": {"stats", "train"}, "stats": {"train"}, "train": {"verify"}, "convert_holdout": {"train", "verify"},
         "verify": {"promote"}, "promote": {"report"}, "report": set()}
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
     # the backfill's group is the same pipeline, render per split

@@ -145,7 +145,7 @@ SPEC_FIELD_READERS = {
     "state_keys": {"convert", "stats", "train", "verify"},
     "cameras": {"convert", "train", "verify"},
     "control_mode": {"render", "train", "verify"},
-    "eval_max_steps": {"verify"},
+    "fps": {"render", "convert", "train", "verify"},
 }
 
 
@@ -156,7 +156,7 @@ def test_each_spec_field_is_in_the_keys_of_exactly_the_stages_that_read_it():
 
     spec = get_spec(ENV_ID)
     edits = {"prompt": "lift the cube", "state_keys": ("agent/qpos[0:9]", "extra/tcp_pose", "extra/goal_pos[0:2]"),
-             "cameras": (("hand_camera", "left_wrist_0_rgb"),), "control_mode": "pd_joint_pos", "eval_max_steps": 300}
+             "cameras": (("hand_camera", "left_wrist_0_rgb"),), "control_mode": "pd_joint_pos", "fps": 30}
     for field, value in edits.items():
         edited = dataclasses.replace(spec, **{field: value})
         changed = {stage for stage in STAGE_SPEC_FIELDS if edited.digest(stage) != spec.digest(stage)}
