@@ -163,12 +163,13 @@ def training_dataset(store: ArtifactStore, train_manifest: Manifest) -> Manifest
     return dataset
 
 
-def read_sources(store: ArtifactStore, train_manifest: Manifest, holdout_manifest: Manifest) -> EvalSources:
+def read_sources(store: ArtifactStore, train_dataset: Manifest, holdout_manifest: Manifest) -> EvalSources:
+    """The protocol's inputs from the lineage of the training dataset and the held-out dataset (convert artifacts)."""
     holdout_renders = _parents(store, holdout_manifest, "render")
-    train_renders = _parents(store, training_dataset(store, train_manifest), "render")
+    train_renders = _parents(store, train_dataset, "render")
     if not holdout_renders or not train_renders:
-        raise VerifyError(f"cannot trace the render artifacts behind {holdout_manifest.uri} and {train_manifest.uri}: "
-                          "verify needs the pipeline's lineage (train <- convert <- render <- download)")
+        raise VerifyError(f"cannot trace the render artifacts behind {holdout_manifest.uri} and {train_dataset.uri}: "
+                          "verify needs the pipeline's lineage (convert <- render <- download)")
     holdout_meta = [_trajectory_meta(store, r) for r in holdout_renders]
     train_meta = [_trajectory_meta(store, r) for r in train_renders]
     env_kwargs = dict(holdout_meta[0]["env_info"]["env_kwargs"])
@@ -459,9 +460,10 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
     for m in (train_manifest, holdout_manifest):
         if m.env_id != params.env_id:
             raise VerifyError(f"{m.uri} belongs to {m.env_id}, not {params.env_id}")
-    holdout_is_training_data = training_dataset(store, train_manifest).uri == holdout
+    train_dataset = training_dataset(store, train_manifest)
+    holdout_is_training_data = train_dataset.uri == holdout
     # Refusals before any compute: the protocol is fixed by the params and the lineage alone.
-    sources = read_sources(store, train_manifest, holdout_manifest)
+    sources = read_sources(store, train_dataset, holdout_manifest)
     protocol = protocol_for(params, sources, int(train_manifest.params["action_horizon"]))
     if params.episodes:
         check_seeds_disjoint(protocol.seeds, sources.demo_seeds)

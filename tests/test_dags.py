@@ -160,8 +160,11 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     stages = [s for _, s, _ in _manifests(store)]
     # 3 training demos in shards of 2 -> two train shards, plus the held-out shard
     assert sorted(stages) == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
-    latest = json.loads((store / "PickCube-v1" / "latest.json").read_text())
-    assert latest["checkpoint"].startswith(f"file://{store}/PickCube-v1/train/")
+    # 1 closed-loop episode of a 2-step tiny policy with no success threshold: verified "unchecked", not promoted
+    xcoms = _run_xcoms(run.run_id)
+    assert xcoms["verify"][0]["metrics"]["verdict"] == "unchecked" and xcoms["verify"][0]["metrics"]["harness"]["ok"]
+    assert not xcoms["promote"][0]["metrics"]["promoted"] and "unchecked" in xcoms["promote"][0]["metrics"]["reason"]
+    assert not (store / "PickCube-v1" / "latest.json").exists()
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=SFT, run_id=run.run_id).all()
         assert {ti.state for ti in tis} == {"success"}
@@ -198,10 +201,12 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
     report = next(store.glob("PickCube-v1/runs/*/report.html"))
     page = inspect_page(report, tmp_path / "report.png")
     assert run.run_id in page["title"]
-    assert {"verdict", "metrics", "stages", "frames", "loss", "actions", "episodes", "lineage"} <= set(page["ids"])
+    assert {"verdict", "verdict-reason", "metrics", "stages", "frames", "loss", "actions", "episodes", "harness", "protocol",
+            "lineage"} <= set(page["ids"])
+    assert "UNCHECKED" in page["text"] and "PASSED" not in page["text"]
     images = page["images"]
     alts = [i["alt"] for i in images]
-    assert "training loss curve" in alts and "predicted vs demonstrated actions" in alts
+    assert "training and validation loss curves" in alts and "predicted vs demonstrated actions" in alts
     assert any(a.startswith("held-out frame") for a in alts) and any(a.startswith("rollout step") for a in alts)
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in images), images  # every figure decoded
     stages = page["tables"]["stages"]
@@ -248,7 +253,8 @@ def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
     new = set(_manifests(store)) - before
     assert {env for env, _, _ in new} == {"PushCube-v1"}
     assert sorted(s for _, s, _ in new) == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
-    assert (store / "PushCube-v1" / "latest.json").is_file()
+    verified = [m for env, s, m in new if s == "verify"]
+    assert len(verified) == 1 and not (store / "PushCube-v1" / "latest.json").exists()  # unchecked: not promoted
 
 
 def test_readme_picture_is_the_dag(dagbag):

@@ -1,7 +1,9 @@
 """train -> verify -> promote with the tiny pi0 preset on CPU, on a real S3 endpoint, on data made here.
 
 One demo set is downloaded; its first three episodes become the training dataset and the fourth a
-held-out dataset (a separate render shard, never seen by training). Everything is real: openpi's model,
+held-out dataset (a separate render shard, never seen by training, used for the validation loss and by
+verify). The demos are planned from seed EVAL_SEED_BASE, where verify's closed-loop seeds start by
+default, so the seed-overlap refusal is exercised on real demo JSON. Everything is real: openpi's model,
 loader, optimizer and orbax checkpoints, `create_trained_policy`, ManiSkill rollouts.
 """
 
@@ -26,7 +28,7 @@ from tasks.promote import PromoteParams, promote
 from tasks.render import RenderParams, render
 from tasks.stats import StatsParams, stats
 from tasks.train import PROGRESS_STAGE, TrainError, TrainParams, train
-from tasks.verify import VerifyParams, verify
+from tasks.verify import EVAL_SEED_BASE, VerifyError, VerifyParams, verdict_line, verify
 from tests.conftest import PROJECT, publish_dir
 
 pytestmark = [pytest.mark.sim, pytest.mark.train]
@@ -38,7 +40,7 @@ HORIZON = 10
 def data(s3_endpoint):
     boto3.client("s3").create_bucket(Bucket="train-e2e")
     root = "s3://train-e2e/runs"
-    demos = download(DownloadParams(env_id=ENV_ID, count=4, seed=20), root=root)
+    demos = download(DownloadParams(env_id=ENV_ID, count=4, seed=EVAL_SEED_BASE), root=root)
     train_shard = render(RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=3), root=root, demos=demos.uri)
     holdout_shard = render(RenderParams(env_id=ENV_ID, shard_start=3, shard_stop=4), root=root, demos=demos.uri)
     dataset = convert(ConvertParams(env_id=ENV_ID), root=root, rendered=[train_shard.uri])
@@ -49,8 +51,8 @@ def data(s3_endpoint):
 
 @pytest.fixture(scope="module")
 def trained(data):
-    result = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON), root=data["root"],
-                   dataset=data["dataset"], stats=data["stats"])
+    result = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, val_interval=1), root=data["root"],
+                   dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
     return result
 
 
@@ -73,11 +75,17 @@ def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     assert any(k.startswith("checkpoint/params/") for k in keys) and any(k.startswith("checkpoint/train_state/") for k in keys)
     store = ArtifactStore(data["root"])
     log = [json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()]
-    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    train_log = [r for r in log if "loss" in r]
+    assert [r["step"] for r in train_log] == [1, 2] and all(np.isfinite(r["loss"]) for r in train_log)
+    # the held-out validation loss, every val_interval steps, beside the training loss
+    val_log = [r for r in log if "val_loss" in r]
+    assert [r["step"] for r in val_log] == [1, 2] and all(np.isfinite(r["val_loss"]) and r["val_loss"] > 0 for r in val_log)
+    assert m["val_loss_final"] == val_log[-1]["val_loss"] and m["val_frames"] == 4  # val_batches=4 at batch 1
+    assert data["holdout"] in store.require(trained.uri).parents
     # the resume points are gone once the artifact is published
     assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
-    again = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, wandb=True), root=data["root"],
-                  dataset=data["dataset"], stats=data["stats"])
+    again = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, wandb=True, val_interval=1),
+                  root=data["root"], dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
     assert again.cache_hit and again.uri == trained.uri  # W&B on/off is not part of what is produced
 
 
@@ -105,34 +113,86 @@ def test_checkpoint_loads_with_create_trained_policy_and_infers_on_a_real_frame(
     assert np.abs(out["actions"]).max() > 0  # real predictions, unnormalised into env units
 
 
-def test_verify_reports_and_the_promotion_gate_keeps_the_better_latest(trained, data):
-    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=3, episodes=1, max_steps=10), root=data["root"],
+def test_verify_refuses_evaluation_seeds_that_overlap_the_demos(trained, data):
+    """The demos were planned from seed EVAL_SEED_BASE: verify's default seeds would score the policy on them."""
+    t0 = time.monotonic()
+    with pytest.raises(VerifyError, match=rf"evaluation seeds {EVAL_SEED_BASE}\.\.{EVAL_SEED_BASE + 1} overlap"):
+        verify(VerifyParams(env_id=ENV_ID, episodes=2, seed=0), root=data["root"], checkpoint=trained.uri,
+               holdout=data["holdout"])
+    assert time.monotonic() - t0 < 30  # refused from the demo JSON, before loading the policy or an env
+    assert not s3_keys(data["root"] + f"/{ENV_ID}/verify")
+
+
+def test_verify_reports_its_protocol_harness_check_and_verdict_in_words(trained, data):
+    store = ArtifactStore(data["root"])
+    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=3, episodes=1, max_steps=10, seed=100), root=data["root"],
                     checkpoint=trained.uri, holdout=data["holdout"])
     m = result.metrics
-    assert m["passed"] and m["output_shape"] == [HORIZON, 7] and m["finite"] and m["holdout_frames"] == 3
+    assert m["output_shape"] == [HORIZON, 7] and m["finite"] and m["holdout_frames"] == 3
     assert m["holdout_is_training_data"] is False and np.isfinite(m["action_mae"]) and len(m["action_mae_per_dim"]) == 7
     assert m["episodes"] == 1 and m["success_rate"] in (0.0, 1.0) and m["latency_ms_median"] > 0
+    assert {"success_once_rate", "success_at_end_rate", "success_rate_ci95", "median_steps_to_success"} <= set(m)
+    # no thresholds: the verdict says the success rate was not judged, never "passed"
+    assert m["verdict"] == "unchecked" and "not judged" in m["verdict_reason"] and "UNCHECKED" in verdict_line(m)
+    # the oracle replayed the held-out demo in the same harness and succeeded, as the render's replay did
+    assert m["harness"]["ok"] and m["harness"]["success_at_end_rate"] == 1.0 and m["checks"]["harness_ok"]
+    p = m["protocol"]
+    assert p["seed_start"] == EVAL_SEED_BASE + 100 and p["episodes"] == 1 and p["max_steps"] == 10
+    assert p["execute_steps"] == HORIZON // 2 and p["env_kwargs"]["sensor_configs"] == {"shader_pack": "default"}
     keys = s3_keys(result.uri)
     assert {"metrics.json", "report.html", "manifest.json"} <= keys
-    store = ArtifactStore(data["root"])
     report = store.fs.cat(store._path(result.files_uri) + "/report.html").decode()
-    for section in ("id='metrics'", "id='loss'", "id='actions'", "id='frames'", "id='episodes'", "id='lineage'"):
+    for section in ("id='metrics'", "id='loss'", "id='actions'", "id='frames'", "id='episodes'", "id='harness'",
+                    "id='protocol'", "id='lineage'"):
         assert section in report
+    assert ">UNCHECKED</span>" in report and "PASSED" not in report
+    assert "training and validation loss curves" in report and m["train"]["val_loss_final"] == trained.metrics["val_loss_final"]
     assert report.count("data:image/png;base64,") >= 4
+    # an unchecked verification is not promoted
+    kept = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
+    assert not kept.metrics["promoted"] and "unchecked" in kept.metrics["reason"]
+    assert store.read_json(latest_uri(store, ENV_ID)) is None
 
-    first = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
-    latest = store.read_json(latest_uri(store, ENV_ID))
-    assert first.metrics["promoted"] and latest["checkpoint"] == trained.uri and latest["verify"] == result.uri
-    assert not promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri).metrics["promoted"]
+    # The default step limit follows the data: the longest training episode after conversion, plus 15 %.
+    failed = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=1, seed=100, execute_steps=HORIZON,
+                                 min_success_rate=0.5), root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    f = failed.metrics
+    assert f["protocol"]["max_steps"] == int(np.ceil(f["longest_training_episode"] * 1.15)) > 50
+    # a 2-step tiny policy does not pick up the cube: 0 % against a 50 % floor is "failed", in words
+    assert f["successes"] == 0 and f["verdict"] == "failed" and "success_rate_ok" in f["verdict_reason"]
+    assert "verification FAILED" in verdict_line(f) and "0/1" in verdict_line(f)
+    refused = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=failed.uri)
+    assert not refused.metrics["promoted"] and "only a passed verification" in refused.metrics["reason"]
 
-    # A better checkpoint is already latest: a worse one does not replace it.
-    better = {**latest, "verify": data["root"] + "/PickCube-v1/verify/better", "checkpoint": "s3://elsewhere/ckpt",
-              "success_rate": 1.0}
-    store.write_json(latest_uri(store, ENV_ID), better)
-    m["success_rate"] = 0.0
-    refused = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
-    assert not refused.metrics["promoted"] and "worse" in refused.metrics["reason"]
-    assert store.read_json(latest_uri(store, ENV_ID)) == better
+
+def test_promotion_keeps_the_better_latest_and_refuses_an_incomparable_protocol(trained, data):
+    """A passed verification (open-loop threshold, no rollout) is promoted; the rule then guards latest."""
+    store = ArtifactStore(data["root"])
+    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100),
+                    root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    assert result.metrics["verdict"] == "passed" and result.metrics["harness"] is None
+    try:
+        first = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
+        latest = store.read_json(latest_uri(store, ENV_ID))
+        assert first.metrics["promoted"] and latest["checkpoint"] == trained.uri and latest["verify"] == result.uri
+        assert latest["protocol"] == result.metrics["protocol"] and latest["verdict"] == "passed"
+        again = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
+        assert not again.metrics["promoted"] and again.metrics["reason"] == "already latest"
+
+        # A current latest measured under another protocol: not comparable, kept, and the reason says what differs.
+        other = {**latest, "verify": data["root"] + "/PickCube-v1/verify/other", "checkpoint": "s3://elsewhere/ckpt",
+                 "protocol": {**latest["protocol"], "max_steps": 300}}
+        store.write_json(latest_uri(store, ENV_ID), other)
+        refused = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
+        assert not refused.metrics["promoted"] and "another protocol" in refused.metrics["reason"]
+        assert "max_steps" in refused.metrics["reason"] and store.read_json(latest_uri(store, ENV_ID)) == other
+        # Same protocol, a better current latest: kept.
+        better = {**other, "protocol": latest["protocol"], "successes": 5, "episodes": 5}
+        store.write_json(latest_uri(store, ENV_ID), better)
+        kept = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
+        assert not kept.metrics["promoted"] and store.read_json(latest_uri(store, ENV_ID)) == better
+    finally:
+        store.fs.rm(store._path(latest_uri(store, ENV_ID)))
 
 
 def test_a_run_warm_started_from_a_checkpoint_starts_from_its_weights(trained, data):
