@@ -493,7 +493,6 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     log(f"[train] probe loss of the initial weights: {init_probe:.4f}")
     val_batches = (held_out_batches(config, params, holdout_dir, holdout_key, loop.data_sharding)
                    if holdout_dir is not None and params.val_interval else [])
-    val_losses: list[tuple[int, float]] = []
 
     def validate(step: int, log_file) -> None:
         """The held-out loss of the current weights (EMA when on): same batches, same noise, no augmentation."""
@@ -502,7 +501,6 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         value = float(np.mean(losses))
         if not np.isfinite(value):
             raise RuntimeError(f"held-out validation loss is {value} at step {step}: lower the learning rate or check the data")
-        val_losses.append((step, value))
         log_file.write(json.dumps({"step": step, "val_loss": round(value, 6)}) + "\n")
         log_file.flush()
         log(f"[train] step {step}/{config.num_train_steps} held-out validation loss={value:.4f}")
@@ -579,7 +577,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         "final_loss": records[-1]["loss"] if records else None,
         "probe_loss_initial": round(init_probe, 6), "probe_loss_final": round(final_probe, 6),
         "val_loss_final": val_records[-1]["val_loss"] if val_records else None,
-        "val_loss_best": min(val_records, key=lambda r: r["val_loss"]) if val_records else None,
+        "val_loss_best": min(r["val_loss"] for r in val_records) if val_records else None,
+        "val_loss_best_step": min(val_records, key=lambda r: r["val_loss"])["step"] if val_records else None,
         "val_frames": len(val_batches) * config.batch_size if val_batches else 0,
         "first_interval_s": round(intervals[0][1], 3) if intervals else None,
         "steps_per_second": round(steady_steps / steady_s, 3) if steady_s > 0 else None,

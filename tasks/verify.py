@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -130,8 +131,10 @@ class EvalSources:
     """What verify reads from the lineage of its inputs (render and demo artifacts), besides the datasets."""
 
     env_kwargs: dict[str, Any]  # the held-out render's (= the training renders', checked)
-    holdout_render_success_ratio: float  # replay success of the held-out shard(s), the oracle's bar
-    holdout_episodes: tuple[dict[str, Any], ...]  # {"seed", "length"} per held-out dataset episode, in dataset order
+    holdout_render_success_ratio: float  # replay success of the held-out shard(s), failed replays included
+    # {"seed", "options", "length", "success"} per held-out dataset episode, in dataset order; "success" is the
+    # render's replay outcome, so the oracle's bar is at least holdout_render_success_ratio (only successes are kept)
+    holdout_episodes: tuple[dict[str, Any], ...]
     demo_seeds: frozenset[int]  # every episode seed of every demo set behind training and the held-out data
     longest_training_episode: int  # steps, after control-mode conversion
 
@@ -182,8 +185,16 @@ def read_sources(store: ArtifactStore, train_dataset: Manifest, holdout_manifest
             raise VerifyError(f"{render.uri} was rendered with env kwargs {meta['env_info']['env_kwargs']}, the held-out "
                               f"data with {env_kwargs}: training and evaluation frames would differ; rerun render for both")
     # Convert writes the episodes of its inputs in order, so dataset episode i is the i-th replayed episode here.
-    holdout_episodes = tuple({"seed": _episode_seeds(ep)[0] if _episode_seeds(ep) else None,
-                              "length": int(ep["elapsed_steps"])} for meta in holdout_meta for ep in meta["episodes"])
+    holdout_episodes = []
+    for render, meta in zip(holdout_renders, holdout_meta):
+        for ep in meta["episodes"]:
+            seeds = _episode_seeds(ep)
+            if len(seeds) != 1:
+                raise VerifyError(f"{render.uri}: held-out episode {ep.get('episode_id')} records {seeds or 'no'} seed(s), "
+                                  "so the oracle cannot replay it from its own start: re-render demos that record one "
+                                  "reset seed per episode")
+            holdout_episodes.append({"seed": seeds[0], "options": (ep.get("reset_kwargs") or {}).get("options"),
+                                     "length": int(ep["elapsed_steps"]), "success": bool(ep.get("success", True))})
     demo_seeds: set[int] = set()
     demo_sets = {d.uri: d for render in holdout_renders + train_renders for d in _parents(store, render, "download")}
     for demos in demo_sets.values():
@@ -197,8 +208,8 @@ def read_sources(store: ArtifactStore, train_dataset: Manifest, holdout_manifest
     replayed = sum(r.metrics.get("successes", 0) for r in holdout_renders)
     ratio = replayed / max(1, sum(r.metrics.get("episodes", 0) for r in holdout_renders))
     longest = max(int(ep["elapsed_steps"]) for meta in train_meta for ep in meta["episodes"])
-    return EvalSources(env_kwargs=env_kwargs, holdout_render_success_ratio=round(ratio, 4),
-                       holdout_episodes=holdout_episodes, demo_seeds=frozenset(demo_seeds),
+    return EvalSources(env_kwargs=env_kwargs, holdout_render_success_ratio=ratio,
+                       holdout_episodes=tuple(holdout_episodes), demo_seeds=frozenset(demo_seeds),
                        longest_training_episode=longest)
 
 
@@ -319,24 +330,43 @@ def observation_input(spec: TaskSpec, obs: dict) -> dict:
 # ---- the harness ------------------------------------------------------------------------------------------------------
 def make_eval_env(env_id: str, env_kwargs: dict[str, Any], max_steps: int):
     """The closed-loop env: the render's recorded kwargs, so it renders and observes like the training frames."""
+    if env_kwargs.get("render_backend", "cpu") == "cpu":
+        ensure_software_vulkan()
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the envs)
 
     return gym.make(env_id, max_episode_steps=max_steps, **env_kwargs)
 
 
+def ensure_software_vulkan() -> None:
+    """CPU rendering (the training frames' backend when render ran on a CPU worker) needs Mesa lavapipe, also on a
+    GPU worker: point Vulkan at it before SAPIEN starts, as the render stage does for its workers."""
+    if os.environ.get("VK_ICD_FILENAMES"):
+        return
+    from tasks.render import LAVAPIPE_ICD
+
+    icd = os.environ.get("PIPELINE_LAVAPIPE_ICD", str(LAVAPIPE_ICD))
+    if not Path(icd).is_file():
+        raise VerifyError(f"the training frames were rendered on the CPU (render_backend='cpu'), and evaluation renders "
+                          f"like them, but the software Vulkan driver is not at {icd}: run tools/setup_system.sh on this "
+                          "worker (Mesa lavapipe from bookworm-backports), or set device=gpu to render the rollout on "
+                          "the GPU (a different protocol)")
+    os.environ["VK_ICD_FILENAMES"] = icd
+
+
 def run_episode(env, policy: ChunkPolicy, spec: TaskSpec, seed: int, max_steps: int, execute_steps: int,
-                frames: list | None = None) -> dict[str, Any]:
+                frames: list | None = None, options: dict | None = None) -> dict[str, Any]:
     """One episode, always to `max_steps` (terminations ignored, as ManiSkill evaluates), replanning every
-    `execute_steps` actions. Returns ManiSkill's `success_once` / `success_at_end` and the first success's step."""
-    obs, _ = env.reset(seed=seed)
+    `execute_steps` actions. Returns ManiSkill's `success_once` / `success_at_end` and the first success's step.
+    `options`: reset options (a replayed demo's recorded ones)."""
+    obs, _ = env.reset(seed=seed, options=options)
     steps, first_success, success, t0 = 0, None, False, time.monotonic()
     while steps < max_steps:
         inputs = observation_input(spec, obs)
         if frames is not None and len(frames) < 4:
             frames.append({"step": steps, "image": next(iter(inputs["images"].values()))})
         chunk = np.asarray(policy.infer(inputs)["actions"])
-        if chunk.ndim != 2 or len(chunk) == 0:
+        if chunk.ndim != 2 or len(chunk) == 0 or chunk.shape[1] != spec.action_dim:
             raise VerifyError(f"the policy returned actions of shape {chunk.shape} at step {steps}; expected (horizon, {spec.action_dim})")
         for action in chunk[:execute_steps]:
             obs, _, _, _, info = env.step(action[None].astype(np.float32))
@@ -374,18 +404,21 @@ def harness_check(spec: TaskSpec, env, sources: EvalSources, demo_actions: list[
     episodes = []
     for ep, actions in picked:
         oracle = DemoReplayPolicy(actions, horizon, execute_steps)
-        episodes.append(run_episode(env, oracle, spec, ep["seed"], len(actions), execute_steps))
+        episodes.append(run_episode(env, oracle, spec, ep["seed"], len(actions), execute_steps, options=ep["options"]))
     summary = summarize(episodes)
-    # The render kept only demos that replayed successfully at their end; replaying them again must do as well.
+    # The bar: each replayed demo must end as it ended in the render's replay (the render kept only successful
+    # replays, so this is at least the render's replay success ratio). Replaying the same actions from the same
+    # seed on the CPU physics is deterministic, so anything less means the harness changed the world.
     rate = summary["success_at_end_rate"]
-    result = {**summary, "bar": sources.holdout_render_success_ratio, "ok": rate >= sources.holdout_render_success_ratio,
-              "per_episode": episodes}
+    bar = sum(ep["success"] for ep, _ in picked) / len(picked)
+    result = {**summary, "bar": bar, "render_success_ratio": round(sources.holdout_render_success_ratio, 4),
+              "ok": rate >= bar, "per_episode": episodes}
     if not result["ok"]:
-        failed = [e["seed"] for e in episodes if not e["success_at_end"]]
+        failed = [e["seed"] for (ep, _), e in zip(picked, episodes) if ep["success"] and not e["success_at_end"]]
         raise HarnessError(
             f"harness check failed: replaying the held-out demos' own actions from their own seeds succeeded in "
-            f"{rate:.0%} of {len(episodes)} episodes (seeds failing: {failed[:10]}), below the render stage's replay "
-            f"success ratio {sources.holdout_render_success_ratio:.0%}. The evaluation harness, not the policy, is "
+            f"{rate:.0%} of {len(episodes)} episodes (seeds failing: {failed[:10]}), where the render stage's replay of "
+            f"the same demos succeeded in {bar:.0%}. The evaluation harness, not the policy, is "
             f"wrong: its env (control mode {getattr(env.unwrapped, 'control_mode', '?')!r}, kwargs recorded in the "
             "protocol) does not reproduce the training data's world (control mode, sim backend, action layout); no "
             "success rate measured with it would mean anything")

@@ -183,7 +183,7 @@ def test_oracle_harness_check_passes_on_cpu_and_a_wrong_control_mode_is_caught(e
     finally:
         env.close()
     assert result["ok"] and result["episodes"] == 2 and result["success_at_end_rate"] == 1.0
-    assert result["bar"] == sources.holdout_render_success_ratio == 1.0
+    assert result["bar"] == 1.0 and sources.holdout_render_success_ratio == 1.0  # every held-out demo replayed in render
     # The same demos through a harness whose env takes absolute end-effector poses: the oracle cannot succeed,
     # and verify blames the harness, not the policy.
     broken = make_eval_env(ENV_ID, {**eval_env_kwargs(sources, "auto"), "control_mode": "pd_ee_pose"},
