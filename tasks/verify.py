@@ -245,13 +245,14 @@ def protocol_for(params: VerifyParams, sources: EvalSources, horizon: int) -> Ev
 
 
 # ---- statistics -----------------------------------------------------------------------------------------------------
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> list[float] | None:
+    """[low, high] (a list: it travels through XCom and JSON as it is)."""
     if n == 0:
         return None
     from scipy.stats import binomtest
 
     ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return round(float(ci.low), 4), round(float(ci.high), 4)
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
 
 
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:

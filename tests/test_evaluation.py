@@ -38,8 +38,8 @@ def test_verdict_is_a_word_and_zero_success_is_never_passed():
 
 
 def test_wilson_interval_and_success_metrics():
-    assert wilson_interval(0, 2) == pytest.approx((0.0, 0.6576), abs=1e-4)
-    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson_interval(0, 2) == pytest.approx([0.0, 0.6576], abs=1e-4)
+    assert wilson_interval(8, 10) == pytest.approx([0.4902, 0.9433], abs=1e-4)
     assert wilson_interval(0, 0) is None
     episodes = [{"success_once": True, "success_at_end": False, "steps_to_success": 30, "steps": 100},
                 {"success_once": True, "success_at_end": True, "steps_to_success": 50, "steps": 100},
