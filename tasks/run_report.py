@@ -73,7 +73,8 @@ def run_report(params: RunReportParams, root: str, verification: str, stages: li
     page = page.replace(" run report</title>", f" run report ({params.run_id})</title>", 1)
     run_uri = f"{store.root}/{check_segment(params.env_id, 'env id')}/runs/{run_segment(params.run_id)}"
     summary = {"run_id": params.run_id, "env_id": params.env_id, "verify": verification, "stages": stages,
-               "cache_hits": sum(s["cache_hit"] for s in stages), "stage_seconds": round(sum(s["seconds"] for s in stages), 2)}
+               "cache_hits": sum(s["cache_hit"] for s in stages), "stage_seconds": round(sum(s["seconds"] for s in stages), 2),
+               "finished_at": time.time()}  # retention keeps the newest runs' artifacts (tasks/maintenance.py)
     store.write_json(f"{run_uri}/run.json", summary)
     store.write_bytes(f"{run_uri}/report.html", page.encode())
     common.log(f"[run_report] {run_uri}/report.html ({len(stages)} stages, {summary['cache_hits']} cache hits)")

@@ -34,7 +34,7 @@ def dagbag(airflow_db):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {SFT, BACKFILL} <= set(dagbag.dags)
+    assert {SFT, BACKFILL, "maniskill_openpi_maintenance"} <= set(dagbag.dags)
 
 
 def test_sft_stage_order_and_mapping(dagbag):
@@ -290,3 +290,23 @@ def test_wandb_connection_becomes_the_train_tasks_environment(monkeypatch):
         bind_wandb_connection("wb_nokey")
     with pytest.raises(AirflowFailException, match="does not exist"):
         bind_wandb_connection("wb_missing")
+
+
+@pytest.mark.sim
+@pytest.mark.train
+def test_maintenance_dag_reports_the_store_of_real_runs(sft_run, dagbag):
+    """The daily maintenance DAG over the store the SFT and backfill runs filled: a dry run keeps everything a run
+    report or latest names and reports each task's storage (tests/test_maintenance.py covers the deletions)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    _, store = sft_run
+    before = set(_manifests(store))
+    run = dagbag.dags["maniskill_openpi_maintenance"].test(run_conf={"artifact_root": f"file://{store}", "dry_run": True,
+                                                                     "s3_conn_id": None})
+    assert run.state == "success" and set(_manifests(store)) == before
+    with create_session() as session:
+        row = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", task_ids="sweep",
+                                                 dag_ids="maniskill_openpi_maintenance")).first()
+        result = XComModel.deserialize_value(row)["metrics"]
+    assert result["dry_run"] and result["kept"] >= 9 and result["storage_before"]["PickCube-v1"]["train"]["bytes"] > 0

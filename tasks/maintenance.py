@@ -1,0 +1,245 @@
+"""maintenance: keep the artifact store from growing forever (orphan sweep, retention, storage report).
+
+Every run adds artifacts (a tiny checkpoint is 662 MB, a pi0 LoRA one several GB) and nothing else removes
+them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand, does three things:
+
+1. **Orphan payloads.** A publish uploads into `<key>/payload-<UTC time>-<id>/` and then creates the
+   manifest that names it. A payload folder no manifest names is left over from a killed upload or a lost
+   race. It is deleted once its time stamp is older than `grace_hours`, so a publish that is still uploading
+   (younger than that) is never touched.
+2. **Retention.** Kept: every artifact reachable, through manifest parents, from each task's `latest.json`
+   (its checkpoint and verify artifact, and the checkpoint it replaced) and from the `keep_runs` newest run
+   reports per task (`runs/<run_id>/run.json`), plus every artifact younger than `grace_hours` (it may belong
+   to a run in progress). Everything else is deleted, oldest first, children before parents, and each one
+   manifest first, so it stops being visible before its files go. Because the kept set is closed under
+   parents, a kept artifact's lineage is never broken, even when a sweep is interrupted. Run report folders
+   beyond the `keep_runs` newest are deleted with them.
+3. **Storage report**: artifacts and bytes per task and stage, before and after.
+
+`dry_run` (the CLI's default) reports what would be removed and removes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from tasks import common
+from tasks.artifacts import MANIFEST, PAYLOAD_PREFIX, ArtifactStore, Manifest, StageResult
+
+NOT_ARTIFACTS = ("runs", "latest.json", "train-progress")  # per-task entries that are not stage folders
+
+
+@dataclasses.dataclass(frozen=True)
+class MaintenanceParams:
+    keep_runs: int = 5  # newest run reports per task whose artifacts are kept (besides latest's)
+    grace_hours: float = 24.0  # younger payloads and artifacts are never removed (a run may be writing them)
+    dry_run: bool = True  # report only
+
+    def validate(self) -> None:
+        if not 1 <= self.keep_runs <= 10_000:
+            raise ValueError(f"keep_runs must be 1..10000, got {self.keep_runs}")
+        if not 0 <= self.grace_hours <= 24 * 365:
+            raise ValueError(f"grace_hours must be 0..8760, got {self.grace_hours}")
+
+
+@dataclasses.dataclass
+class Entry:
+    """One key folder of the store: an artifact (with its manifest) or the remains of a failed publish."""
+
+    uri: str
+    env_id: str
+    stage: str
+    manifest: Manifest | None
+    payloads: list[str]  # payload folder names under the key
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.manifest.files) if self.manifest else 0
+
+
+def payload_time(name: str) -> float | None:
+    """The UTC time stamp in a payload folder's name (`payload-20261201T135318-5a8fbdd3`)."""
+    try:
+        stamp = name[len(PAYLOAD_PREFIX):].split("-", 1)[0]
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def scan(store: ArtifactStore) -> list[Entry]:
+    entries = []
+    for env_id in store._children(store._path(store.root)):
+        if env_id.startswith("."):
+            continue
+        for stage in store._children(store._path(f"{store.root}/{env_id}")):
+            if stage in NOT_ARTIFACTS or stage.startswith("."):
+                continue
+            for key in store._children(store._path(f"{store.root}/{env_id}/{stage}")):
+                uri = f"{store.root}/{env_id}/{stage}/{key}"
+                children = store._children(store._path(uri))
+                manifest = store.read_manifest(uri) if MANIFEST in children else None
+                entries.append(Entry(uri, env_id, stage, manifest, [c for c in children if c.startswith(PAYLOAD_PREFIX)]))
+    return entries
+
+
+def runs_by_task(store: ArtifactStore, env_ids: set[str]) -> dict[str, list[tuple[float, str, dict]]]:
+    """Each task's run reports, newest first: (finished time, run folder URI, run.json)."""
+    out: dict[str, list[tuple[float, str, dict]]] = {}
+    for env_id in sorted(env_ids):
+        runs = []
+        base = f"{store.root}/{env_id}/runs"
+        for name in store._children(store._path(base)):
+            data = store.read_json(f"{base}/{name}/run.json")
+            if not isinstance(data, dict):
+                continue
+            finished = data.get("finished_at")
+            if finished is None:  # reports written before run.json had a time: the file's own
+                info = store.fs.info(store._path(f"{base}/{name}/run.json"))
+                modified = info.get("LastModified") or info.get("mtime") or 0
+                finished = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+            runs.append((float(finished), f"{base}/{name}", data))
+        out[env_id] = sorted(runs, key=lambda r: r[0], reverse=True)
+    return out
+
+
+def roots(store: ArtifactStore, env_ids: set[str], runs: dict[str, list], keep_runs: int) -> dict[str, str]:
+    """The URIs retention starts from, each with why it is kept."""
+    keep: dict[str, str] = {}
+    for env_id in sorted(env_ids):
+        latest = store.read_json(f"{store.root}/{env_id}/latest.json") or {}
+        for field in ("checkpoint", "verify", "previous"):
+            if latest.get(field):
+                keep.setdefault(latest[field], f"latest.json {field}")
+        for _, run_uri, data in runs.get(env_id, [])[:keep_runs]:
+            for row in data.get("stages", []):
+                if row.get("uri", "").startswith(f"{store.root}/{env_id}/") and not row["uri"].endswith("latest.json"):
+                    keep.setdefault(row["uri"], f"run {data.get('run_id')}")
+            if data.get("verify"):
+                keep.setdefault(data["verify"], f"run {data.get('run_id')}")
+    return keep
+
+
+def storage_report(entries: list[Entry]) -> dict[str, dict[str, dict[str, int]]]:
+    report: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: {"artifacts": 0, "bytes": 0}))
+    for e in entries:
+        if e.manifest is not None:
+            row = report[e.env_id][e.stage]
+            row["artifacts"] += 1
+            row["bytes"] += e.bytes
+    return {env: dict(stages) for env, stages in sorted(report.items())}
+
+
+def _deletion_order(doomed: dict[str, Entry]) -> list[Entry]:
+    """Children before parents (among the doomed), then oldest first."""
+    children: dict[str, set[str]] = defaultdict(set)
+    for uri, e in doomed.items():
+        for parent in e.manifest.parents:
+            if parent in doomed:
+                children[parent].add(uri)
+    order, done = [], set()
+
+    def visit(uri: str) -> None:
+        if uri in done:
+            return
+        done.add(uri)
+        for child in sorted(children[uri], key=lambda u: doomed[u].manifest.created_at):
+            visit(child)
+        order.append(doomed[uri])
+
+    for uri in sorted(doomed, key=lambda u: doomed[u].manifest.created_at):
+        visit(uri)
+    return order
+
+
+def maintain(params: MaintenanceParams, root: str) -> StageResult:
+    params.validate()
+    t0 = time.monotonic()
+    now = time.time()
+    grace = params.grace_hours * 3600
+    store = ArtifactStore(root)
+    entries = scan(store)
+    before = storage_report(entries)
+    by_uri = {e.uri: e for e in entries if e.manifest is not None}
+    env_ids = {e.env_id for e in entries} | {c for c in store._children(store._path(store.root)) if not c.startswith(".")}
+    runs = runs_by_task(store, env_ids)
+    keep = roots(store, env_ids, runs, params.keep_runs)
+    # Close the kept set under parents: a kept artifact's whole lineage stays.
+    reason = dict(keep)
+    stack = list(keep)
+    while stack:
+        uri = stack.pop()
+        entry = by_uri.get(uri)
+        for parent in entry.manifest.parents if entry else ():
+            if parent not in reason:
+                reason[parent] = f"parent of {uri}"
+                stack.append(parent)
+    for uri, e in by_uri.items():
+        if uri not in reason and now - e.manifest.created_at < grace:
+            reason[uri] = f"younger than {params.grace_hours:g} h"
+    doomed = {uri: e for uri, e in by_uri.items() if uri not in reason}
+    orphans = []
+    for e in entries:
+        named = e.manifest.payload if e.manifest else None
+        for name in e.payloads:
+            stamp = payload_time(name)
+            if name != named and stamp is not None and now - stamp >= grace:
+                orphans.append(f"{e.uri}/{name}")
+    stale_runs = [run_uri for env_runs in runs.values() for _, run_uri, _ in env_runs[params.keep_runs:]]
+
+    removed, freed = [], 0
+    verb = "would remove" if params.dry_run else "removing"
+    for e in _deletion_order(doomed):
+        common.log(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
+                   f"{datetime.fromtimestamp(e.manifest.created_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
+        if not params.dry_run:
+            store._remove(f"{store._path(e.uri)}/{MANIFEST}")  # invisible first, then the files
+            store._remove(store._path(e.uri))
+        removed.append(e.uri)
+        freed += e.bytes
+    for path in orphans:
+        common.log(f"[maintenance] {verb} orphan payload {path}")
+        if not params.dry_run:
+            store._remove(store._path(path))
+    for run_uri in stale_runs:
+        common.log(f"[maintenance] {verb} run report {run_uri}")
+        if not params.dry_run:
+            store._remove(store._path(run_uri))
+    for uri in sorted(u for u in reason if u in by_uri):
+        common.log(f"[maintenance] keeping {uri}: {reason[uri]}")
+    after = storage_report([e for e in entries if e.uri not in set(removed)]) if not params.dry_run else before
+    summary = {"dry_run": params.dry_run, "kept": sorted(u for u in reason if u in by_uri), "removed": removed,
+               "orphan_payloads": orphans, "run_reports_removed": stale_runs, "bytes_freed": freed,
+               "storage_before": before, "storage_after": after}
+    for env, stages in before.items():
+        for stage, row in stages.items():
+            left = (after.get(env, {}).get(stage) or {"artifacts": 0, "bytes": 0})
+            common.log(f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
+                       f"  -> {left['artifacts']:>4} artifacts {left['bytes'] / 2**20:>10.1f} MB")
+    common.log(f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
+               f"{len(removed)} artifacts, {len(orphans)} orphan payloads, {len(stale_runs)} run reports")
+    return StageResult(uri=store.root, digest="", cache_hit=False, seconds=time.monotonic() - t0,
+                       metrics={k: v for k, v in summary.items() if k not in ("kept",)} | {"kept": len(summary["kept"])})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=common.default_root(), help="artifact root URI")
+    parser.add_argument("--keep-runs", type=int, default=MaintenanceParams.keep_runs)
+    parser.add_argument("--grace-hours", type=float, default=MaintenanceParams.grace_hours)
+    parser.add_argument("--apply", action="store_true", help="delete (default: a dry run that only reports)")
+    args = parser.parse_args(argv)
+    result = maintain(MaintenanceParams(keep_runs=args.keep_runs, grace_hours=args.grace_hours, dry_run=not args.apply),
+                      root=args.root)
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
