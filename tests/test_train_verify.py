@@ -153,12 +153,11 @@ def test_verify_reports_its_protocol_harness_check_and_verdict_in_words(trained,
     assert not kept.metrics["promoted"] and "unchecked" in kept.metrics["reason"]
     assert store.read_json(latest_uri(store, ENV_ID)) is None
 
-    # The default step limit follows the data: the longest training episode after conversion, plus 15 %.
-    failed = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=1, seed=100, execute_steps=HORIZON,
-                                 min_success_rate=0.5), root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    # 0 % against a 50 % success floor: "failed", in words, and not promoted
+    failed = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=1, max_steps=10, seed=100,
+                                 execute_steps=HORIZON, min_success_rate=0.5), root=data["root"], checkpoint=trained.uri,
+                    holdout=data["holdout"])
     f = failed.metrics
-    assert f["protocol"]["max_steps"] == int(np.ceil(f["longest_training_episode"] * 1.15)) > 50
-    # a 2-step tiny policy does not pick up the cube: 0 % against a 50 % floor is "failed", in words
     assert f["successes"] == 0 and f["verdict"] == "failed" and "success_rate_ok" in f["verdict_reason"]
     assert "verification FAILED" in verdict_line(f) and "0/1" in verdict_line(f)
     refused = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=failed.uri)
@@ -171,6 +170,9 @@ def test_promotion_keeps_the_better_latest_and_refuses_an_incomparable_protocol(
     result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100),
                     root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
     assert result.metrics["verdict"] == "passed" and result.metrics["harness"] is None
+    # the default step limit follows the data: the longest training episode after conversion, plus 15 %
+    longest = result.metrics["longest_training_episode"]
+    assert result.metrics["protocol"]["max_steps"] == int(np.ceil(longest * 1.15)) and longest > 50
     try:
         first = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
         latest = store.read_json(latest_uri(store, ENV_ID))
