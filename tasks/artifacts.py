@@ -42,6 +42,7 @@ import fsspec.asyn
 MANIFEST = "manifest.json"
 COMPLETE = "COMPLETE.json"
 PAYLOAD_PREFIX = "payload-"
+PAYLOAD_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC; `payload-<time>-<id>`: the sweep of orphan payloads reads it back
 DEFAULT_RETRY_SECONDS = 300.0
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRACKED_DISTRIBUTIONS = ("mani-skill", "sapien", "h5py", "numpy", "lerobot", "rpent-openpi", "jax", "flax", "torch")
@@ -435,6 +436,14 @@ class ArtifactStore:
         else:
             self._retrying(f"upload {dst}", lambda: self.fs.put_file(str(src), dst))
 
+    def children(self, uri: str) -> list[str]:
+        """Names directly under `uri` (folders and files; [] when there is nothing)."""
+        return self._children(self._path(uri))
+
+    def remove(self, uri: str) -> None:
+        """Deletes `uri` and everything under it (no error when it is gone already)."""
+        self._remove(self._path(uri))
+
     def _children(self, path: str) -> list[str]:
         def op():
             try:
@@ -463,7 +472,7 @@ class ArtifactStore:
         existing = self.read_manifest(manifest.uri)
         if existing is not None:
             return existing
-        payload = f"{PAYLOAD_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        payload = f"{PAYLOAD_PREFIX}{time.strftime(PAYLOAD_TIME_FORMAT, time.gmtime())}-{uuid.uuid4().hex[:8]}"
         try:
             for f in manifest.files:
                 self._put_file(Path(local_dir) / f.path, f"{target}/{payload}/{f.path}")

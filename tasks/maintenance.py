@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tasks import common
-from tasks.artifacts import MANIFEST, PAYLOAD_PREFIX, ArtifactStore, Manifest, StageResult
+from tasks.artifacts import MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore, Manifest, StageResult
 
 NOT_ARTIFACTS = ("runs", "latest.json", "train-progress")  # per-task entries that are not stage folders
 
@@ -66,22 +66,22 @@ def payload_time(name: str) -> float | None:
     """The UTC time stamp in a payload folder's name (`payload-20261201T135318-5a8fbdd3`)."""
     try:
         stamp = name[len(PAYLOAD_PREFIX):].split("-", 1)[0]
-        return datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(stamp, PAYLOAD_TIME_FORMAT).replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
         return None
 
 
 def scan(store: ArtifactStore) -> list[Entry]:
     entries = []
-    for env_id in store._children(store._path(store.root)):
+    for env_id in store.children(store.root):
         if env_id.startswith("."):
             continue
-        for stage in store._children(store._path(f"{store.root}/{env_id}")):
+        for stage in store.children(f"{store.root}/{env_id}"):
             if stage in NOT_ARTIFACTS or stage.startswith("."):
                 continue
-            for key in store._children(store._path(f"{store.root}/{env_id}/{stage}")):
+            for key in store.children(f"{store.root}/{env_id}/{stage}"):
                 uri = f"{store.root}/{env_id}/{stage}/{key}"
-                children = store._children(store._path(uri))
+                children = store.children(uri)
                 manifest = store.read_manifest(uri) if MANIFEST in children else None
                 entries.append(Entry(uri, env_id, stage, manifest, [c for c in children if c.startswith(PAYLOAD_PREFIX)]))
     return entries
@@ -93,16 +93,11 @@ def runs_by_task(store: ArtifactStore, env_ids: set[str]) -> dict[str, list[tupl
     for env_id in sorted(env_ids):
         runs = []
         base = f"{store.root}/{env_id}/runs"
-        for name in store._children(store._path(base)):
+        for name in store.children(base):
             data = store.read_json(f"{base}/{name}/run.json")
-            if not isinstance(data, dict):
-                continue
-            finished = data.get("finished_at")
-            if finished is None:  # reports written before run.json had a time: the file's own
-                info = store.fs.info(store._path(f"{base}/{name}/run.json"))
-                modified = info.get("LastModified") or info.get("mtime") or 0
-                finished = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
-            runs.append((float(finished), f"{base}/{name}", data))
+            if isinstance(data, dict):
+                # reports written before run.json recorded its time count as the oldest
+                runs.append((float(data.get("finished_at") or 0.0), f"{base}/{name}", data))
         out[env_id] = sorted(runs, key=lambda r: r[0], reverse=True)
     return out
 
@@ -165,7 +160,7 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
     entries = scan(store)
     before = storage_report(entries)
     by_uri = {e.uri: e for e in entries if e.manifest is not None}
-    env_ids = {e.env_id for e in entries} | {c for c in store._children(store._path(store.root)) if not c.startswith(".")}
+    env_ids = {e.env_id for e in entries} | {c for c in store.children(store.root) if not c.startswith(".")}
     runs = runs_by_task(store, env_ids)
     keep = roots(store, env_ids, runs, params.keep_runs)
     # Close the kept set under parents: a kept artifact's whole lineage stays.
@@ -197,18 +192,18 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
         common.log(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
                    f"{datetime.fromtimestamp(e.manifest.created_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
         if not params.dry_run:
-            store._remove(f"{store._path(e.uri)}/{MANIFEST}")  # invisible first, then the files
-            store._remove(store._path(e.uri))
+            store.remove(f"{e.uri}/{MANIFEST}")  # invisible first, then the files
+            store.remove(e.uri)
         removed.append(e.uri)
         freed += e.bytes
     for path in orphans:
         common.log(f"[maintenance] {verb} orphan payload {path}")
         if not params.dry_run:
-            store._remove(store._path(path))
+            store.remove(path)
     for run_uri in stale_runs:
         common.log(f"[maintenance] {verb} run report {run_uri}")
         if not params.dry_run:
-            store._remove(store._path(run_uri))
+            store.remove(run_uri)
     for uri in sorted(u for u in reason if u in by_uri):
         common.log(f"[maintenance] keeping {uri}: {reason[uri]}")
     after = storage_report([e for e in entries if e.uri not in set(removed)]) if not params.dry_run else before

@@ -96,6 +96,12 @@ def gpu_available() -> bool:
     return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
+def lavapipe_icd() -> Path | None:
+    """Mesa lavapipe's Vulkan ICD (software rendering), where tools/setup_system.sh puts it; None when absent."""
+    icd = Path(os.environ.get("PIPELINE_LAVAPIPE_ICD", str(LAVAPIPE_ICD)))
+    return icd if icd.is_file() else None
+
+
 def worker_env(device: str) -> tuple[dict[str, str], str]:
     env = dict(os.environ)
     # One thread per worker process: the workers, not the threads, use the cores.
@@ -103,10 +109,11 @@ def worker_env(device: str) -> tuple[dict[str, str], str]:
     if device == "auto":
         device = "gpu" if gpu_available() else "cpu"
     if device == "cpu":
-        icd = os.environ.get("PIPELINE_LAVAPIPE_ICD", str(LAVAPIPE_ICD))
-        if not Path(icd).is_file():
-            raise RenderError(f"software Vulkan driver not found at {icd}; run tools/setup_system.sh (installs Mesa lavapipe from bookworm-backports)")
-        env["VK_ICD_FILENAMES"] = icd
+        icd = lavapipe_icd()
+        if icd is None:
+            raise RenderError("software Vulkan driver (Mesa lavapipe) not found; run tools/setup_system.sh (installs it "
+                              "from bookworm-backports) or set PIPELINE_LAVAPIPE_ICD")
+        env["VK_ICD_FILENAMES"] = str(icd)
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env, device
 

@@ -45,7 +45,6 @@ STAGE = "verify"
 CODE_VERSION = "3"  # 3: eval env from the render's env kwargs, oracle harness check, ManiSkill's success metrics
 EVAL_SEED_BASE = 1_000_000  # closed-loop seeds start here; demos are generated from small seeds (checked, not assumed)
 STEP_LIMIT_HEADROOM = 0.15  # over the longest training episode, as openpi's LIBERO example keeps
-VERDICTS = ("passed", "failed", "unchecked")
 
 
 class VerifyError(ValueError):
@@ -261,8 +260,8 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     once = sum(e["success_once"] for e in episodes)
     at_end = sum(e["success_at_end"] for e in episodes)
     to_success = [e["steps_to_success"] for e in episodes if e["steps_to_success"] is not None]
-    return {"episodes": n, "successes": once, "success_rate": once / n if n else None,
-            "success_once_rate": once / n if n else None, "success_at_end_rate": at_end / n if n else None,
+    return {"episodes": n, "successes": once, "success_rate": once / n if n else None,  # success_once's rate
+            "success_at_end_rate": at_end / n if n else None,
             "success_rate_ci95": wilson_interval(once, n),
             "median_steps_to_success": float(np.median(to_success)) if to_success else None,
             "mean_episode_steps": float(np.mean([e["steps"] for e in episodes])) if n else None}
@@ -313,17 +312,11 @@ def policy_input(spec: TaskSpec, images: dict[str, np.ndarray], state: np.ndarra
     return {"images": images, "state": np.asarray(state, dtype=np.float32), "prompt": spec.prompt}
 
 
-def _to_numpy(tree):
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    if hasattr(tree, "cpu"):
-        tree = tree.cpu().numpy()
-    return np.asarray(tree)
-
-
 def observation_input(spec: TaskSpec, obs: dict) -> dict:
     """A live observation of a single env as the policy's input: the spec's cameras and state, as in the dataset."""
-    o = _to_numpy(obs)
+    from mani_skill.utils.common import to_numpy
+
+    o = to_numpy(obs)
     images = {sensor: o["sensor_data"][sensor]["rgb"][0] for sensor, _ in spec.cameras}
     return policy_input(spec, images, spec.assemble_state(o)[0])
 
@@ -344,15 +337,15 @@ def ensure_software_vulkan() -> None:
     GPU worker: point Vulkan at it before SAPIEN starts, as the render stage does for its workers."""
     if os.environ.get("VK_ICD_FILENAMES"):
         return
-    from tasks.render import LAVAPIPE_ICD
+    from tasks.render import lavapipe_icd
 
-    icd = os.environ.get("PIPELINE_LAVAPIPE_ICD", str(LAVAPIPE_ICD))
-    if not Path(icd).is_file():
+    icd = lavapipe_icd()
+    if icd is None:
         raise VerifyError(f"the training frames were rendered on the CPU (render_backend='cpu'), and evaluation renders "
-                          f"like them, but the software Vulkan driver is not at {icd}: run tools/setup_system.sh on this "
+                          f"like them, but the software Vulkan driver is missing: run tools/setup_system.sh on this "
                           "worker (Mesa lavapipe from bookworm-backports), or set device=gpu to render the rollout on "
                           "the GPU (a different protocol)")
-    os.environ["VK_ICD_FILENAMES"] = icd
+    os.environ["VK_ICD_FILENAMES"] = str(icd)
 
 
 def run_episode(env, policy: ChunkPolicy, spec: TaskSpec, seed: int, max_steps: int, execute_steps: int,
@@ -360,6 +353,8 @@ def run_episode(env, policy: ChunkPolicy, spec: TaskSpec, seed: int, max_steps: 
     """One episode, always to `max_steps` (terminations ignored, as ManiSkill evaluates), replanning every
     `execute_steps` actions. Returns ManiSkill's `success_once` / `success_at_end` and the first success's step.
     `options`: reset options (a replayed demo's recorded ones)."""
+    from mani_skill.utils.common import to_numpy
+
     obs, _ = env.reset(seed=seed, options=options)
     steps, first_success, success, t0 = 0, None, False, time.monotonic()
     while steps < max_steps:
@@ -372,7 +367,7 @@ def run_episode(env, policy: ChunkPolicy, spec: TaskSpec, seed: int, max_steps: 
         for action in chunk[:execute_steps]:
             obs, _, _, _, info = env.step(action[None].astype(np.float32))
             steps += 1
-            success = bool(np.asarray(_to_numpy(info["success"])).any())
+            success = bool(np.asarray(to_numpy(info["success"])).any())
             if success and first_success is None:
                 first_success = steps
             if steps >= max_steps:
@@ -548,7 +543,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             "verdict": verdict, "verdict_reason": reason, "checks": checks,
             "thresholds": {"max_action_mae": params.max_action_mae or None, "min_success_rate": params.min_success_rate or None},
             **m, **closed,
-            "protocol": protocol.to_dict(), "render_backend": protocol.env_kwargs.get("render_backend"),
+            "protocol": protocol.to_dict(),
             "harness": {k: v for k, v in (harness or {}).items() if k != "per_episode"} or None,
             "longest_training_episode": sources.longest_training_episode,
             "holdout_is_training_data": holdout_is_training_data,

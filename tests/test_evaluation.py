@@ -8,6 +8,7 @@ replaying held-out demos must succeed in it, while a harness with the wrong cont
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -115,6 +116,21 @@ def test_the_production_profile_evaluates_enough_episodes_for_the_rule_to_promot
     assert not promoted and "evaluate more episodes" in reason
 
 
+def test_cpu_rendered_evaluation_on_a_worker_without_lavapipe_is_refused_with_the_fix(monkeypatch, tmp_path):
+    """A GPU worker evaluating frames rendered on the CPU needs the software Vulkan driver: found, or refused clearly."""
+    from tasks.verify import ensure_software_vulkan
+
+    monkeypatch.delenv("VK_ICD_FILENAMES", raising=False)
+    monkeypatch.setenv("PIPELINE_LAVAPIPE_ICD", str(tmp_path / "missing.json"))
+    with pytest.raises(VerifyError, match="run tools/setup_system.sh .* or set device=gpu"):
+        ensure_software_vulkan()
+    icd = tmp_path / "lvp_icd.json"
+    icd.write_text("{}")
+    monkeypatch.setenv("PIPELINE_LAVAPIPE_ICD", str(icd))
+    ensure_software_vulkan()
+    assert os.environ["VK_ICD_FILENAMES"] == str(icd)
+
+
 def test_protocol_differences_are_listed_in_words():
     a, b = _result(1, 2)["protocol"], _result(1, 2, max_steps=90, execute_steps=2)["protocol"]
     assert protocol_differences(a, a) == []
@@ -209,3 +225,15 @@ def test_demo_seeds_and_the_longest_episode_come_from_the_artifacts_json(eval_da
     assert sources.longest_training_episode == max(ep["elapsed_steps"] for ep in replayed["episodes"])
     with pytest.raises(VerifyError, match="overlap"):
         check_seeds_disjoint(range(0, 3), sources.demo_seeds)
+
+
+@pytest.mark.sim
+def test_a_held_out_set_smaller_than_the_batch_is_refused_before_training(eval_data):
+    """A held-out set too small for one validation batch (production trains at batch 32) is refused with the fix."""
+    import types
+
+    from tasks.train import TrainError, TrainParams, held_out_batches
+
+    with pytest.raises(TrainError, match="fewer than the batch size 10000.*holdout_count.*val_interval=0"):
+        held_out_batches(types.SimpleNamespace(batch_size=10_000), TrainParams(env_id=ENV_ID, val_interval=1000),
+                         eval_data["holdout_dir"], "key", sharding=None)

@@ -37,8 +37,8 @@ def _manifests(store: ArtifactStore) -> set[str]:
     found = set()
     for stage in ("download", "render"):
         base = f"{store.root}/{ENV_ID}/{stage}"
-        found |= {f"{base}/{key}" for key in store._children(store._path(base))
-                  if MANIFEST in store._children(store._path(f"{base}/{key}"))}
+        found |= {f"{base}/{key}" for key in store.children(base)
+                  if MANIFEST in store.children(f"{base}/{key}")}
     return found
 
 
@@ -61,12 +61,12 @@ def test_retention_keeps_the_newest_runs_lineage_and_sweeps_old_orphans(where, l
     assert dry["dry_run"] and dry["removed"] == [] and dry["orphan_payloads"] == [stale]
     assert dry["run_reports_removed"] == [f"{root}/{ENV_ID}/runs/run-old"]
     assert dry["storage_before"][ENV_ID]["render"]["artifacts"] == 2 and dry["storage_before"][ENV_ID]["render"]["bytes"] > 0
-    assert _manifests(store) == before and store._children(store._path(stale))
+    assert _manifests(store) == before and store.children(stale)
 
     # 2. Applied with the grace period: the old orphan goes, the payload still being written stays.
     swept = maintain(MaintenanceParams(keep_runs=1, dry_run=False), root=root).metrics
     assert swept["orphan_payloads"] == [stale] and swept["removed"] == []
-    assert not store._children(store._path(stale)) and store._children(store._path(live))
+    assert not store.children(stale) and store.children(live)
 
     # 3. No grace: the older run's artifacts go, children before parents; the newest run's lineage stays whole.
     result = maintain(MaintenanceParams(keep_runs=1, grace_hours=0, dry_run=False), root=root).metrics
@@ -109,8 +109,8 @@ def test_cli_is_a_dry_run_unless_told_to_apply(local_root):
     store.write_bytes(f"{orphan}/x.h5", b"x")
     out = subprocess.run([sys.executable, "-m", "tasks.maintenance", "--root", local_root], cwd=PROJECT,
                          capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout)["metrics"]["orphan_payloads"] == [orphan] and store._children(store._path(orphan))
+    assert json.loads(out.stdout)["metrics"]["orphan_payloads"] == [orphan] and store.children(orphan)
     assert "would remove orphan payload" in out.stderr
     subprocess.run([sys.executable, "-m", "tasks.maintenance", "--root", local_root, "--apply"], cwd=PROJECT,
                    capture_output=True, text=True, check=True)
-    assert not store._children(store._path(orphan))
+    assert not store.children(orphan)
