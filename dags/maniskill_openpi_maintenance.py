@@ -39,7 +39,10 @@ remove without removing it (`python -m tasks.maintenance` does a dry run unless 
         "keep_runs": Param(5, type="integer", minimum=1, maximum=10_000, title="Runs kept per task",
                            description="the newest run reports per task whose artifacts are kept, besides latest's"),
         "grace_hours": Param(24.0, type="number", minimum=0, maximum=8760, title="Grace period (hours)",
-                             description="younger artifacts and payload folders are never removed"),
+                             description="artifacts created or used more recently, and younger payload folders, are "
+                                         "never removed (0, or more than the 0.5 h in-use refresh)"),
+        "progress_days": Param(14.0, type="number", minimum=0, maximum=3650, title="Resume points kept (days)",
+                               description="resume points of a training with no checkpoint for this long are removed"),
         "dry_run": Param(False, type="boolean", title="Dry run", description="report only, remove nothing"),
     },
     doc_md=DOC,
@@ -51,7 +54,7 @@ def maniskill_openpi_maintenance():
         from tasks.maintenance import MaintenanceParams, maintain
 
         return run_stage_task(maintain, MaintenanceParams(keep_runs=params["keep_runs"], grace_hours=params["grace_hours"],
-                                                          dry_run=params["dry_run"]),
+                                                          progress_days=params["progress_days"], dry_run=params["dry_run"]),
                               root=params["artifact_root"], s3_conn_id=params["s3_conn_id"])
 
     sweep()

@@ -9,7 +9,11 @@ Publishing is a compare-and-swap: each attempt uploads its files under its own `
 then creates the manifest only if none exists (S3 conditional PUT `If-None-Match: *`; a hard link on a
 local disk). So two runs racing on one key cannot mix their files: one manifest wins, the loser deletes
 its payload and reuses the winner's, and a killed upload leaves only an unreferenced payload folder,
-which the next successful publish of that key removes.
+which the next successful publish of that key removes (or the maintenance sweep, after a grace period).
+
+A stage that reuses an artifact (cache hit) or reads one as an input writes `<key>/in-use.json` with the
+time, refreshed while it builds; the maintenance sweep treats a recently used artifact as young and keeps
+it, so a run that reuses old artifacts does not lose them to a sweep mid-run.
 
 Storage goes through fsspec (s3fs for `s3://`, the local filesystem for `file://`); credentials and
 endpoints come from the environment (AWS_* variables, set by the Airflow connection binding in
@@ -28,7 +32,9 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,6 +47,8 @@ import fsspec.asyn
 
 MANIFEST = "manifest.json"
 COMPLETE = "COMPLETE.json"
+IN_USE = "in-use.json"  # `<key>/in-use.json`: when a stage last read or reused the artifact (retention keeps it)
+IN_USE_REFRESH_SECONDS = 1800.0  # a stage still building refreshes its inputs' marks this often
 PAYLOAD_PREFIX = "payload-"
 PAYLOAD_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC; `payload-<time>-<id>`: the sweep of orphan payloads reads it back
 DEFAULT_RETRY_SECONDS = 300.0
@@ -440,6 +448,18 @@ class ArtifactStore:
         """Names directly under `uri` (folders and files; [] when there is nothing)."""
         return self._children(self._path(uri))
 
+    def mark_in_use(self, uri: str) -> None:
+        """Records that a stage is reading (or reusing) the artifact now: retention keeps it for its grace period.
+
+        Without this, a run that reuses an old artifact (a cache hit on last month's demos) could see it swept
+        by the maintenance DAG between the cache hit and the stage that reads it.
+        """
+        self.write_bytes(f"{uri}/{IN_USE}", json.dumps({"used_at": time.time(), "host": platform.node()}).encode())
+
+    def in_use_at(self, uri: str) -> float | None:
+        data = self.read_json(f"{uri}/{IN_USE}")
+        return float(data["used_at"]) if isinstance(data, dict) and "used_at" in data else None
+
     def remove(self, uri: str) -> None:
         """Deletes `uri` and everything under it (no error when it is gone already)."""
         self._remove(self._path(uri))
@@ -555,6 +575,37 @@ def work_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="stage-", dir=base))
 
 
+def mark_in_use(store: ArtifactStore, uris: Sequence[str]) -> None:
+    for uri in uris:
+        try:
+            store.mark_in_use(uri)
+        except (StorageUnavailable, OSError) as e:  # a courtesy to the sweep (or a read-only store): never fails a stage
+            print(f"[artifacts] could not mark {uri} in use: {e}", file=sys.stderr)
+
+
+class InUseMarks:
+    """Keeps a building stage's inputs marked in use (now, then every `IN_USE_REFRESH_SECONDS`) until `stop()`.
+
+    A training run can outlast the maintenance grace period; refreshing the marks keeps its inputs from
+    being swept before its own artifact, which names them as parents, is published.
+    """
+
+    def __init__(self, store: ArtifactStore, uris: Sequence[str], every: float | None = None):
+        self.store, self.uris, self.every = store, list(uris), every or IN_USE_REFRESH_SECONDS
+        self._stop = threading.Event()
+        mark_in_use(store, self.uris)
+        self._thread = threading.Thread(target=self._loop, name="in-use-marks", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            mark_in_use(self.store, self.uris)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def artifact_uri(store: ArtifactStore, env_id: str, stage: str, code_version: str, params: dict[str, Any],
                  parents: Sequence[Manifest], key_inputs: Sequence[str] | None = None) -> str:
     """Where `run_stage` will publish this stage's output for these inputs."""
@@ -590,9 +641,11 @@ def run_stage(
     existing = store.read_manifest(uri)
     if existing is not None:
         log(f"[{stage}] cache hit: {uri}")
+        mark_in_use(store, [uri])
         return StageResult(uri, existing.digest, True, existing.metrics, time.monotonic() - start, store.files_uri(existing))
     log(f"[{stage}] building {uri}")
     scratch = work_dir()
+    in_use = InUseMarks(store, [p.uri for p in parents])
     try:
         out = scratch / "out"
         out.mkdir()
@@ -621,5 +674,6 @@ def run_stage(
         else:
             log(f"[{stage}] published {uri} ({len(manifest.files)} files) in {time.monotonic() - t0:.1f}s")
     finally:
+        in_use.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     return StageResult(uri, published.digest, reused, published.metrics, time.monotonic() - start, store.files_uri(published))

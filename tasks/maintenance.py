@@ -8,13 +8,17 @@ them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand
    race. It is deleted once its time stamp is older than `grace_hours`, so a publish that is still uploading
    (younger than that) is never touched.
 2. **Retention.** Kept: every artifact reachable, through manifest parents, from each task's `latest.json`
-   (its checkpoint and verify artifact, and the checkpoint it replaced) and from the `keep_runs` newest run
-   reports per task (`runs/<run_id>/run.json`), plus every artifact younger than `grace_hours` (it may belong
-   to a run in progress). Everything else is deleted, oldest first, children before parents, and each one
+   (its checkpoint and verify artifact, and the checkpoint it replaced), from the `keep_runs` newest run
+   reports per task (`runs/<run_id>/run.json`), and from every artifact created or used (`in-use.json`,
+   written by a cache hit and refreshed while a stage reads its inputs) within `grace_hours`: it may belong to
+   a run in progress, which reuses old artifacts as well as making new ones. Everything else is deleted, oldest first, children before parents, and each one
    manifest first, so it stops being visible before its files go. Because the kept set is closed under
    parents, a kept artifact's lineage is never broken, even when a sweep is interrupted. Run report folders
    beyond the `keep_runs` newest are deleted with them.
-3. **Storage report**: artifacts and bytes per task and stage, before and after.
+3. **Resume points** (`train-progress/<key>/<step>/`, each a full checkpoint): training deletes its own
+   once it publishes; those of trainings killed and never rerun are deleted when their newest checkpoint is
+   older than `progress_days`. Younger ones keep their training's inputs (the marks above).
+4. **Storage report**: artifacts and bytes per task and stage, before and after.
 
 `dry_run` (the CLI's default) reports what would be removed and removes nothing.
 """
@@ -29,15 +33,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tasks import common
-from tasks.artifacts import MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore, Manifest, StageResult
+from tasks.artifacts import (IN_USE, IN_USE_REFRESH_SECONDS, MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore,
+                             Manifest, StageResult)
 
-NOT_ARTIFACTS = ("runs", "latest.json", "train-progress")  # per-task entries that are not stage folders
+PROGRESS = "train-progress"  # training's resume points (tasks.train.PROGRESS_STAGE; a stage is not imported here)
+NOT_ARTIFACTS = ("runs", "latest.json", PROGRESS)  # per-task entries that are not stage folders
 
 
 @dataclasses.dataclass(frozen=True)
 class MaintenanceParams:
     keep_runs: int = 5  # newest run reports per task whose artifacts are kept (besides latest's)
-    grace_hours: float = 24.0  # younger payloads and artifacts are never removed (a run may be writing them)
+    grace_hours: float = 24.0  # payloads and artifacts younger (or used more recently) are never removed
+    progress_days: float = 14.0  # resume points of a training with no checkpoint for this long are removed
     dry_run: bool = True  # report only
 
     def validate(self) -> None:
@@ -45,6 +52,13 @@ class MaintenanceParams:
             raise ValueError(f"keep_runs must be 1..10000, got {self.keep_runs}")
         if not 0 <= self.grace_hours <= 24 * 365:
             raise ValueError(f"grace_hours must be 0..8760, got {self.grace_hours}")
+        if 0 < self.grace_hours * 3600 <= IN_USE_REFRESH_SECONDS:
+            # a building stage refreshes its inputs' marks every IN_USE_REFRESH_SECONDS: a shorter grace could
+            # sweep them between two refreshes (0 stays allowed: "nothing is running", for tests and by hand)
+            raise ValueError(f"grace_hours must be 0 or more than {IN_USE_REFRESH_SECONDS / 3600:g} h "
+                             f"(the in-use refresh interval), got {self.grace_hours}")
+        if not 0 <= self.progress_days <= 3650:
+            raise ValueError(f"progress_days must be 0..3650, got {self.progress_days}")
 
 
 @dataclasses.dataclass
@@ -56,6 +70,11 @@ class Entry:
     stage: str
     manifest: Manifest | None
     payloads: list[str]  # payload folder names under the key
+    used_at: float | None = None  # last `in-use.json` mark
+
+    @property
+    def last_active(self) -> float:
+        return max(self.manifest.created_at if self.manifest else 0.0, self.used_at or 0.0)
 
     @property
     def bytes(self) -> int:
@@ -83,8 +102,32 @@ def scan(store: ArtifactStore) -> list[Entry]:
                 uri = f"{store.root}/{env_id}/{stage}/{key}"
                 children = store.children(uri)
                 manifest = store.read_manifest(uri) if MANIFEST in children else None
-                entries.append(Entry(uri, env_id, stage, manifest, [c for c in children if c.startswith(PAYLOAD_PREFIX)]))
+                entries.append(Entry(uri, env_id, stage, manifest, [c for c in children if c.startswith(PAYLOAD_PREFIX)],
+                                     store.in_use_at(uri) if IN_USE in children else None))
     return entries
+
+
+@dataclasses.dataclass
+class ResumePoints:
+    """One training's resume points: `<env>/train-progress/<key>/` with its completed checkpoint steps."""
+
+    uri: str
+    env_id: str
+    saved_at: float | None  # newest completed checkpoint (None: none completed, or written before it was recorded)
+    steps: list[str]
+
+
+def scan_progress(store: ArtifactStore) -> list[ResumePoints]:
+    found = []
+    for env_id in store.children(store.root):
+        if env_id.startswith("."):
+            continue
+        for key in store.children(f"{store.root}/{env_id}/{PROGRESS}"):
+            uri = f"{store.root}/{env_id}/{PROGRESS}/{key}"
+            markers = store.complete_trees(uri)
+            times = [float(m["saved_at"]) for m in markers.values() if m.get("saved_at")]
+            found.append(ResumePoints(uri, env_id, max(times) if times else None, sorted(markers, key=int)))
+    return found
 
 
 def runs_by_task(store: ArtifactStore, env_ids: set[str]) -> dict[str, list[tuple[float, str, dict]]]:
@@ -163,6 +206,9 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
     env_ids = {e.env_id for e in entries} | {c for c in store.children(store.root) if not c.startswith(".")}
     runs = runs_by_task(store, env_ids)
     keep = roots(store, env_ids, runs, params.keep_runs)
+    for uri, e in by_uri.items():
+        if uri not in keep and now - e.last_active < grace:
+            keep[uri] = f"created or used within {params.grace_hours:g} h"
     # Close the kept set under parents: a kept artifact's whole lineage stays.
     reason = dict(keep)
     stack = list(keep)
@@ -173,9 +219,6 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
             if parent not in reason:
                 reason[parent] = f"parent of {uri}"
                 stack.append(parent)
-    for uri, e in by_uri.items():
-        if uri not in reason and now - e.manifest.created_at < grace:
-            reason[uri] = f"younger than {params.grace_hours:g} h"
     doomed = {uri: e for uri, e in by_uri.items() if uri not in reason}
     orphans = []
     for e in entries:
@@ -185,6 +228,8 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
             if name != named and stamp is not None and now - stamp >= grace:
                 orphans.append(f"{e.uri}/{name}")
     stale_runs = [run_uri for env_runs in runs.values() for _, run_uri, _ in env_runs[params.keep_runs:]]
+    stale_progress = [p for p in scan_progress(store)
+                      if p.saved_at is not None and now - p.saved_at >= params.progress_days * 86400]
 
     removed, freed = [], 0
     verb = "would remove" if params.dry_run else "removing"
@@ -200,6 +245,11 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
         common.log(f"[maintenance] {verb} orphan payload {path}")
         if not params.dry_run:
             store.remove(path)
+    for p in stale_progress:
+        common.log(f"[maintenance] {verb} resume points {p.uri} (steps {', '.join(p.steps)}; newest saved "
+                   f"{datetime.fromtimestamp(p.saved_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
+        if not params.dry_run:
+            store.remove(p.uri)
     for run_uri in stale_runs:
         common.log(f"[maintenance] {verb} run report {run_uri}")
         if not params.dry_run:
@@ -208,7 +258,8 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
         common.log(f"[maintenance] keeping {uri}: {reason[uri]}")
     after = storage_report([e for e in entries if e.uri not in set(removed)]) if not params.dry_run else before
     summary = {"dry_run": params.dry_run, "kept": sorted(u for u in reason if u in by_uri), "removed": removed,
-               "orphan_payloads": orphans, "run_reports_removed": stale_runs, "bytes_freed": freed,
+               "orphan_payloads": orphans, "run_reports_removed": stale_runs,
+               "resume_points_removed": [p.uri for p in stale_progress], "bytes_freed": freed,
                "storage_before": before, "storage_after": after}
     for env, stages in before.items():
         for stage, row in stages.items():
@@ -216,7 +267,8 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
             common.log(f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
                        f"  -> {left['artifacts']:>4} artifacts {left['bytes'] / 2**20:>10.1f} MB")
     common.log(f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
-               f"{len(removed)} artifacts, {len(orphans)} orphan payloads, {len(stale_runs)} run reports")
+               f"{len(removed)} artifacts, {len(orphans)} orphan payloads, {len(stale_runs)} run reports, "
+               f"{len(stale_progress)} resume point folders")
     return StageResult(uri=store.root, digest="", cache_hit=False, seconds=time.monotonic() - t0,
                        metrics={k: v for k, v in summary.items() if k not in ("kept",)} | {"kept": len(summary["kept"])})
 
@@ -225,12 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=common.default_root(), help="artifact root URI")
-    parser.add_argument("--keep-runs", type=int, default=MaintenanceParams.keep_runs)
-    parser.add_argument("--grace-hours", type=float, default=MaintenanceParams.grace_hours)
+    parser.add_argument("--root", default=common.default_root(), help="artifact root URI (file:///abs/dir or s3://bucket/prefix)")
+    parser.add_argument("--keep-runs", type=int, default=MaintenanceParams.keep_runs,
+                        help="newest run reports per task whose artifacts are kept, besides latest's (default %(default)s)")
+    parser.add_argument("--grace-hours", type=float, default=MaintenanceParams.grace_hours,
+                        help="artifacts created or used, and payload folders written, more recently are kept "
+                             "(0, or more than the 0.5 h in-use refresh; default %(default)s)")
+    parser.add_argument("--progress-days", type=float, default=MaintenanceParams.progress_days,
+                        help="resume points of a training with no checkpoint for this long are removed (default %(default)s)")
     parser.add_argument("--apply", action="store_true", help="delete (default: a dry run that only reports)")
     args = parser.parse_args(argv)
-    result = maintain(MaintenanceParams(keep_runs=args.keep_runs, grace_hours=args.grace_hours, dry_run=not args.apply),
+    result = maintain(MaintenanceParams(keep_runs=args.keep_runs, grace_hours=args.grace_hours,
+                                        progress_days=args.progress_days, dry_run=not args.apply),
                       root=args.root)
     print(json.dumps(result.to_dict()))
     return 0

@@ -552,7 +552,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
                 saved = ckpt_dir / str(step + 1)
                 shutil.copyfile(log_path, saved / "train_log.jsonl")
                 store.put_tree(saved, f"{progress_uri}/{step + 1}",
-                               {"step": step + 1, "wandb_id": wandb_run.id if wandb_run is not None else None})
+                               {"step": step + 1, "wandb_id": wandb_run.id if wandb_run is not None else None,
+                                "saved_at": time.time()})  # the maintenance sweep ages resume points by it
                 log(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
                 t_mark = time.monotonic()  # checkpoint time is not step time
     with sharding.set_mesh(loop.mesh):

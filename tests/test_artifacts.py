@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,6 +54,38 @@ def test_stage_publishes_manifest_and_second_run_is_a_cache_hit(local_root):
     manifest = store.require(first.uri)
     assert {f.path for f in manifest.files} == {"a.txt", "sub/b.bin"}
     assert manifest.metrics == {"n": 2} and "python" in manifest.versions
+
+
+def test_stages_mark_what_they_reuse_and_read_in_use(local_root, monkeypatch, capsys):
+    """The marks the maintenance sweep keeps recent inputs by: on a cache hit, and refreshed through a long build."""
+    import tasks.artifacts as artifacts
+
+    store = ArtifactStore(local_root)
+    parent = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
+                       build=_build({"a.txt": b"a"}))
+    assert store.in_use_at(parent.uri) is None  # just built: its creation time says it is young
+    hit = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
+                    build=_build({"a.txt": b"a"}))
+    first_mark = store.in_use_at(parent.uri)
+    assert hit.cache_hit and first_mark is not None
+    monkeypatch.setattr(artifacts, "IN_USE_REFRESH_SECONDS", 0.05)
+    marks = []
+
+    def slow_build(out: Path) -> dict:
+        for _ in range(4):
+            time.sleep(0.1)
+            marks.append(store.in_use_at(parent.uri))
+        return _build({"b.txt": b"b"})(out)
+
+    run_stage(store, env_id="PickCube-v1", stage="child", code_version="1", params={},
+              parents=[store.require(parent.uri)], build=slow_build)
+    assert marks == sorted(marks) and marks[0] > first_mark and marks[-1] > marks[0]  # refreshed while building
+
+    # A store this run may read but not write (a shared, read-only bucket): the mark is skipped, the hit stands.
+    monkeypatch.setattr(ArtifactStore, "mark_in_use", lambda self, uri: (_ for _ in ()).throw(PermissionError("read-only")))
+    again = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
+                      build=_build({"a.txt": b"a"}))
+    assert again.cache_hit and "could not mark" in capsys.readouterr().err
 
 
 def test_failed_build_leaves_no_artifact(local_root):

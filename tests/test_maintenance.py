@@ -9,11 +9,13 @@ was kept and rebuild what was removed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import MANIFEST, ArtifactStore
+from tasks.artifacts import IN_USE, MANIFEST, ArtifactStore
 from tasks.download import DownloadParams, download
 from tasks.maintenance import MaintenanceParams, maintain, payload_time
 from tasks.render import RenderParams, render
@@ -95,6 +97,42 @@ def test_latest_keeps_its_checkpoint_lineage_however_old(local_root):
     result = maintain(MaintenanceParams(keep_runs=1, grace_hours=0, dry_run=False), root=local_root).metrics
     assert result["removed"] == [] and len(_manifests(store)) == 4
     assert result["run_reports_removed"] == [f"{local_root}/{ENV_ID}/runs/run-1"]
+
+
+def _age(store: ArtifactStore, uri: str, days: float) -> None:
+    """What `days` of waiting would do to an artifact: created (and last used) that long ago."""
+    manifest = store.read_manifest(uri)
+    store.write_bytes(f"{uri}/{MANIFEST}", dataclasses.replace(manifest, created_at=manifest.created_at - days * 86400)
+                      .to_json().encode())
+    if store.in_use_at(uri) is not None:
+        store.write_json(f"{uri}/{IN_USE}", {"used_at": store.in_use_at(uri) - days * 86400})
+
+
+def test_a_run_in_progress_keeps_what_it_reuses_and_stale_resume_points_go(local_root, tmp_path):
+    """The race the in-use marks close: a run that cache-hits an old artifact must not lose it to a sweep mid-run."""
+    store = ArtifactStore(local_root)
+    t0 = time.time()
+    old = _run(store, seed=0, run_id="run-old", finished_at=t0 - 3 * 86400)
+    _run(store, seed=5, run_id="run-new", finished_at=t0)
+    assert store.in_use_at(old["download"]) >= t0  # rendering read it: marked in use
+    for uri in old.values():
+        _age(store, uri, days=3)
+    # A run starting now reuses the old demos: the cache hit marks them in use.
+    assert download(DownloadParams(env_id=ENV_ID, count=1, seed=0), root=local_root).cache_hit
+    assert store.in_use_at(old["download"]) >= t0
+    # Resume points: one of a training killed three weeks ago and never rerun, one of a training saving now.
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "params").write_bytes(b"weights")
+    progress = f"{local_root}/{ENV_ID}/train-progress"
+    store.put_tree(ckpt, f"{progress}/abandoned/1000", {"step": 1000, "saved_at": t0 - 21 * 86400})
+    store.put_tree(ckpt, f"{progress}/running/2000", {"step": 2000, "saved_at": t0})
+
+    result = maintain(MaintenanceParams(keep_runs=1, dry_run=False), root=local_root).metrics
+    assert result["removed"] == [old["render"]]  # outside the run window and unused; its demos are in use
+    assert store.read_manifest(old["download"]) is not None
+    assert result["resume_points_removed"] == [f"{progress}/abandoned"]
+    assert not store.children(f"{progress}/abandoned") and list(store.complete_trees(f"{progress}/running")) == ["2000"]
 
 
 def test_cli_is_a_dry_run_unless_told_to_apply(local_root):
