@@ -104,7 +104,7 @@ def write_dataset(spec: TaskSpec, inputs: list[Path], dataset_root: Path, repo_i
 
     ds = None
     threads = params.image_threads or 2 * (os.cpu_count() or 1)
-    n_episodes = n_frames = 0
+    n_episodes = n_frames = longest = 0
     with ThreadPoolExecutor(threads) as pool:
         for h5_path in inputs:
             episodes = json.loads(sidecar(h5_path).read_text())["episodes"]
@@ -139,9 +139,10 @@ def write_dataset(spec: TaskSpec, inputs: list[Path], dataset_root: Path, repo_i
                     shutil.rmtree(dataset_root / "images", ignore_errors=True)
                     n_episodes += 1
                     n_frames += T
+                    longest = max(longest, T)
     if ds is None:
         raise ConvertError(f"no episodes in {[str(p) for p in inputs]}: nothing to convert")
-    return {"episodes": n_episodes, "frames": n_frames}
+    return {"episodes": n_episodes, "frames": n_frames, "longest_episode": longest}
 
 
 def check_dataset(spec: TaskSpec, dataset_root: Path, repo_id: str, expect_episodes: int, expect_frames: int) -> dict:

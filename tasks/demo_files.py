@@ -75,7 +75,11 @@ def read_episode(h5: h5py.File, episode_id: int, camera: str, h5_path: Path) -> 
         obs = group["obs"]
     except KeyError:
         raise DemoFileError(f"{h5_path}: episode {episode_id} has no '{name}/obs' group; render the demos first") from None
-    if "sensor_data" not in obs or camera not in obs["sensor_data"] or "rgb" not in obs["sensor_data"][camera]:
+    cameras = sorted(c for c in obs["sensor_data"] if "rgb" in obs["sensor_data"][c]) if "sensor_data" in obs else []
+    if cameras and camera not in cameras:
+        raise DemoFileError(f"{h5_path}: no camera {camera!r} in the rendered episodes; they have {cameras}. "
+                            "Fix the camera names of the TaskSpec in tasks/specs.py")
+    if not cameras:
         raise DemoFileError(
             f"{h5_path}: episode {episode_id} has no images at obs/sensor_data/{camera}/rgb - this looks like a "
             "state-only file; run the render stage (replay with obs_mode=rgb) before convert"

@@ -126,7 +126,12 @@ def download(params: DownloadParams, root: str) -> StageResult:
             raise DownloadError(f"{params.source} delivered {len(episodes)} episodes of {params.env_id}, fewer than count={params.count}")
         chosen = episodes[: params.count]
         write_subset(h5, chosen, out / "trajectory.h5")
-        return {"episodes": len(chosen), "steps": int(sum(e.get("elapsed_steps", 0) for e in chosen)), "source": params.source}
+        metrics = {"episodes": len(chosen), "steps": int(sum(e.get("elapsed_steps", 0) for e in chosen)), "source": params.source}
+        seeds = [e.get("episode_seed") for e in episodes]
+        if params.source == "motionplanning" and all(isinstance(s, int) for s in seeds) and seeds:
+            # The planner keeps trying seeds until `count` succeed and records only the successes.
+            metrics["planner_success_rate"] = round(len(episodes) / (max(seeds) - params.seed + 1), 4)
+        return metrics
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
                      params=dataclasses.asdict(params), parents=[], build=build, log=common.log)

@@ -17,10 +17,9 @@ from openpi.training import config as _config
 from typing_extensions import override
 
 from tasks.convert import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
-from tasks.specs import TaskSpec
+from tasks.specs import OPENPI_CAMERAS, TaskSpec
 
 # pi0's three camera slots, in the order the model reads them.
-OPENPI_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 
 
 def to_hwc_uint8(image) -> np.ndarray:

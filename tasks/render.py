@@ -48,6 +48,7 @@ class RenderParams:
     min_success_ratio: float = 0.8
     device: str = "auto"
     workers: int = 0  # 0: one per core (not part of the cache key: output does not depend on it)
+    camera_size: int = 0  # square camera resolution (ManiSkill's sensor_configs width/height); 0: the env's default
 
     def validate(self) -> None:
         spec = get_spec(self.env_id)
@@ -63,6 +64,8 @@ class RenderParams:
             raise ValueError(f"min_success_ratio must be within [0, 1], got {self.min_success_ratio}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown render device {self.device!r}: use one of {DEVICES}")
+        if self.camera_size and not 16 <= self.camera_size <= 1024:
+            raise ValueError(f"camera_size must be 0 (the env's default) or 16..1024 pixels, got {self.camera_size}")
         if self.workers < 0 or self.workers > 256:
             raise ValueError(f"workers must be 0 (one per core) .. 256, got {self.workers}")
 
@@ -181,11 +184,15 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
             write_subset(src, [shard[i] for i in idx], sub)
             meta = json.loads(sidecar(sub).read_text())
             meta["env_info"]["env_kwargs"]["render_backend"] = "gpu" if device == "gpu" else "cpu"
+            if params.camera_size:
+                # Every sensor at this size. Recorded in the rendered trajectory.json, whose env kwargs verify's
+                # closed-loop episodes reuse, so the policy is evaluated on images like the ones it trained on.
+                meta["env_info"]["env_kwargs"]["sensor_configs"] = {"width": params.camera_size,
+                                                                    "height": params.camera_size}
             sidecar(sub).write_text(json.dumps(meta))
             log_path = scratch / f"part{w}.log"
             logs.append(log_path)
-            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", spec.control_mode,
-                   "--expect-fps", str(spec.fps)]
+            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", spec.control_mode]
             procs.append(subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT))
             outputs.append(scratch / f"part{w}.rgb.{spec.control_mode}.physx_cpu.h5")
         codes = [p.wait() for p in procs]

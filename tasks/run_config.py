@@ -79,6 +79,10 @@ class RunConfig:
                                    "Episodes per render shard", minimum=1, maximum=10_000)
     min_success_ratio: float = _opt(0.8, "render fails when fewer replays succeed than this", "Render",
                                     "Minimum replay success ratio", minimum=0, maximum=1)
+    camera_size: int = _opt(224, "square camera resolution to render at, in pixels; pi0 takes 224x224 images (openpi "
+                            "resizes with padding), so 224 keeps every rendered pixel; 0: the task's own default "
+                            "(128x128 for most ManiSkill tasks). Recorded in the dataset; evaluation renders alike",
+                            "Render", "Camera resolution", minimum=0, maximum=1024)
     preset: str = _opt("lora", "lora: gemma_2b_lora + gemma_300m_lora from pretrained weights (openpi's low-memory "
                        "fine-tune); full: full fine-tune with EMA; tiny: CPU-sized pi0 for tests and the demo",
                        "Training", "Preset", enum=list(PRESETS))
@@ -236,7 +240,8 @@ class RunConfig:
 
         mode = "" if self.control_mode == FROM_SPEC else self.control_mode
         return RenderParams(env_id=self.env_id, control_mode=mode, shard_start=shard_start,
-                            shard_stop=shard_stop, min_success_ratio=self.min_success_ratio)
+                            shard_stop=shard_stop, min_success_ratio=self.min_success_ratio,
+                            camera_size=self.camera_size)
 
     def convert_params(self):
         from tasks.convert import ConvertParams
@@ -279,6 +284,7 @@ DEMO_PROFILE: dict[str, Any] = {
     "wandb": False,
     "demo_count": 4, "holdout_count": 1,
     "val_interval": 2, "val_batches": 1,
+    "camera_size": 0,  # ManiSkill's 128x128: rendering and inference on CPU stay fast (the tiny model resizes anyway)
     # 2 short episodes of an untrained tiny model: success is not judged (verdict 'unchecked', nothing promoted).
     "eval_episodes": 2, "eval_max_steps": 40, "holdout_frames": 4, "min_success_rate": 0.0,
 }

@@ -14,6 +14,8 @@ import re
 import numpy as np
 
 CONTROL_MODES = ("pd_ee_delta_pose", "pd_ee_delta_pos", "pd_joint_pos", "pd_joint_delta_pos")
+# pi0's image slots (openpi's model.IMAGE_KEYS); a wrist camera goes to a wrist slot.
+OPENPI_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 
 # The TaskSpec fields each stage reads. Their digest is part of the stage's cache key, so editing a spec
 # rebuilds exactly the stages that read what changed (and, through the parents' digests, what follows them).
@@ -92,6 +94,14 @@ class TaskSpec:
             raise SpecError(f"{self.env_id}: unknown control mode {self.control_mode!r}; known: {CONTROL_MODES}")
         if not self.cameras:
             raise SpecError(f"{self.env_id}: at least one camera is required")
+        slots = [slot for _, slot in self.cameras]
+        for slot in slots:
+            if slot not in OPENPI_CAMERAS:
+                raise SpecError(f"{self.env_id}: camera slot {slot!r} is not one of pi0's {OPENPI_CAMERAS}")
+        if len(set(slots)) != len(slots):
+            raise SpecError(f"{self.env_id}: two cameras map to one pi0 slot: {self.cameras}")
+        if not self.prompt.strip():
+            raise SpecError(f"{self.env_id}: the prompt is empty; write the instruction the policy is conditioned on")
 
     def digest(self, stage: str) -> str:
         """Digest of the fields `stage` reads (see STAGE_SPEC_FIELDS): part of that stage's cache key."""
@@ -125,6 +135,57 @@ class TaskSpec:
             value = np.asarray(value, dtype=np.float32)
             parts.append(key.select(value))
         return np.concatenate(parts, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvLayout:
+    """What a ManiSkill env offers in RGB observation mode (read by `tasks.task_probe.probe_env`)."""
+
+    env_id: str
+    robot: str
+    control_mode: str
+    control_freq: int
+    action_dim: int
+    sensors: dict[str, tuple[int, int]]  # RGB sensor name -> (height, width)
+    obs_widths: dict[str, int]  # "agent/qpos" -> 9, "extra/tcp_pose" -> 7: the last-axis width of each array
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def spec_problems(spec: TaskSpec, layout: EnvLayout) -> list[str]:
+    """Everything about `spec` the env contradicts, each message naming what the env does offer."""
+    problems = []
+    for sensor, _ in spec.cameras:
+        if sensor not in layout.sensors:
+            problems.append(f"camera {sensor!r} is not an RGB sensor of {layout.env_id} (robot {layout.robot}); "
+                            f"its sensors are {sorted(layout.sensors)}")
+    for key, width in zip(spec.parsed_state_keys, spec.state_widths):
+        if key.path not in layout.obs_widths:
+            problems.append(f"state key {str(key)!r}: the RGB-mode observation of {layout.env_id} has no {key.path!r}; "
+                            f"it has {sorted(layout.obs_widths)} (object poses are in state mode only: the policy "
+                            "must see objects through its cameras)")
+        elif layout.obs_widths[key.path] != width:
+            problems.append(f"state key {str(key)!r}: state_widths says {width} but {key.path} is "
+                            f"{layout.obs_widths[key.path]} wide")
+        elif (key.stop or 0) > width or (key.start or 0) >= width:
+            problems.append(f"state key {str(key)!r} slices past the {width} values of {key.path}")
+    if spec.control_mode != layout.control_mode:
+        problems.append(f"probed in {layout.control_mode}, but the spec uses {spec.control_mode}")
+    elif spec.action_dim != layout.action_dim:
+        problems.append(f"action_dim is {spec.action_dim} but {layout.env_id}'s {layout.robot} takes {layout.action_dim} "
+                        f"values in {spec.control_mode}")
+    if spec.fps != layout.control_freq:
+        problems.append(f"fps is {spec.fps} but {layout.env_id} controls at {layout.control_freq} Hz (the dataset fps "
+                        "must equal the control frequency: openpi builds action chunks from timestamps)")
+    return problems
+
+
+def check_spec(spec: TaskSpec, layout: EnvLayout) -> None:
+    problems = spec_problems(spec, layout)
+    if problems:
+        raise SpecError(f"the TaskSpec of {spec.env_id} does not fit the env: " + "; ".join(problems)
+                        + ". Fix it in tasks/specs.py (`python -m tasks.specs derive " + spec.env_id + "` proposes one)")
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
@@ -169,3 +230,11 @@ def get_spec(env_id: str) -> TaskSpec:
             "Add a TaskSpec for it in tasks/specs.py (it needs a ManiSkill motion-planning solution "
             "or downloadable demos)."
         ) from None
+
+
+if __name__ == "__main__":
+    # `python -m tasks.specs derive ENV_ID` / `check`: the env-reading half lives in tasks.task_probe (it needs
+    # ManiSkill; this registry does not).
+    from tasks.task_probe import main
+
+    raise SystemExit(main())

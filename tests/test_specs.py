@@ -57,3 +57,55 @@ def test_render_work_is_split_evenly_and_in_order():
     assert balanced_groups([10], 4) == [[0]]
     groups = balanced_groups([5] * 9, 3)
     assert [i for g in groups for i in g] == list(range(9)) and len(groups) == 3
+
+
+def _layout(**changes) -> "EnvLayout":
+    from tasks.specs import EnvLayout
+
+    layout = dict(env_id="PickCube-v1", robot="panda", control_mode="pd_ee_delta_pose", control_freq=20, action_dim=7,
+                  sensors={"base_camera": (128, 128)},
+                  obs_widths={"agent/qpos": 9, "agent/qvel": 9, "extra/tcp_pose": 7, "extra/goal_pos": 3})
+    return EnvLayout(**{**layout, **changes})
+
+
+def test_a_spec_that_fits_its_env_has_no_problems():
+    from tasks.specs import spec_problems
+
+    assert spec_problems(get_spec("PickCube-v1"), _layout()) == []
+
+
+def test_spec_problems_name_the_valid_choices():
+    from tasks.specs import check_spec, spec_problems
+
+    spec = TaskSpec(env_id="PickCube-v1", prompt="pick", cameras=(("hand_camera", "left_wrist_0_rgb"),),
+                    state_keys=("agent/qpos[0:9]", "extra/obj_pose", "extra/tcp_pose"), state_widths=(9, 7, 6),
+                    action_dim=8, fps=10)
+    problems = spec_problems(spec, _layout())
+    assert any("camera 'hand_camera'" in p and "['base_camera']" in p for p in problems)
+    assert any("'extra/obj_pose'" in p and "state mode only" in p and "'extra/goal_pos'" in p for p in problems)
+    assert any("state_widths says 6 but extra/tcp_pose is 7" in p for p in problems)
+    assert any("action_dim is 8" in p and "takes 7" in p for p in problems)
+    assert any("fps is 10" in p and "20 Hz" in p for p in problems)
+    with pytest.raises(SpecError, match="derive PickCube-v1"):
+        check_spec(spec, _layout())
+
+
+def test_spec_refuses_unknown_slots_doubled_slots_and_empty_prompts():
+    with pytest.raises(SpecError, match="not one of pi0's"):
+        TaskSpec(env_id="X-v1", prompt="x", cameras=(("base_camera", "front"),))
+    with pytest.raises(SpecError, match="two cameras map to one pi0 slot"):
+        TaskSpec(env_id="X-v1", prompt="x", cameras=(("a", "base_0_rgb"), ("b", "base_0_rgb")))
+    with pytest.raises(SpecError, match="prompt is empty"):
+        TaskSpec(env_id="X-v1", prompt=" ")
+
+
+def test_derive_helpers_map_wrist_cameras_and_slice_constant_dims():
+    from tasks.task_probe import camera_slots, varying_slices
+
+    assert camera_slots(["base_camera", "hand_camera"]) == ([("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")], [])
+    assert camera_slots(["side", "base_camera", "a_wrist", "b_wrist", "c_wrist"]) == (
+        [("base_camera", "base_0_rgb"), ("a_wrist", "left_wrist_0_rgb"), ("b_wrist", "right_wrist_0_rgb")],
+        ["side", "c_wrist"])
+    values = np.stack([np.arange(10.0), np.full(10, 2.0), np.arange(10.0) ** 2, np.zeros(10), np.ones(10)], axis=-1)
+    assert varying_slices(values, 1e-5) == [(0, 1), (2, 3)]
+    assert varying_slices(values[:, 3:], 1e-5) == []

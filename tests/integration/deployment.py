@@ -28,6 +28,16 @@ WANDB_CONN_ID = "pipeline_wandb"
 WANDB_KEY = "5eb0c4f1d2a39e7b8c6d5e4f3a2b1c0d9e8f7a6b"
 
 
+def recovery_settings() -> dict[str, str]:
+    """docker-compose.yaml's recovery settings (heartbeat timeout, broker visibility timeout), so that the fault
+    tests check the values we ship, not Airflow's defaults."""
+    import yaml
+
+    env = yaml.safe_load((PROJECT / "docker-compose.yaml").read_text())["x-airflow"]["environment"]
+    return {k: str(env[k]) for k in ("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
+                                     "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT")}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,6 +55,7 @@ class Deployment:
         self.logs = base / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, tuple[list[str], dict | None]] = {}
         self.pg_port, self.redis_port, self.api_port = free_port(), free_port(), free_port()
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.pg_bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1]).parent
@@ -69,12 +80,14 @@ class Deployment:
             # Only the run the test triggers: no cron run for the latest interval when the DAG is unpaused.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
+            **recovery_settings(),
             "PYTHONPATH": f"{PROJECT}:{PROJECT / 'plugins'}",
         })
         self.env = env
 
     # ---- processes --------------------------------------------------------------------------------------------------
     def _start(self, name: str, cmd: list[str], env: dict | None = None) -> None:
+        self.commands[name] = (cmd, env)
         log = open(self.logs / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(cmd, cwd=PROJECT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -114,6 +127,29 @@ class Deployment:
                                "--concurrency", concurrency, "--celery-hostname", f"{name}@%h"],
                         env={**self.env, "PIPELINE_WORKER_NAME": name})
         self._wait(lambda: self._get("/api/v2/monitor/health", auth=False) is not None, "api-server", 180)
+
+    def crash(self, name: str) -> int:
+        """What losing the service's container does: SIGKILL to its whole process tree, task processes included
+        (Airflow starts each task in a process group of its own, so killing the service's group would not reach
+        them). Returns how many processes were killed."""
+        import psutil
+
+        root = psutil.Process(self.procs[name].pid)
+        tree = [root, *root.children(recursive=True)]
+        for proc in tree:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(tree, timeout=30)
+        self.procs[name].wait(30)
+        return len(tree)
+
+    def restart(self, name: str) -> None:
+        """A fresh process of a service, started as the first one was (what a restart policy does)."""
+        if self.procs[name].poll() is None:
+            raise RuntimeError(f"{name} is still running; crash() or stop it first")
+        self._start(name, *self.commands[name])
 
     def stop(self) -> None:
         for name, proc in reversed(list(self.procs.items())):

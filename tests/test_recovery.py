@@ -1,0 +1,127 @@
+"""Integration tier: the loopback deployment survives what an operator meets, with compose's recovery settings.
+
+One triggered run suffers two faults, each the way it happens in production:
+
+1. Mid-render the CPU worker's container dies (SIGKILL to the worker's whole process tree, task processes
+   included) and its restart policy starts a new one. The scheduler must notice the silent task within the
+   heartbeat timeout that docker-compose.yaml sets (the deployment reads it from there) and retry it on the
+   new worker.
+2. Mid-train the scheduler crashes (SIGKILL) and comes back. The running training must go on untouched
+   (adopted, not started again) and the run continue past it.
+
+The run must succeed with every artifact whole: each key folder on S3 has its manifest, only the payload it
+names (no half-written leftovers), files that match their hashes and parents that exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import boto3
+import pytest
+
+from tasks.artifacts import ArtifactStore
+from tasks.maintenance import scan
+from tests.integration.deployment import CONN_ID, recovery_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.sim, pytest.mark.train]
+DAG_ID = "maniskill_openpi_sft"
+BUCKET = "recovery"
+HEARTBEAT_TIMEOUT = float(recovery_settings()["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"])
+RETRY_DELAY = 30.0  # the DAG's default_args (exponential backoff: up to twice that for the first retry)
+
+
+def _tis(dep, run_id: str) -> list[dict]:
+    return dep.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+
+
+def _wait_running(dep, run_id: str, task_id: str, timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [t for t in _tis(dep, run_id) if t["task_id"] == task_id and t["state"] == "running"]
+        if running:
+            return running
+        time.sleep(1)
+    raise AssertionError(f"{task_id} never ran: {[(t['task_id'], t['state']) for t in _tis(dep, run_id)]}")
+
+
+def _when(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@pytest.fixture(scope="module")
+def faulted_run(deployment, s3_endpoint) -> dict:
+    dep = deployment
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    dep.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    conf = {"demo_count": 2, "holdout_count": 1, "episodes_per_shard": 1, "steps": 2, "eval_episodes": 1,
+            "eval_max_steps": 10, "holdout_frames": 2, "artifact_root": f"s3://{BUCKET}/runs", "s3_conn_id": CONN_ID}
+    run_id = dep.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    rendering = _wait_running(dep, run_id, "render", timeout=600)
+    time.sleep(8)  # into the rendering proper (the task has imported ManiSkill and started the replay)
+    killed_at = dt.datetime.now(dt.timezone.utc)
+    killed_processes = dep.crash("cpu-worker")
+    dep.restart("cpu-worker")
+
+    training = _wait_running(dep, run_id, "train", timeout=900)
+    time.sleep(8)
+    scheduler_killed_at = dt.datetime.now(dt.timezone.utc)
+    dep.crash("scheduler")
+    time.sleep(5)  # a restart policy's delay: the dead scheduler's job stops heartbeating
+    dep.restart("scheduler")
+
+    deadline = time.monotonic() + 1500
+    state = "running"
+    while time.monotonic() < deadline and state not in ("success", "failed"):
+        time.sleep(5)
+        state = dep.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+    tis = _tis(dep, run_id)
+    logs = (f"\n--- scheduler ---\n{dep.tail('scheduler')}\n--- cpu ---\n{dep.tail('cpu-worker')}"
+            f"\n--- gpu ---\n{dep.tail('gpu-worker')}")
+    summary = [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis]
+    assert state == "success", f"{summary}{logs}"
+    return {"tis": tis, "killed_at": killed_at, "killed_processes": killed_processes,
+            "killed_renders": {t["map_index"] for t in rendering}, "training": training[0],
+            "scheduler_killed_at": scheduler_killed_at, "summary": summary, "logs": logs}
+
+
+def _assert_store_whole(root: str, cache) -> None:
+    store = ArtifactStore(root)
+    entries = scan(store)
+    assert {e.stage for e in entries} == {"download", "render", "convert", "stats", "train", "verify"}
+    for e in entries:
+        assert e.manifest is not None, f"{e.uri}: a key folder without its manifest"
+        assert e.payloads == [e.manifest.payload], f"{e.uri}: leftover payloads {e.payloads}"
+        store.fetch(e.uri, cache)  # downloads every file and checks it against the manifest's hash
+        for parent in e.manifest.parents:
+            assert store.read_manifest(parent) is not None, f"{e.uri}: parent {parent} is gone"
+
+
+def test_a_worker_killed_mid_render_is_replaced_and_its_tasks_retried_in_time(faulted_run, tmp_path):
+    run = faulted_run
+    assert run["killed_processes"] >= 3  # the worker, its pool and at least one task's supervisor + process
+    renders = {t["map_index"]: t for t in run["tis"] if t["task_id"] == "render"}
+    assert len(renders) == 3 and all(t["state"] == "success" for t in renders.values()), run["summary"]
+    for index in run["killed_renders"]:
+        retried = renders[index]
+        assert retried["try_number"] >= 2, f"render[{index}] was running when its worker died: {run['summary']}"
+        # silence is noticed after the heartbeat timeout (checked every 10 s), then the retry waits its delay
+        waited = (_when(retried["start_date"]) - run["killed_at"]).total_seconds()
+        assert waited <= HEARTBEAT_TIMEOUT + 2 * RETRY_DELAY + 60, f"render[{index}] restarted {waited:.0f} s after the kill"
+        assert retried["hostname"] == "cpu-worker"  # the new worker
+    _assert_store_whole(f"s3://{BUCKET}/runs", tmp_path / "cache")
+
+
+def test_a_scheduler_crash_mid_train_leaves_the_training_running(faulted_run):
+    run = faulted_run
+    train = next(t for t in run["tis"] if t["task_id"] == "train")
+    assert train["state"] == "success" and train["try_number"] == run["training"]["try_number"], (
+        f"training was started again after the scheduler crash: {run['summary']}")
+    assert _when(train["end_date"]) > run["scheduler_killed_at"]  # it was still running when the scheduler died
+    # the restarted scheduler carried the run on: everything after train ran, promptly
+    after = [t for t in run["tis"] if t["task_id"] in ("verify", "promote", "report")]
+    assert after and all(t["state"] == "success" for t in after), run["summary"]
+    last = max(_when(t["end_date"]) for t in run["tis"])
+    assert (last - _when(train["end_date"])).total_seconds() < 600, run["summary"]

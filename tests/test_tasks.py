@@ -1,0 +1,59 @@
+"""Per-task tier: every registered ManiSkill task through the data stages, and `derive` on a task left out.
+
+For each task in the registry: the spec fits the env (cameras, RGB-mode state keys, widths, action width,
+fps), and two planner demos go download -> render -> convert -> stats through the real stages, giving a
+LeRobot dataset whose features are the spec's and norm stats the stats stage accepts. `tools/task_coverage.py`
+writes docs/tasks.md from the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tasks.artifacts import ArtifactStore
+from tasks.specs import TASK_SPECS, SpecError, get_spec
+from tasks.task_probe import check_registered, coverage_row, derive
+
+pytestmark = [pytest.mark.sim, pytest.mark.tasks]
+
+
+def test_every_registered_spec_fits_its_env():
+    assert check_registered() == {env_id: [] for env_id in TASK_SPECS}
+
+
+@pytest.mark.parametrize("env_id", sorted(TASK_SPECS))
+def test_registered_task_goes_from_planner_demos_to_norm_stats(env_id, tmp_path):
+    spec = get_spec(env_id)
+    row = coverage_row(env_id, root=tmp_path.joinpath("store").as_uri(), demos=2)
+    assert row["replay_success_ratio"] >= 0.5 and row["episodes"] >= 1 and row["frames"] > row["episodes"]
+    assert 0 < row["planner_success_rate"] <= 1
+    assert row["image_shape_chw"][0] == 3
+    store = ArtifactStore(tmp_path.joinpath("store").as_uri())
+    _, dataset = store.fetch(row["uris"]["convert"], tmp_path / "cache")
+    features = json.loads((dataset / "meta" / "info.json").read_text())["features"]
+    assert features["observation.state"]["shape"] == [spec.state_dim]
+    assert features["action"]["shape"] == [spec.action_dim]
+    assert {k for k in features if k.startswith("observation.images.")} == {
+        f"observation.images.{sensor}" for sensor, _ in spec.cameras}
+    _, norm = store.fetch(row["uris"]["stats"], tmp_path / "cache")
+    stats = json.loads(next(norm.rglob("norm_stats.json")).read_text())["norm_stats"]
+    assert len(stats["state"]["mean"]) >= spec.state_dim and np.all(np.isfinite(stats["state"]["std"]))
+
+
+def test_derive_proposes_the_registered_spec_for_a_task_it_has_not_seen(monkeypatch):
+    env_id = "LiftPegUpright-v1"
+    registered = TASK_SPECS[env_id]
+    monkeypatch.delitem(TASK_SPECS, env_id)
+    with pytest.raises(SpecError, match="unknown env id"):
+        get_spec(env_id)
+    derived = derive(env_id, demos=3)
+    assert env_id not in TASK_SPECS  # derive registers nothing
+    for field in ("cameras", "state_keys", "state_widths", "action_dim", "control_mode", "fps"):
+        assert getattr(derived.spec, field) == getattr(registered, field), field
+    code = derived.code()
+    assert code.startswith("# ") and f"env_id={env_id!r}" in code and "the instruction" in code
+    assert derived.facts["longest_episode"] == max(derived.facts["episode_lengths"]) > 0
+    assert derived.facts["replay_success_ratio"] > 0
