@@ -40,8 +40,8 @@ remove without removing it (`python -m tasks.maintenance` does a dry run unless 
                            description="the newest run reports per task whose artifacts are kept, besides latest's"),
         "grace_hours": Param(24.0, type="number", minimum=0, maximum=8760, title="Grace period (hours)",
                              description="artifacts created or used more recently, and younger payload folders, are "
-                                         "never removed (0, or more than the 0.5 h in-use refresh)"),
-        "progress_days": Param(14.0, type="number", minimum=0, maximum=3650, title="Resume points kept (days)",
+                                         "never removed (0, or at least 1 h: twice the in-use refresh)"),
+        "progress_days": Param(14.0, type="number", minimum=1, maximum=3650, title="Resume points kept (days)",
                                description="resume points of a training with no checkpoint for this long are removed"),
         "dry_run": Param(False, type="boolean", title="Dry run", description="report only, remove nothing"),
     },

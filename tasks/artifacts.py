@@ -579,7 +579,7 @@ def mark_in_use(store: ArtifactStore, uris: Sequence[str]) -> None:
     for uri in uris:
         try:
             store.mark_in_use(uri)
-        except (StorageUnavailable, OSError) as e:  # a courtesy to the sweep (or a read-only store): never fails a stage
+        except Exception as e:  # a courtesy to the sweep (or a read-only store): a mark never fails a stage
             print(f"[artifacts] could not mark {uri} in use: {e}", file=sys.stderr)
 
 
@@ -645,8 +645,9 @@ def run_stage(
         return StageResult(uri, existing.digest, True, existing.metrics, time.monotonic() - start, store.files_uri(existing))
     log(f"[{stage}] building {uri}")
     scratch = work_dir()
-    in_use = InUseMarks(store, [p.uri for p in parents])
+    in_use = None
     try:
+        in_use = InUseMarks(store, [p.uri for p in parents])
         out = scratch / "out"
         out.mkdir()
         t0 = time.monotonic()
@@ -674,6 +675,7 @@ def run_stage(
         else:
             log(f"[{stage}] published {uri} ({len(manifest.files)} files) in {time.monotonic() - t0:.1f}s")
     finally:
-        in_use.stop()
+        if in_use is not None:
+            in_use.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     return StageResult(uri, published.digest, reused, published.metrics, time.monotonic() - start, store.files_uri(published))

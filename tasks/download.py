@@ -69,9 +69,55 @@ def _motionplanning(params: DownloadParams, out: Path) -> Path:
         sim_backend="cpu", render_mode="rgb_array", vis=False, save_video=False, traj_name="trajectory",
         shader="default", record_dir=str(record_dir), num_procs=1,
     )
-    # ManiSkill's own generator; its public main() always starts at seed 0, _main takes the start seed.
-    h5 = mp_run._main(args, proc_id=0, start_seed=params.seed)
+    # ManiSkill's own generator; its public main() always starts at seed 0, _main takes the start seed. It tries
+    # seeds until `count` succeed and never gives up, so a solution that cannot succeed (DrawTriangle's in 3.0.1
+    # raises on every seed) would loop forever: the guard stops it and says why.
+    guard = _PlannerGuard(mp_run.MP_SOLUTIONS[params.env_id])
+    mp_run.MP_SOLUTIONS[params.env_id] = guard
+    try:
+        h5 = mp_run._main(args, proc_id=0, start_seed=params.seed)
+    except _PlannerGaveUp:
+        last = f" (last error: {type(guard.last_error).__name__}: {guard.last_error})" if guard.last_error else ""
+        raise DownloadError(
+            f"ManiSkill's motion-planning solution for {params.env_id} failed on {guard.streak} seeds in a row from seed "
+            f"{guard.last_seed - guard.streak + 1}{last}; it cannot make demos here. Use source=hub or source=s3 for "
+            "this task, or check the ManiSkill version") from None
+    finally:
+        mp_run.MP_SOLUTIONS[params.env_id] = guard.solve
     return Path(h5)
+
+
+class _PlannerGaveUp(BaseException):
+    """Not an Exception: ManiSkill's loop catches those and goes on with the next seed."""
+
+
+class _PlannerGuard:
+    """Wraps a motion-planning solution and stops the generator after too many failures in a row."""
+
+    MAX_FAILURES = 100  # in a row; PlaceSphere, the hardest registered task, succeeds on ~40 % of seeds
+    MAX_ERRORS = 10  # exceptions in a row: a broken solution, not bad luck
+
+    def __init__(self, solve):
+        self.solve = solve
+        self.streak = self.errors = 0
+        self.last_error: Exception | None = None
+        self.last_seed = 0
+
+    def __call__(self, env, seed=None, **kwargs):
+        self.last_seed = seed or 0
+        try:
+            result = self.solve(env, seed=seed, **kwargs)
+        except Exception as e:
+            self.streak, self.errors, self.last_error = self.streak + 1, self.errors + 1, e
+            if self.errors >= self.MAX_ERRORS or self.streak >= self.MAX_FAILURES:
+                raise _PlannerGaveUp() from e
+            raise
+        self.errors = 0
+        succeeded = not isinstance(result, int) and bool(result[-1]["success"].item())
+        self.streak = 0 if succeeded else self.streak + 1
+        if self.streak >= self.MAX_FAILURES:
+            raise _PlannerGaveUp()
+        return result
 
 
 def _hub(params: DownloadParams, out: Path) -> Path:

@@ -1,7 +1,7 @@
 """maintenance: keep the artifact store from growing forever (orphan sweep, retention, storage report).
 
 Every run adds artifacts (a tiny checkpoint is 662 MB, a pi0 LoRA one several GB) and nothing else removes
-them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand, does three things:
+them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand, does four things:
 
 1. **Orphan payloads.** A publish uploads into `<key>/payload-<UTC time>-<id>/` and then creates the
    manifest that names it. A payload folder no manifest names is left over from a killed upload or a lost
@@ -17,7 +17,7 @@ them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand
    beyond the `keep_runs` newest are deleted with them.
 3. **Resume points** (`train-progress/<key>/<step>/`, each a full checkpoint): training deletes its own
    once it publishes; those of trainings killed and never rerun are deleted when their newest checkpoint is
-   older than `progress_days`. Younger ones keep their training's inputs (the marks above).
+   (or their in-use mark, which a running training refreshes) is older than `progress_days`.
 4. **Storage report**: artifacts and bytes per task and stage, before and after.
 
 `dry_run` (the CLI's default) reports what would be removed and removes nothing.
@@ -52,13 +52,14 @@ class MaintenanceParams:
             raise ValueError(f"keep_runs must be 1..10000, got {self.keep_runs}")
         if not 0 <= self.grace_hours <= 24 * 365:
             raise ValueError(f"grace_hours must be 0..8760, got {self.grace_hours}")
-        if 0 < self.grace_hours * 3600 <= IN_USE_REFRESH_SECONDS:
-            # a building stage refreshes its inputs' marks every IN_USE_REFRESH_SECONDS: a shorter grace could
-            # sweep them between two refreshes (0 stays allowed: "nothing is running", for tests and by hand)
-            raise ValueError(f"grace_hours must be 0 or more than {IN_USE_REFRESH_SECONDS / 3600:g} h "
-                             f"(the in-use refresh interval), got {self.grace_hours}")
-        if not 0 <= self.progress_days <= 3650:
-            raise ValueError(f"progress_days must be 0..3650, got {self.progress_days}")
+        if 0 < self.grace_hours * 3600 < 2 * IN_USE_REFRESH_SECONDS:
+            # a building stage refreshes its inputs' marks every IN_USE_REFRESH_SECONDS (late by storage retries at
+            # worst): a shorter grace could sweep them between two refreshes. 0 stays allowed: "nothing is running",
+            # for tests and by hand.
+            raise ValueError(f"grace_hours must be 0 or at least {2 * IN_USE_REFRESH_SECONDS / 3600:g} h (twice the "
+                             f"in-use refresh interval), got {self.grace_hours}")
+        if not 1 <= self.progress_days <= 3650:
+            raise ValueError(f"progress_days must be 1..3650, got {self.progress_days}")
 
 
 @dataclasses.dataclass
@@ -115,6 +116,12 @@ class ResumePoints:
     env_id: str
     saved_at: float | None  # newest completed checkpoint (None: none completed, or written before it was recorded)
     steps: list[str]
+    used_at: float | None = None  # a running training keeps its resume points marked in use
+
+    @property
+    def last_active(self) -> float | None:
+        times = [t for t in (self.saved_at, self.used_at) if t is not None]
+        return max(times) if times else None
 
 
 def scan_progress(store: ArtifactStore) -> list[ResumePoints]:
@@ -124,9 +131,10 @@ def scan_progress(store: ArtifactStore) -> list[ResumePoints]:
             continue
         for key in store.children(f"{store.root}/{env_id}/{PROGRESS}"):
             uri = f"{store.root}/{env_id}/{PROGRESS}/{key}"
-            markers = store.complete_trees(uri)
+            markers = {step: m for step, m in store.complete_trees(uri).items() if step.isdigit()}
             times = [float(m["saved_at"]) for m in markers.values() if m.get("saved_at")]
-            found.append(ResumePoints(uri, env_id, max(times) if times else None, sorted(markers, key=int)))
+            found.append(ResumePoints(uri, env_id, max(times) if times else None, sorted(markers, key=int),
+                                      store.in_use_at(uri)))
     return found
 
 
@@ -229,11 +237,24 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
                 orphans.append(f"{e.uri}/{name}")
     stale_runs = [run_uri for env_runs in runs.values() for _, run_uri, _ in env_runs[params.keep_runs:]]
     stale_progress = [p for p in scan_progress(store)
-                      if p.saved_at is not None and now - p.saved_at >= params.progress_days * 86400]
+                      if p.last_active is not None and now - p.last_active >= params.progress_days * 86400]
 
     removed, freed = [], 0
     verb = "would remove" if params.dry_run else "removing"
+    spared: set[str] = set()
     for e in _deletion_order(doomed):
+        used = store.in_use_at(e.uri)
+        if e.uri in spared or (used is not None and time.time() - used < grace):
+            # Marked since the scan (a run reused it meanwhile): keep it and its lineage. Parents come later in
+            # this order, so sparing them here is in time.
+            stack = [e.uri]
+            while stack:
+                uri = stack.pop()
+                if uri not in spared:
+                    spared.add(uri)
+                    stack += list(doomed[uri].manifest.parents) if uri in doomed else []
+            common.log(f"[maintenance] keeping {e.uri}: marked in use during this sweep, or a parent of one")
+            continue
         common.log(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
                    f"{datetime.fromtimestamp(e.manifest.created_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
         if not params.dry_run:
@@ -282,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="newest run reports per task whose artifacts are kept, besides latest's (default %(default)s)")
     parser.add_argument("--grace-hours", type=float, default=MaintenanceParams.grace_hours,
                         help="artifacts created or used, and payload folders written, more recently are kept "
-                             "(0, or more than the 0.5 h in-use refresh; default %(default)s)")
+                             "(0, or at least 1 h: twice the in-use refresh; default %(default)s)")
     parser.add_argument("--progress-days", type=float, default=MaintenanceParams.progress_days,
                         help="resume points of a training with no checkpoint for this long are removed (default %(default)s)")
     parser.add_argument("--apply", action="store_true", help="delete (default: a dry run that only reports)")

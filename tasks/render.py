@@ -187,12 +187,14 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
             if params.camera_size:
                 # Every sensor at this size. Recorded in the rendered trajectory.json, whose env kwargs verify's
                 # closed-loop episodes reuse, so the policy is evaluated on images like the ones it trained on.
-                meta["env_info"]["env_kwargs"]["sensor_configs"] = {"width": params.camera_size,
-                                                                    "height": params.camera_size}
+                kwargs = meta["env_info"]["env_kwargs"]
+                kwargs["sensor_configs"] = {**kwargs.get("sensor_configs", {}),  # keeps the planner's shader pack
+                                            "width": params.camera_size, "height": params.camera_size}
             sidecar(sub).write_text(json.dumps(meta))
             log_path = scratch / f"part{w}.log"
             logs.append(log_path)
-            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", spec.control_mode]
+            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", spec.control_mode,
+                   "--spec", spec.to_json()]
             procs.append(subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT))
             outputs.append(scratch / f"part{w}.rgb.{spec.control_mode}.physx_cpu.h5")
         codes = [p.wait() for p in procs]

@@ -18,13 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("traj_path")
     parser.add_argument("--control-mode", required=True)
     parser.add_argument("--obs-mode", default="rgb")
+    parser.add_argument("--spec", required=True, help="the TaskSpec the render stage renders for, as JSON")
     args = parser.parse_args(argv)
 
     import json
 
     from mani_skill.trajectory import replay_trajectory
 
-    from tasks.specs import get_spec, spec_problems
+    from tasks.specs import TaskSpec, spec_problems
     from tasks.task_probe import probe_env
 
     meta = json.loads(open(args.traj_path.replace(".h5", ".json")).read())
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     # The spec against the env, before any rendering: a wrong camera, a state key the RGB observation lacks or a
     # wrong fps fails here with the valid choices. (The probe pays SAPIEN's start-up; the replay's env is then cheap.)
     layout = probe_env(env_id, args.control_mode, {k: kwargs[k] for k in ("render_backend", "sensor_configs") if k in kwargs})
-    problems = spec_problems(get_spec(env_id), layout)
+    problems = spec_problems(TaskSpec.from_json(args.spec), layout)
     if problems:
         print(f"the TaskSpec of {env_id} does not fit the env: " + "; ".join(problems)
               + f". Fix it in tasks/specs.py (`python -m tasks.specs derive {env_id}` proposes one)", file=sys.stderr)

@@ -108,6 +108,15 @@ class TaskSpec:
         fields = {name: getattr(self, name) for name in STAGE_SPEC_FIELDS[stage]}
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TaskSpec":
+        data = json.loads(text)
+        data["cameras"] = tuple(tuple(c) for c in data["cameras"])
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
     @property
     def parsed_state_keys(self) -> tuple[StateKey, ...]:
         return tuple(StateKey.parse(k) for k in self.state_keys)
@@ -201,6 +210,8 @@ TASK_SPECS: dict[str, TaskSpec] = {
         TaskSpec(
             env_id="StackCube-v1",
             prompt="stack the red cube on top of the green cube",
+            # panda_wristcam: the hand camera goes to pi0's wrist slot
+            cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
         ),
         TaskSpec(
             env_id="PushCube-v1",
@@ -217,7 +228,54 @@ TASK_SPECS: dict[str, TaskSpec] = {
             # components, which the stats stage would refuse. Position only.
             state_keys=("agent/qpos[0:9]", "extra/tcp_pose[0:3]"),
         ),
+        # The rest were derived by `python -m tasks.specs derive ENV_ID` (3 planner demos each; docs/tasks.md has
+        # the measured planner and replay success rates and episode lengths).
+        TaskSpec(
+            env_id="LiftPegUpright-v1",
+            prompt="lift the peg and stand it upright on the table",
+            state_keys=("agent/qpos", "extra/tcp_pose"),
+        ),
+        TaskSpec(
+            env_id="PlaceSphere-v1",
+            prompt="place the sphere into the shallow bin",
+            # The bin's height never changes (bin_pos[2] is constant): only its x, y go into the state.
+            state_keys=("agent/qpos", "extra/bin_pos[0:2]", "extra/tcp_pose"),
+            state_widths=(9, 3, 7),
+        ),
+        TaskSpec(
+            env_id="PegInsertionSide-v1",
+            prompt="pick up the peg and insert its orange end into the hole in the box",
+            cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
+            state_keys=("agent/qpos", "extra/tcp_pose"),
+        ),
+        TaskSpec(
+            env_id="PlugCharger-v1",
+            prompt="plug the charger into the wall receptacle",
+            cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
+            state_keys=("agent/qpos", "extra/tcp_pose"),
+        ),
+        TaskSpec(
+            env_id="PullCubeTool-v1",
+            prompt="use the L-shaped tool to pull the cube closer",
+            state_keys=("agent/qpos", "extra/tcp_pose"),
+        ),
+        TaskSpec(
+            env_id="StackPyramid-v1",
+            prompt="stack the three cubes into a pyramid",
+            cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
+            state_keys=("agent/qpos", "extra/tcp_pose"),
+        ),
     )
+}
+
+# ManiSkill 3.0.1 motion-planning tasks that are not registered, and why (README and docs/tasks.md list them).
+NOT_REGISTERED: dict[str, str] = {
+    "DrawTriangle-v1": "ManiSkill 3.0.1's motion-planning solution raises on every seed (PandaStickMotionPlanningSolver "
+                       "passes 9 positional arguments to BaseMotionPlanningSolver.__init__, which takes 8), so no demos "
+                       "can be generated offline and the spec cannot be tested; panda_stick has no gripper (6 action "
+                       "values in pd_ee_delta_pose), which the pipeline itself can serve",
+    "DrawSVG-v1": "same broken panda_stick solver as DrawTriangle-v1 in ManiSkill 3.0.1 (and the env needs svgpathtools, "
+                  "which is installed)",
 }
 
 

@@ -122,19 +122,13 @@ class Derived:
 
 def describe(env_id: str) -> str:
     """The env class's own task description (ManiSkill docstrings carry a '**Task Description:**' section)."""
-    import gymnasium as gym
+    from mani_skill.utils.registration import REGISTERED_ENVS
 
-    entry = gym.registry[env_id].entry_point
-    cls = entry if not isinstance(entry, str) else None
-    if cls is None:
-        module, _, name = entry.partition(":")
-        import importlib
-
-        cls = getattr(importlib.import_module(module), name)
-    doc = " ".join((cls.__doc__ or "").split())
+    entry = REGISTERED_ENVS.get(env_id)
+    doc = " ".join(((entry.cls.__doc__ if entry else "") or "").split())
     if "Task Description:**" in doc:
         doc = doc.split("Task Description:**", 1)[1].split("**", 1)[0]
-    return doc.strip()[:300]
+    return doc.strip()[:300] or "(none in its docstring)"
 
 
 def derive(env_id: str, demos: int = 3, seed: int = 0, control_mode: str = "pd_ee_delta_pose",

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks import common
-from tasks.artifacts import ArtifactStore, Manifest, StageResult, artifact_uri, latest_uri, run_stage, work_dir
+from tasks.artifacts import (ArtifactStore, InUseMarks, Manifest, StageResult, artifact_uri, latest_uri, run_stage,
+                             work_dir)
 from tasks.run_config import LATEST, PRESETS
 from tasks.specs import get_spec
 
@@ -642,8 +643,14 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
                             init_params_dir=init_dir, holdout_dir=holdout_dir,
                             holdout_key=holdout_manifest.key if holdout_manifest is not None else "")
 
-    result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
-                       parents=parents, build=build, log=common.log)
+    # The resume points are marked in use while this training runs, so the maintenance sweep never takes them from
+    # under it (their own saved_at can be old: a training resumed from last month's checkpoint).
+    progress_marks = InUseMarks(store, [progress_uri])
+    try:
+        result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
+                           parents=parents, build=build, log=common.log)
+    finally:
+        progress_marks.stop()
     store.delete_tree(progress_uri)  # the published artifact supersedes the resume points
     return result
 

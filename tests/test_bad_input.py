@@ -139,3 +139,41 @@ def test_zero_successful_replays_fails_and_names_episodes(demo_set, local_root, 
     with pytest.raises(RenderError, match=r"only 0/4 demos .* failed demo episodes: \[0, 1, 2, 3\]"):
         render(RenderParams(env_id=ENV_ID), root=local_root, demos=bad)
     assert not _manifests(local_root, "render")
+
+
+@pytest.mark.sim
+def test_a_wrong_camera_name_is_refused_before_rendering_with_the_valid_ones(demo_set, rendered_set, monkeypatch):
+    import dataclasses
+
+    from tasks import specs
+
+    wrong = dataclasses.replace(specs.TASK_SPECS[ENV_ID], cameras=(("hand_camera", "left_wrist_0_rgb"),),
+                                state_keys=("agent/qpos[0:9]", "extra/obj_pose"), state_widths=(9, 7))
+    monkeypatch.setitem(specs.TASK_SPECS, ENV_ID, wrong)
+    root, demos = demo_set
+    started = time.monotonic()
+    with pytest.raises(RenderError) as refused:
+        render(RenderParams(env_id=ENV_ID, shard_stop=1), root=root, demos=demos)
+    message = str(refused.value)
+    assert "camera 'hand_camera' is not an RGB sensor of PickCube-v1 (robot panda); its sensors are ['base_camera']" in message
+    assert "'extra/obj_pose'" in message and "'extra/goal_pos'" in message and "state mode only" in message
+    assert time.monotonic() - started < 60  # before any rendering
+    # an already rendered file without the camera: convert names the cameras it has
+    with pytest.raises(DemoFileError, match=r"no camera 'hand_camera' in the rendered episodes; they have \['base_camera'\]"):
+        convert(ConvertParams(env_id=ENV_ID), root=rendered_set[0], rendered=[rendered_set[1]])
+
+
+@pytest.mark.sim
+def test_a_motion_planner_that_cannot_succeed_stops_with_the_reason(local_root, monkeypatch):
+    """ManiSkill 3.0.1's DrawTriangle solution raises on every seed; its generator would try seeds forever."""
+    import dataclasses
+
+    from tasks import specs
+
+    monkeypatch.setitem(specs.TASK_SPECS, "DrawTriangle-v1",
+                        dataclasses.replace(specs.TASK_SPECS[ENV_ID], env_id="DrawTriangle-v1", action_dim=6))
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"DrawTriangle-v1 failed on 10 seeds in a row from seed 0 \(last error: "
+                                            r"TypeError: .*source=hub or source=s3"):
+        download(DownloadParams(env_id="DrawTriangle-v1", count=2), root=local_root)
+    assert time.monotonic() - started < 120 and not _manifests(local_root, "download")

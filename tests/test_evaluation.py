@@ -186,6 +186,38 @@ def test_eval_env_first_frame_and_state_equal_the_dataset_pixel_for_pixel(eval_d
 
 
 @pytest.mark.sim
+def test_a_camera_size_is_recorded_in_the_dataset_and_evaluation_renders_at_it(demo_set, tmp_path):
+    """production renders at pi0's 224x224; whatever the size, verify's env must produce the frames trained on."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from tasks.artifacts import ArtifactStore
+    from tasks.convert import ConvertParams, convert
+    from tasks.openpi_data import to_hwc_uint8
+    from tasks.render import RenderParams, render
+    from tasks.specs import get_spec
+    from tasks.verify import eval_env_kwargs, make_eval_env, observation_input, read_sources
+
+    root, demos = demo_set
+    spec = get_spec(ENV_ID)
+    rendered = render(RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=1, camera_size=96), root=root, demos=demos)
+    holdout = convert(ConvertParams(env_id=ENV_ID), root=root, rendered=[rendered.uri])
+    assert holdout.metrics["image_shape_chw"] == [3, 96, 96]
+    store = ArtifactStore(root)
+    # one episode stands for both splits here: what is checked is how verify builds its env from the render
+    sources = read_sources(store, store.require(holdout.uri), store.require(holdout.uri))
+    kwargs = eval_env_kwargs(sources, "auto")
+    assert kwargs["sensor_configs"] == {"shader_pack": "default", "width": 96, "height": 96}
+    _, holdout_dir = store.fetch(holdout.uri, tmp_path)
+    first = LeRobotDataset("maniskill/holdout", root=holdout_dir)[0]
+    env = make_eval_env(ENV_ID, kwargs, 10)
+    try:
+        live = observation_input(spec, env.reset(seed=sources.holdout_episodes[0]["seed"])[0])
+    finally:
+        env.close()
+    np.testing.assert_array_equal(live["images"]["base_camera"], to_hwc_uint8(first["observation.images.base_camera"]))
+
+
+@pytest.mark.sim
 def test_oracle_harness_check_passes_on_cpu_and_a_wrong_control_mode_is_caught(eval_data):
     from tasks.specs import get_spec
     from tasks.verify import eval_env_kwargs, harness_check, holdout_demo_actions, make_eval_env

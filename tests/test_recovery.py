@@ -59,8 +59,12 @@ def faulted_run(deployment, s3_endpoint) -> dict:
             "eval_max_steps": 10, "holdout_frames": 2, "artifact_root": f"s3://{BUCKET}/runs", "s3_conn_id": CONN_ID}
     run_id = dep.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
-    rendering = _wait_running(dep, run_id, "render", timeout=600)
-    time.sleep(8)  # into the rendering proper (the task has imported ManiSkill and started the replay)
+    _wait_running(dep, run_id, "render", timeout=600)
+    deadline = time.monotonic() + 120  # into the rendering proper: the render task has started its replay workers
+    while not any("tasks.replay_worker" in cmd for cmd in dep.processes("cpu-worker")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)
+    rendering = _wait_running(dep, run_id, "render", timeout=60)  # the ones running at the kill
     killed_at = dt.datetime.now(dt.timezone.utc)
     killed_processes = dep.crash("cpu-worker")
     dep.restart("cpu-worker")
@@ -101,7 +105,8 @@ def _assert_store_whole(root: str, cache) -> None:
 
 def test_a_worker_killed_mid_render_is_replaced_and_its_tasks_retried_in_time(faulted_run, tmp_path):
     run = faulted_run
-    assert run["killed_processes"] >= 3  # the worker, its pool and at least one task's supervisor + process
+    # a render was really under way: its replay worker processes died with the container
+    assert any("tasks.replay_worker" in cmd for cmd in run["killed_processes"]), run["killed_processes"]
     renders = {t["map_index"]: t for t in run["tis"] if t["task_id"] == "render"}
     assert len(renders) == 3 and all(t["state"] == "success" for t in renders.values()), run["summary"]
     for index in run["killed_renders"]:
@@ -109,8 +114,7 @@ def test_a_worker_killed_mid_render_is_replaced_and_its_tasks_retried_in_time(fa
         assert retried["try_number"] >= 2, f"render[{index}] was running when its worker died: {run['summary']}"
         # silence is noticed after the heartbeat timeout (checked every 10 s), then the retry waits its delay
         waited = (_when(retried["start_date"]) - run["killed_at"]).total_seconds()
-        assert waited <= HEARTBEAT_TIMEOUT + 2 * RETRY_DELAY + 60, f"render[{index}] restarted {waited:.0f} s after the kill"
-        assert retried["hostname"] == "cpu-worker"  # the new worker
+        assert 0 < waited <= HEARTBEAT_TIMEOUT + 2 * RETRY_DELAY + 60, f"render[{index}] restarted {waited:.0f} s after the kill"
     _assert_store_whole(f"s3://{BUCKET}/runs", tmp_path / "cache")
 
 

@@ -21,11 +21,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from tasks.specs import TASK_SPECS  # noqa: E402
+from tasks.specs import NOT_REGISTERED, TASK_SPECS  # noqa: E402
 from tasks.task_probe import coverage_row  # noqa: E402
-
-# Tasks ManiSkill 3.0.1 has motion-planning solutions for that the pipeline does not serve, with the reason.
-NOT_SERVED: dict[str, str] = {}
 
 
 def table(rows: list[dict], demos: int) -> str:
@@ -53,8 +50,9 @@ def table(rows: list[dict], demos: int) -> str:
               "succeed after conversion to the spec's control mode (`pd_ee_delta_pose`). Longest episode: steps after "
               "conversion; motion-planning demos run far past ManiSkill's `max_episode_steps`, so verify derives its "
               "step limit from this (x1.15) instead."]
-    if NOT_SERVED:
-        lines += ["", "## Not served", ""] + [f"- {k}: {v}" for k, v in sorted(NOT_SERVED.items())]
+    if NOT_REGISTERED:
+        lines += ["", "## Not registered", "", "ManiSkill 3.0.1 has motion-planning solutions for these, but:", ""]
+        lines += [f"- **{k}**: {v}." for k, v in sorted(NOT_REGISTERED.items())]
     return "\n".join(lines) + "\n"
 
 

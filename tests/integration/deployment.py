@@ -128,14 +128,20 @@ class Deployment:
                         env={**self.env, "PIPELINE_WORKER_NAME": name})
         self._wait(lambda: self._get("/api/v2/monitor/health", auth=False) is not None, "api-server", 180)
 
-    def crash(self, name: str) -> int:
+    def crash(self, name: str) -> list[str]:
         """What losing the service's container does: SIGKILL to its whole process tree, task processes included
         (Airflow starts each task in a process group of its own, so killing the service's group would not reach
-        them). Returns how many processes were killed."""
+        them). Returns the killed processes' command lines."""
         import psutil
 
         root = psutil.Process(self.procs[name].pid)
         tree = [root, *root.children(recursive=True)]
+        cmdlines = []
+        for proc in tree:
+            try:
+                cmdlines.append(" ".join(proc.cmdline()))
+            except psutil.Error:
+                pass
         for proc in tree:
             try:
                 proc.kill()
@@ -143,7 +149,20 @@ class Deployment:
                 pass
         psutil.wait_procs(tree, timeout=30)
         self.procs[name].wait(30)
-        return len(tree)
+        return cmdlines
+
+    def processes(self, name: str) -> list[str]:
+        """Command lines of a service's process tree (its tasks' processes included)."""
+        import psutil
+
+        root = psutil.Process(self.procs[name].pid)
+        found = []
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                found.append(" ".join(proc.cmdline()))
+            except psutil.Error:
+                pass
+        return found
 
     def restart(self, name: str) -> None:
         """A fresh process of a service, started as the first one was (what a restart policy does)."""
