@@ -511,7 +511,13 @@ class ArtifactStore:
         # delete their own too): nothing will ever read them.
         for name in self._children(target):
             if name.startswith(PAYLOAD_PREFIX) and name != payload:
-                self._remove(f"{target}/{name}")
+                try:
+                    self._remove(f"{target}/{name}")
+                except OSError as e:
+                    # A racing run is still writing into it (a local rm -r then meets new files): it deletes its own
+                    # payload once it sees our manifest, and the maintenance sweep takes anything left. Our publish
+                    # is complete either way.
+                    print(f"[artifacts] left {target}/{name} to its writer: {e}", file=sys.stderr)
         return ours
 
     # ---- progress trees (e.g. training checkpoints kept for resume; not artifacts, never read as one) --------------

@@ -8,7 +8,8 @@ them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand
    race. It is deleted once its time stamp is older than `grace_hours`, so a publish that is still uploading
    (younger than that) is never touched.
 2. **Retention.** Kept: every artifact reachable, through manifest parents, from each task's `latest.json`
-   (its checkpoint and verify artifact, and the checkpoint it replaced), from the `keep_runs` newest run
+   (its checkpoint and verify artifact, and the checkpoint it replaced), from the `keep_runs` newest promotion
+   records (`promotions/`, what a rollback can restore) and the `keep_runs` newest run
    reports per task (`runs/<run_id>/run.json`), and from every artifact created or used (`in-use.json`,
    written by a cache hit and refreshed while a stage reads its inputs) within `grace_hours`: it may belong to
    a run in progress, which reuses old artifacts as well as making new ones. Everything else is deleted, oldest first, children before parents, and each one
@@ -37,7 +38,8 @@ from tasks.artifacts import (IN_USE, IN_USE_REFRESH_SECONDS, MANIFEST, PAYLOAD_P
                              Manifest, StageResult)
 
 PROGRESS = "train-progress"  # training's resume points (tasks.train.PROGRESS_STAGE; a stage is not imported here)
-NOT_ARTIFACTS = ("runs", "latest.json", PROGRESS)  # per-task entries that are not stage folders
+HISTORY = "promotions"  # the promotion records (tasks.registry.HISTORY)
+NOT_ARTIFACTS = ("runs", "latest.json", PROGRESS, HISTORY)  # per-task entries that are not stage folders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +163,13 @@ def roots(store: ArtifactStore, env_ids: set[str], runs: dict[str, list], keep_r
         for field in ("checkpoint", "verify", "previous"):
             if latest.get(field):
                 keep.setdefault(latest[field], f"latest.json {field}")
+        # The newest promotion records: what a rollback can restore (tasks/registry.py).
+        base = f"{store.root}/{env_id}/{HISTORY}"
+        for name in sorted(store.children(base), reverse=True)[:keep_runs]:  # names start with the UTC time
+            record = store.read_json(f"{base}/{name}") or {}
+            for field in ("checkpoint", "verify"):
+                if (record.get("entry") or {}).get(field):
+                    keep.setdefault(record["entry"][field], f"promotion record {name}")
         for _, run_uri, data in runs.get(env_id, [])[:keep_runs]:
             for row in data.get("stages", []):
                 if row.get("uri", "").startswith(f"{store.root}/{env_id}/") and not row["uri"].endswith("latest.json"):

@@ -12,6 +12,9 @@ a deployed policy. With n episodes each, the test can only succeed if n is large
 against 0/2 gives p = 0.17, at n = 50 (the production profile) 45/50 beats 35/50 (p = 0.01). When the
 episode count makes a promotion impossible, the reason says so.
 
+Each promotion adds a record to the task's history (tasks/registry.py: who, when, what, what it replaced),
+from which `python -m tasks.registry rollback` or the rollback DAG restores an earlier entry.
+
 Otherwise `latest.json` is left untouched and the result says why. Promoting the same verify artifact again
 is a no-op, so reruns are safe. `force` (an operator's rollback) skips the comparison, not the verdict.
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 from tasks import common
 from tasks.artifacts import ArtifactStore, StageResult, latest_uri
+from tasks.registry import record
 from tasks.specs import get_spec
 from tasks.verify import protocol_differences
 
@@ -34,6 +38,7 @@ ALPHA = 0.05  # significance level of the promotion test
 class PromoteParams:
     env_id: str
     force: bool = False  # promote a passed candidate even when not shown better than the current latest (rollback)
+    actor: str = ""  # who promotes, for the history ("": the CLI's user@host); the DAG passes its dag and run id
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -97,6 +102,7 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
             break
         entry = {**candidate, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint")}
         if store.replace_json(uri, entry, version):
+            record(store, params.env_id, "promote", entry, current, params.actor)
             break
         common.log(f"[promote] {uri} changed while deciding (another run promoted); deciding again")
     else:

@@ -109,6 +109,10 @@ class RunConfig:
                              "loss; 0: off", "Training", "Validation loss every N steps", minimum=0, maximum=10_000_000)
     val_batches: int = _opt(4, "held-out batches per validation (the same ones each time)", "Training",
                             "Validation batches", minimum=1, maximum=1000)
+    fsdp_devices: int = _opt(1, "openpi's fsdp_devices: shard weights and optimizer state over this many GPUs of the "
+                             "worker (must divide its GPU count); 1: each GPU holds a full copy (data parallel). lora "
+                             "needs >= 22.5 GB per copy, full >= 70 GB: use 2+ for full on 40-48 GB GPUs", "Training",
+                             "FSDP devices", minimum=1, maximum=512)
     xla_mem_fraction: float = _opt(0.9, "XLA_PYTHON_CLIENT_MEM_FRACTION for training", "Training",
                                    "GPU memory fraction", minimum=0.05, maximum=1)
     wandb: bool = _opt(True, "log training to Weights & Biases (offline, published in the train artifact, unless a "
@@ -261,7 +265,7 @@ class RunConfig:
                            save_interval=self.save_interval, seed=self.seed, pretrained_uri=self.pretrained_uri or "",
                            from_scratch=self.from_scratch, log_interval=self.log_interval, num_workers=self.num_workers,
                            wandb=self.wandb, xla_mem_fraction=self.xla_mem_fraction, val_interval=self.val_interval,
-                           val_batches=self.val_batches)
+                           val_batches=self.val_batches, fsdp_devices=self.fsdp_devices)
 
     def verify_params(self):
         from tasks.verify import VerifyParams
@@ -269,10 +273,10 @@ class RunConfig:
         return VerifyParams(env_id=self.env_id, holdout_frames=self.holdout_frames, episodes=self.eval_episodes,
                             max_steps=self.eval_max_steps or 0, seed=self.seed, min_success_rate=self.min_success_rate)
 
-    def promote_params(self):
+    def promote_params(self, actor: str = ""):
         from tasks.promote import PromoteParams
 
-        return PromoteParams(env_id=self.env_id)
+        return PromoteParams(env_id=self.env_id, actor=actor)
 
 
 # The demo profile: what differs from production, and why (CPU, minutes, no pretrained weights here).

@@ -253,7 +253,9 @@ def coverage_row(env_id: str, root: str, demos: int = 2, seed: int = 0, camera_s
     spec = TASK_SPECS[env_id]
     t0 = time.monotonic()
     demo_set = download(DownloadParams(env_id=env_id, count=demos, seed=seed), root=root)
-    rendered = render(RenderParams(env_id=env_id, min_success_ratio=0.5, camera_size=camera_size), root=root,
+    # min_success_ratio 0: the ratio is reported (and judged by the caller), and derive's render of the same demos
+    # is then the same artifact
+    rendered = render(RenderParams(env_id=env_id, min_success_ratio=0.0, camera_size=camera_size), root=root,
                       demos=demo_set.uri)
     dataset = convert(ConvertParams(env_id=env_id), root=root, rendered=[rendered.uri])
     norm = stats(StatsParams(env_id=env_id), root=root, dataset=dataset.uri)

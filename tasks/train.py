@@ -38,7 +38,8 @@ STAGE = "train"
 PROGRESS_STAGE = "train-progress"
 CODE_VERSION = "3"  # 3: held-out validation loss (the held-out dataset is a parent)
 # Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
-RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval")
+# Not part of the key: where and how the same training runs (sharding over devices included), not what it learns.
+RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval", "fsdp_devices")
 
 
 class TrainError(ValueError):
@@ -67,6 +68,8 @@ class TrainParams:
     # Held-out validation loss (needs the held-out dataset): every N steps and at the end; 0: off.
     val_interval: int = 0
     val_batches: int = 4  # held-out batches per validation, the same ones each time (fixed noise: comparable)
+    # openpi's fsdp_devices: shard parameters and optimizer state over this many devices (1: data parallel only).
+    fsdp_devices: int = 1
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -84,6 +87,8 @@ class TrainParams:
             raise ValueError("save_interval must be >= 0 and log_interval >= 1")
         if self.val_interval < 0 or not 1 <= self.val_batches <= 1000:
             raise ValueError("val_interval must be >= 0 (0: off) and val_batches 1..1000")
+        if not 1 <= self.fsdp_devices <= 512:
+            raise ValueError(f"fsdp_devices must be 1..512, got {self.fsdp_devices}")
         if not 0.05 <= self.xla_mem_fraction <= 1.0:
             raise ValueError(f"xla_mem_fraction must be within [0.05, 1], got {self.xla_mem_fraction}")
         uri = self.pretrained_uri
@@ -397,7 +402,8 @@ def openpi_train_config(params: TrainParams, *, repo_id: str = "maniskill/unset"
                     peak_lr=params.learning_rate or None,
                     pretrained_uri=params.pretrained_uri if weights_path is None else weights_path, seed=params.seed,
                     save_interval=params.save_interval or 10**9, log_interval=params.log_interval,
-                    num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project)
+                    num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project,
+                    fsdp_devices=params.fsdp_devices)
 
 
 def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key: str, sharding) -> list:
@@ -454,6 +460,9 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     weights_path = str(init_params_dir) if init_params_dir else init_weights.removeprefix("file://")
     config = openpi_train_config(params, repo_id=repo_id, assets_dir=assets, checkpoint_base_dir=scratch / "checkpoints",
                                  weights_path=weights_path)
+    if jax.device_count() % config.fsdp_devices:
+        raise TrainError(f"fsdp_devices={config.fsdp_devices} does not divide the {jax.device_count()} devices this worker "
+                         "sees: use a divisor of it (1 shards nothing), or give the worker more GPUs")
     if config.batch_size % jax.device_count():
         raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
     init = init_description(init_weights, from_artifact=init_params_dir is not None)

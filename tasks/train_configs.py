@@ -99,6 +99,7 @@ def train_config(
     num_workers: int = 0,
     wandb_enabled: bool = False,
     wandb_project: str = "maniskill-openpi",
+    fsdp_devices: int = 1,
 ) -> _config.TrainConfig:
     """The openpi TrainConfig for one task and preset. Norm stats are read from `<assets_dir>/<env_id>/`."""
     if preset not in PRESETS:
@@ -137,6 +138,7 @@ def train_config(
         save_interval=save_interval,
         keep_period=None,
         wandb_enabled=wandb_enabled,
+        fsdp_devices=fsdp_devices,
         policy_metadata={"env_id": spec.env_id, "control_mode": spec.control_mode, "action_dim": spec.action_dim},
     )
 

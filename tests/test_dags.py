@@ -34,7 +34,7 @@ def dagbag(airflow_db):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {SFT, BACKFILL, "maniskill_openpi_maintenance"} <= set(dagbag.dags)
+    assert {SFT, BACKFILL, "maniskill_openpi_maintenance", "maniskill_openpi_rollback"} <= set(dagbag.dags)
 
 
 def test_sft_stage_order_and_mapping(dagbag):
@@ -310,3 +310,21 @@ def test_maintenance_dag_reports_the_store_of_real_runs(sft_run, dagbag):
                                                  dag_ids="maniskill_openpi_maintenance")).first()
         result = XComModel.deserialize_value(row)["metrics"]
     assert result["dry_run"] and result["kept"] >= 9 and result["storage_before"]["PickCube-v1"]["train"]["bytes"] > 0
+
+
+def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
+    from tasks.artifacts import ArtifactStore
+    from tasks.promote import PromoteParams, promote
+    from tasks.registry import history
+    from tests.test_registry import ENV_ID, _verified
+
+    root = f"file://{tmp_path}/store"
+    store = ArtifactStore(root)
+    a, b = _verified(store, "a", successes=4), _verified(store, "b", successes=10)
+    for v in (a, b):
+        promote(PromoteParams(env_id=ENV_ID), root=root, verification=v["verify"])
+    run = dagbag.dags["maniskill_openpi_rollback"].test(run_conf={"env_id": ENV_ID, "artifact_root": root,
+                                                                  "s3_conn_id": None})
+    assert run.state == "success"
+    assert store.read_json(f"{root}/{ENV_ID}/latest.json")["checkpoint"] == a["checkpoint"]
+    assert history(store, ENV_ID)[0]["by"] == f"airflow maniskill_openpi_rollback {run.run_id}"

@@ -31,6 +31,19 @@ def test_full_preset_keeps_ema_and_an_explicit_step_count_wins():
     assert train.num_train_steps == 5000 and train.batch_size == 64 and train.ema_decay == 0.99
 
 
+def test_fsdp_devices_reach_openpis_config_and_leave_the_key_alone():
+    one = RunConfig.build({"preset": "full"}, profile="production")
+    four = RunConfig.build({"preset": "full", "fsdp_devices": 4}, profile="production")
+    assert openpi_train_config(one.train_params()).fsdp_devices == 1
+    assert openpi_train_config(four.train_params()).fsdp_devices == 4
+    # the same training sharded differently is the same artifact (resumable across GPU counts)
+    assert four.train_params().key_params() == one.train_params().key_params()
+    assert one.camera_size == 224 and RunConfig.build(profile="demo").camera_size == 0
+    assert four.render_params().camera_size == 224
+    with pytest.raises(ConfigError, match="fsdp_devices"):
+        RunConfig.build({"fsdp_devices": 0}, profile="production")
+
+
 def test_demo_profile_is_the_tiny_cpu_run():
     config = RunConfig.build(profile="demo")
     assert config.preset == "tiny" and config.pretrained_uri is None and config.profile == "demo"

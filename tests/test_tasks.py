@@ -1,7 +1,7 @@
 """Per-task tier: every registered ManiSkill task through the data stages, and `derive` on a task left out.
 
-For each task in the registry: the spec fits the env (cameras, RGB-mode state keys, widths, action width,
-fps), and two planner demos go download -> render -> convert -> stats through the real stages, giving a
+For each task in the registry two planner demos go download -> render -> convert -> stats (each render worker
+first checks the spec against the env: cameras, RGB-mode state keys, widths, action width, fps), giving a
 LeRobot dataset whose features are the spec's and norm stats the stats stage accepts. `tools/task_coverage.py`
 writes docs/tasks.md from the same rows.
 """
@@ -15,23 +15,26 @@ import pytest
 
 from tasks.artifacts import ArtifactStore
 from tasks.specs import TASK_SPECS, SpecError, get_spec
-from tasks.task_probe import check_registered, coverage_row, derive
+from tasks.task_probe import coverage_row, derive
 
 pytestmark = [pytest.mark.sim, pytest.mark.tasks]
 
 
-def test_every_registered_spec_fits_its_env():
-    assert check_registered() == {env_id: [] for env_id in TASK_SPECS}
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory) -> str:
+    """One store for the module: derive's demos and renders of LiftPegUpright are the coverage row's (cache hits)."""
+    return tmp_path_factory.mktemp("task_store").as_uri()
 
 
 @pytest.mark.parametrize("env_id", sorted(TASK_SPECS))
-def test_registered_task_goes_from_planner_demos_to_norm_stats(env_id, tmp_path):
+def test_registered_task_goes_from_planner_demos_to_norm_stats(env_id, store_root, tmp_path):
+    """Also the spec check at registration: each render worker checks the spec against the env before rendering."""
     spec = get_spec(env_id)
-    row = coverage_row(env_id, root=tmp_path.joinpath("store").as_uri(), demos=2)
+    row = coverage_row(env_id, root=store_root, demos=2)
     assert row["replay_success_ratio"] >= 0.5 and row["episodes"] >= 1 and row["frames"] > row["episodes"]
     assert 0 < row["planner_success_rate"] <= 1
     assert row["image_shape_chw"][0] == 3
-    store = ArtifactStore(tmp_path.joinpath("store").as_uri())
+    store = ArtifactStore(store_root)
     _, dataset = store.fetch(row["uris"]["convert"], tmp_path / "cache")
     features = json.loads((dataset / "meta" / "info.json").read_text())["features"]
     assert features["observation.state"]["shape"] == [spec.state_dim]
@@ -43,13 +46,13 @@ def test_registered_task_goes_from_planner_demos_to_norm_stats(env_id, tmp_path)
     assert len(stats["state"]["mean"]) >= spec.state_dim and np.all(np.isfinite(stats["state"]["std"]))
 
 
-def test_derive_proposes_the_registered_spec_for_a_task_it_has_not_seen(monkeypatch):
+def test_derive_proposes_the_registered_spec_for_a_task_it_has_not_seen(store_root, monkeypatch):
     env_id = "LiftPegUpright-v1"
     registered = TASK_SPECS[env_id]
     monkeypatch.delitem(TASK_SPECS, env_id)
     with pytest.raises(SpecError, match="unknown env id"):
         get_spec(env_id)
-    derived = derive(env_id, demos=3)
+    derived = derive(env_id, demos=2, root=store_root)
     assert env_id not in TASK_SPECS  # derive registers nothing
     for field in ("cameras", "state_keys", "state_widths", "action_dim", "control_mode", "fps"):
         assert getattr(derived.spec, field) == getattr(registered, field), field
@@ -57,3 +60,14 @@ def test_derive_proposes_the_registered_spec_for_a_task_it_has_not_seen(monkeypa
     assert code.startswith("# ") and f"env_id={env_id!r}" in code and "the instruction" in code
     assert derived.facts["longest_episode"] == max(derived.facts["episode_lengths"]) > 0
     assert derived.facts["replay_success_ratio"] > 0
+
+
+def test_check_lists_what_a_registered_spec_gets_wrong(monkeypatch, capsys):
+    import dataclasses
+
+    from tasks.task_probe import main
+
+    assert main(["check", "PickCube-v1"]) == 0 and "1 specs checked, 0 with problems" in capsys.readouterr().out
+    monkeypatch.setitem(TASK_SPECS, "PickCube-v1", dataclasses.replace(TASK_SPECS["PickCube-v1"], fps=30))
+    assert main(["check", "PickCube-v1"]) == 1
+    assert "fps is 30 but PickCube-v1 controls at 20 Hz" in capsys.readouterr().out
