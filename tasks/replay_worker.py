@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = meta["env_info"]["env_kwargs"]
     # The spec against the env, before any rendering: a wrong camera, a state key the RGB observation lacks or a
     # wrong fps fails here with the valid choices. (The probe pays SAPIEN's start-up; the replay's env is then cheap.)
-    layout = probe_env(env_id, args.control_mode, {k: kwargs[k] for k in ("render_backend", "sensor_configs") if k in kwargs})
+    # The replay's env kwargs (a hub demo's robot_uids or task kwargs included), less what the replay itself sets.
+    replay_sets = ("obs_mode", "control_mode", "sim_backend", "num_envs", "render_mode", "reward_mode")
+    layout = probe_env(env_id, args.control_mode, {k: v for k, v in kwargs.items() if k not in replay_sets})
     problems = spec_problems(TaskSpec.from_json(args.spec), layout)
     if problems:
         print(f"the TaskSpec of {env_id} does not fit the env: " + "; ".join(problems)

@@ -169,6 +169,10 @@ def spec_problems(spec: TaskSpec, layout: EnvLayout) -> list[str]:
         if sensor not in layout.sensors:
             problems.append(f"camera {sensor!r} is not an RGB sensor of {layout.env_id} (robot {layout.robot}); "
                             f"its sensors are {sorted(layout.sensors)}")
+    sizes = {layout.sensors[sensor] for sensor, _ in spec.cameras if sensor in layout.sensors}
+    if len(sizes) > 1:
+        problems.append(f"the spec's cameras render at different sizes {sorted(sizes)}; one dataset holds one image "
+                        "size: set the render's camera_size")
     for key, width in zip(spec.parsed_state_keys, spec.state_widths):
         if key.path not in layout.obs_widths:
             problems.append(f"state key {str(key)!r}: the RGB-mode observation of {layout.env_id} has no {key.path!r}; "

@@ -109,3 +109,12 @@ def test_derive_helpers_map_wrist_cameras_and_slice_constant_dims():
     values = np.stack([np.arange(10.0), np.full(10, 2.0), np.arange(10.0) ** 2, np.zeros(10), np.ones(10)], axis=-1)
     assert varying_slices(values, 1e-5) == [(0, 1), (2, 3)]
     assert varying_slices(values[:, 3:], 1e-5) == []
+
+
+def test_cameras_of_different_sizes_are_refused_with_the_fix():
+    from tasks.specs import spec_problems
+
+    spec = TaskSpec(env_id="PickCube-v1", prompt="pick", cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
+                    state_keys=("agent/qpos[0:9]",), state_widths=(9,))
+    layout = _layout(sensors={"base_camera": (128, 128), "hand_camera": (240, 320)})
+    assert any("different sizes" in p and "camera_size" in p for p in spec_problems(spec, layout))
