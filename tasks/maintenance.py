@@ -18,7 +18,7 @@ them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand
    beyond the `keep_runs` newest are deleted with them.
 3. **Resume points** (`train-progress/<key>/<step>/`, each a full checkpoint): training deletes its own
    once it publishes; those of trainings killed and never rerun are deleted when their newest checkpoint is
-   (or their in-use mark, which a running training refreshes) is older than `progress_days`.
+   is older than `progress_days` (a training that resumes renews the time of the point it resumes from).
 4. **Storage report**: artifacts and bytes per task and stage, before and after.
 
 `dry_run` (the CLI's default) reports what would be removed and removes nothing.
@@ -118,12 +118,6 @@ class ResumePoints:
     env_id: str
     saved_at: float | None  # newest completed checkpoint (None: none completed, or written before it was recorded)
     steps: list[str]
-    used_at: float | None = None  # a running training keeps its resume points marked in use
-
-    @property
-    def last_active(self) -> float | None:
-        times = [t for t in (self.saved_at, self.used_at) if t is not None]
-        return max(times) if times else None
 
 
 def scan_progress(store: ArtifactStore) -> list[ResumePoints]:
@@ -135,8 +129,7 @@ def scan_progress(store: ArtifactStore) -> list[ResumePoints]:
             uri = f"{store.root}/{env_id}/{PROGRESS}/{key}"
             markers = {step: m for step, m in store.complete_trees(uri).items() if step.isdigit()}
             times = [float(m["saved_at"]) for m in markers.values() if m.get("saved_at")]
-            found.append(ResumePoints(uri, env_id, max(times) if times else None, sorted(markers, key=int),
-                                      store.in_use_at(uri)))
+            found.append(ResumePoints(uri, env_id, max(times) if times else None, sorted(markers, key=int)))
     return found
 
 
@@ -246,7 +239,7 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
                 orphans.append(f"{e.uri}/{name}")
     stale_runs = [run_uri for env_runs in runs.values() for _, run_uri, _ in env_runs[params.keep_runs:]]
     stale_progress = [p for p in scan_progress(store)
-                      if p.last_active is not None and now - p.last_active >= params.progress_days * 86400]
+                      if p.saved_at is not None and now - p.saved_at >= params.progress_days * 86400]
 
     removed, freed = [], 0
     verb = "would remove" if params.dry_run else "removing"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import common
-from tasks.artifacts import (ArtifactStore, InUseMarks, Manifest, StageResult, artifact_uri, latest_uri, run_stage,
+from tasks.artifacts import (COMPLETE, ArtifactStore, Manifest, StageResult, artifact_uri, latest_uri, run_stage,
                              work_dir)
 from tasks.run_config import LATEST, PRESETS
 from tasks.specs import get_spec
@@ -475,6 +475,9 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     ckpt_dir = config.checkpoint_dir
     if resume_step:
         store.get_tree(f"{progress_uri}/{resume_step}", ckpt_dir / str(resume_step))
+        # Renew the resume point's time: the maintenance sweep ages resume points by it, and a training resumed from
+        # an old checkpoint must not lose it before its next save.
+        store.write_json(f"{progress_uri}/{resume_step}/{COMPLETE}", {**done[str(resume_step)], "saved_at": time.time()})
         log(f"[train] resuming from the checkpoint at step {resume_step} ({progress_uri}/{resume_step})")
     manager, resuming = _checkpoints.initialize_checkpoint_dir(ckpt_dir, keep_period=None, overwrite=False, resume=True)
 
@@ -652,14 +655,8 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
                             init_params_dir=init_dir, holdout_dir=holdout_dir,
                             holdout_key=holdout_manifest.key if holdout_manifest is not None else "")
 
-    # The resume points are marked in use while this training runs, so the maintenance sweep never takes them from
-    # under it (their own saved_at can be old: a training resumed from last month's checkpoint).
-    progress_marks = InUseMarks(store, [progress_uri])
-    try:
-        result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
-                           parents=parents, build=build, log=common.log)
-    finally:
-        progress_marks.stop()
+    result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
+                       parents=parents, build=build, log=common.log)
     store.delete_tree(progress_uri)  # the published artifact supersedes the resume points
     return result
 

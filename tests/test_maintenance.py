@@ -127,16 +127,12 @@ def test_a_run_in_progress_keeps_what_it_reuses_and_stale_resume_points_go(local
     progress = f"{local_root}/{ENV_ID}/train-progress"
     store.put_tree(ckpt, f"{progress}/abandoned/1000", {"step": 1000, "saved_at": t0 - 21 * 86400})
     store.put_tree(ckpt, f"{progress}/running/2000", {"step": 2000, "saved_at": t0})
-    # a training resumed today from a checkpoint saved three weeks ago: it keeps its points marked while it runs
-    store.put_tree(ckpt, f"{progress}/resumed/1000", {"step": 1000, "saved_at": t0 - 21 * 86400})
-    store.mark_in_use(f"{progress}/resumed")
 
     result = maintain(MaintenanceParams(keep_runs=1, dry_run=False), root=local_root).metrics
     assert result["removed"] == [old["render"]]  # outside the run window and unused; its demos are in use
     assert store.read_manifest(old["download"]) is not None
     assert result["resume_points_removed"] == [f"{progress}/abandoned"]
     assert not store.children(f"{progress}/abandoned") and list(store.complete_trees(f"{progress}/running")) == ["2000"]
-    assert list(store.complete_trees(f"{progress}/resumed")) == ["1000"]
 
 
 def test_cli_is_a_dry_run_unless_told_to_apply(local_root):
