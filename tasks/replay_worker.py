@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mani_skill.trajectory import replay_trajectory
 
-    from tasks.specs import TaskSpec, spec_problems
+    from tasks.specs import SpecError, TaskSpec, check_spec
     from tasks.task_probe import probe_env
 
     meta = json.loads(open(args.traj_path.replace(".h5", ".json")).read())
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     # The replay's env kwargs (a hub demo's robot_uids or task kwargs included), less what the replay itself sets.
     replay_sets = ("obs_mode", "control_mode", "sim_backend", "num_envs", "render_mode", "reward_mode")
     layout = probe_env(env_id, args.control_mode, {k: v for k, v in kwargs.items() if k not in replay_sets})
-    problems = spec_problems(TaskSpec.from_json(args.spec), layout)
-    if problems:
-        print(f"the TaskSpec of {env_id} does not fit the env: " + "; ".join(problems)
-              + f". Fix it in tasks/specs.py (`python -m tasks.specs derive {env_id}` proposes one)", file=sys.stderr)
+    try:
+        check_spec(TaskSpec.from_json(args.spec), layout)
+    except SpecError as e:
+        print(e, file=sys.stderr)
         return 3
     replay_trajectory.main(replay_trajectory.Args(
         traj_path=args.traj_path, sim_backend="physx_cpu", obs_mode=args.obs_mode,
