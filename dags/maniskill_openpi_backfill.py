@@ -60,7 +60,10 @@ def maniskill_openpi_backfill():
         dataset = t.convert(rendered, "train")
         holdout = t.convert.override(task_id="convert_holdout")(rendered_holdout, "holdout")
         checkpoint = t.train(dataset, t.stats(dataset), holdout)
-        t.report(t.promote(t.verify(checkpoint, holdout)))
+        verification = t.verify(checkpoint, holdout)
+        promotion = t.promote(verification)
+        verification >> t.approve() >> promotion  # a person may have to approve first (require_approval)
+        t.report(promotion)
 
     pipeline.expand(env_id=registered_tasks())
 

@@ -27,9 +27,10 @@ DOC = f"""{__doc__}
 
 ### The graph
 `download` → `shards` (the render plan) → `render` (mapped: one task per shard, on any worker) →
-`convert` / `convert_holdout` → `stats` → `train` (queue/pool `gpu`) → `verify` (`gpu`) → `promote`
-(moves `latest` and updates the `{t.POLICY_ASSET.name}` asset) → `report` (the run report; its task page has a
-**Run report** link). `resolve` builds the run config first; the other tasks read it from its result.
+`convert` / `convert_holdout` → `stats` → `train` (queue/pool `gpu`) → `verify` (`gpu`) → `approve` (a
+person's approval in *Required Actions*, only when the run sets `require_approval` and the rule would promote) →
+`promote` (moves `latest` and updates the `{t.POLICY_ASSET.name}` asset) → `report` (the run report; its task page
+has a **Run report** link). `resolve` builds the run config first; the other tasks read it from its result.
 """
 
 
@@ -54,7 +55,10 @@ def maniskill_openpi_sft():
     dataset = t.convert(rendered, "train")
     holdout = t.convert.override(task_id="convert_holdout")(rendered, "holdout")
     checkpoint = t.train(dataset, t.stats(dataset), holdout)
-    t.report(t.promote(t.verify(checkpoint, holdout)))
+    verification = t.verify(checkpoint, holdout)
+    promotion = t.promote(verification)
+    verification >> t.approve() >> promotion  # a person may have to approve first (require_approval)
+    t.report(promotion)
 
 
 maniskill_openpi_sft()

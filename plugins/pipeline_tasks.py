@@ -145,13 +145,24 @@ def verify(checkpoint: dict, holdout: dict, ti=None) -> dict:
     return _run(stage, config.verify_params(), config, checkpoint=checkpoint["uri"], holdout=holdout["uri"])
 
 
+def approve() -> "PromotionApproval":
+    """The human approval between verify and promote (a no-op unless the run sets require_approval)."""
+    from pipeline_approval import PromotionApproval
+
+    # No retries: a retry would ask the person again. Not on the GPU queue: waiting holds no worker slot anyway.
+    return PromotionApproval(task_id="approve", retries=0)
+
+
 @task(outlets=[POLICY_ASSET])
 def promote(verification: dict, ti=None) -> dict:
+    """Moves latest when the rule (and, if the run requires it, a person in `approve`) says so."""
+    from pipeline_approval import approval_answer
     from tasks.promote import promote as stage
 
     config = run_config(ti)
     actor = f"airflow {ti.dag_id} {ti.run_id}"  # the promotion history names the run that moved latest
-    return _run(stage, config.promote_params(actor=actor), config, verification=verification["uri"])
+    answer = approval_answer(_pull(ti, "approve"))
+    return _run(stage, config.promote_params(actor=actor, **answer), config, verification=verification["uri"])
 
 
 @task

@@ -15,6 +15,11 @@ episode count makes a promotion impossible, the reason says so.
 Each promotion adds a record to the task's history (tasks/registry.py: who, when, what, what it replaced),
 from which `python -m tasks.registry rollback` or the rollback DAG restores an earlier entry.
 
+With `require_approval` (the DAGs' approve task, Airflow's human-in-the-loop step, sets it), a candidate that
+passes all of the above still waits for a person: it is promoted only with `approved_by` (who approved), and
+`rejected_by` keeps latest as it is. `preview` tells the approve task whether there is anything to ask about,
+so nobody is asked to approve a candidate the gate would refuse anyway.
+
 Otherwise `latest.json` is left untouched and the result says why. Promoting the same verify artifact again
 is a no-op, so reruns are safe. `force` (an operator's rollback) skips the comparison, not the verdict.
 """
@@ -39,9 +44,14 @@ class PromoteParams:
     env_id: str
     force: bool = False  # promote a passed candidate even when not shown better than the current latest (rollback)
     actor: str = ""  # who promotes, for the history ("": the CLI's user@host); the DAG passes its dag and run id
+    require_approval: bool = False  # a person must approve before latest moves (approved_by / rejected_by)
+    approved_by: str = ""  # who approved this candidate (the human-in-the-loop response's user)
+    rejected_by: str = ""  # who rejected it (or "timeout" when nobody answered in time)
 
     def validate(self) -> None:
         get_spec(self.env_id)
+        if self.approved_by and self.rejected_by:
+            raise ValueError("a candidate is either approved_by or rejected_by someone, not both")
 
 
 def better_p_value(candidate: tuple[int, int], current: tuple[int, int]) -> float:
@@ -78,29 +88,55 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, force: boo
     return False, f"not shown better than the current latest: {k1}/{n1} vs {k0}/{n0} successes (one-sided Fisher p={p:.3g} >= {ALPHA})"
 
 
-def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
-    params.validate()
-    t0 = time.monotonic()
-    store = ArtifactStore(root)
+def approval_gate(promoted: bool, reason: str, params: PromoteParams) -> tuple[bool, str]:
+    """The human step after the automatic rule: only a candidate the rule would promote waits for it."""
+    if not promoted or not params.require_approval or params.approved_by:
+        return promoted, reason
+    if params.rejected_by:
+        return False, f"rejected by {params.rejected_by} (the rule would have promoted it: {reason})"
+    return False, f"awaiting a person's approval, which this run did not get (the rule would promote it: {reason})"
+
+
+def _candidate(store: ArtifactStore, params: PromoteParams, verification: str) -> dict[str, Any]:
     manifest = store.require(verification)
     if manifest.stage != "verify" or manifest.env_id != params.env_id:
         raise ValueError(f"{verification} is a {manifest.stage} artifact of {manifest.env_id}; promote takes a verify artifact of {params.env_id}")
     m = manifest.metrics
-    candidate = {"env_id": params.env_id, "verify": verification, "checkpoint": m["lineage"]["checkpoint"],
-                 "report": f"{store.files_uri(manifest)}/report.html", "verdict": m.get("verdict"),
-                 "verdict_reason": m.get("verdict_reason"), "checks": m.get("checks"),
-                 "success_rate": m.get("success_rate"), "successes": m.get("successes"), "episodes": m.get("episodes"),
-                 "success_rate_ci95": m.get("success_rate_ci95"), "action_mae": m.get("action_mae"),
-                 "protocol": m.get("protocol")}
+    return {"env_id": params.env_id, "verify": verification, "checkpoint": m["lineage"]["checkpoint"],
+            "report": f"{store.files_uri(manifest)}/report.html", "verdict": m.get("verdict"),
+            "verdict_reason": m.get("verdict_reason"), "checks": m.get("checks"),
+            "success_rate": m.get("success_rate"), "successes": m.get("successes"), "episodes": m.get("episodes"),
+            "success_rate_ci95": m.get("success_rate_ci95"), "action_mae": m.get("action_mae"),
+            "protocol": m.get("protocol"), "_digest": manifest.digest}
+
+
+def preview(params: PromoteParams, root: str, verification: str) -> dict[str, Any]:
+    """What the automatic rule says about this candidate now, without moving anything (for the approval step)."""
+    params.validate()
+    store = ArtifactStore(root)
+    candidate = _candidate(store, params, verification)
+    current = store.read_json(latest_uri(store, params.env_id))
+    promotable, reason = decide(candidate, current, params.force)
+    return {"promotable": promotable, "reason": reason, "candidate": {k: v for k, v in candidate.items() if k[0] != "_"},
+            "current": current}
+
+
+def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
+    params.validate()
+    t0 = time.monotonic()
+    store = ArtifactStore(root)
+    candidate = _candidate(store, params, verification)
+    digest = candidate.pop("_digest")
     uri = latest_uri(store, params.env_id)
     # Compare-and-swap: a run promoting the same task at the same moment makes our write fail, and we decide
     # again against what it wrote, so the better checkpoint stays latest whichever run finishes last.
     for _ in range(20):
         current, version = store.read_json_versioned(uri)
-        promoted, reason = decide(candidate, current, params.force)
+        promoted, reason = approval_gate(*decide(candidate, current, params.force), params)
         if not promoted:
             break
-        entry = {**candidate, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint")}
+        entry = {**candidate, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint"),
+                 "approved_by": params.approved_by or None}
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "promote", entry, current, params.actor)
             break
@@ -109,8 +145,9 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         raise RuntimeError(f"{uri} kept changing during 20 promotion attempts; rerun promote")
     common.log(f"[promote] {'promoted' if promoted else 'kept current latest'}: {reason}")
     latest = store.read_json(uri)
-    return StageResult(uri=uri, digest=manifest.digest, cache_hit=not promoted,
-                       metrics={"promoted": promoted, "reason": reason, "latest_checkpoint": (latest or {}).get("checkpoint"),
+    return StageResult(uri=uri, digest=digest, cache_hit=not promoted,
+                       metrics={"promoted": promoted, "reason": reason, "approval_required": params.require_approval,
+                                "approved_by": params.approved_by or None, "rejected_by": params.rejected_by or None, "latest_checkpoint": (latest or {}).get("checkpoint"),
                                 "verdict": candidate["verdict"], "success_rate": candidate["success_rate"]},
                        seconds=time.monotonic() - t0)
 

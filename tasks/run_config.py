@@ -34,8 +34,14 @@ from tasks.specs import CONTROL_MODES, TASK_SPECS, get_spec
 PROFILE_ENV = "PIPELINE_PROFILE"
 PROFILES = ("production", "demo")
 PRESETS = ("tiny", "lora", "full")  # see tasks/train_configs.py; here so that DAG parsing need not import openpi
+# openpi's model families we train (tasks/train_configs.py). pi0-FAST is not among them: openpi's gemma_fast has
+# no small variant, so it could only be tested at 2B parameters, which no CPU test tier can train or roll out.
+MODELS = ("pi0", "pi05")
 DEMO_SOURCES = ("motionplanning", "hub", "s3")
 PI0_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi0_base/params"
+PI05_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi05_base/params"
+BASE_PARAMS = {"pi0": PI0_BASE_PARAMS, "pi05": PI05_BASE_PARAMS}  # each family's released base checkpoint
+BASE = "base"  # pretrained_uri: the model family's base checkpoint (BASE_PARAMS)
 LATEST = "latest"  # pretrained_uri: the task's promoted checkpoint
 FROM_SPEC = "from_spec"  # control_mode: the TaskSpec's
 # A demos asset event (new demos landed) may set these; anything else in its extra is refused.
@@ -83,13 +89,19 @@ class RunConfig:
                             "resizes with padding), so 224 keeps every rendered pixel; 0: the task's own default "
                             "(128x128 for most ManiSkill tasks). Recorded in the dataset; evaluation renders alike",
                             "Render", "Camera resolution", minimum=0, maximum=1024)
+    model: str = _opt("pi0", "openpi model family: pi0 (flow matching, z-score normalisation) or pi05 (pi0.5: state "
+                      "as discrete prompt tokens, adaRMS time conditioning, quantile normalisation from the stats' "
+                      "q01/q99); each has the tiny, lora and full presets and starts from its own base checkpoint",
+                      "Training", "Model family", enum=list(MODELS),
+                      values_display={"pi0": "pi0", "pi05": "pi0.5"})
     preset: str = _opt("lora", "lora: gemma_2b_lora + gemma_300m_lora from pretrained weights (openpi's low-memory "
                        "fine-tune); full: full fine-tune with EMA; tiny: CPU-sized pi0 for tests and the demo",
                        "Training", "Preset", enum=list(PRESETS))
-    pretrained_uri: str | None = _opt(PI0_BASE_PARAMS, "initial weights: openpi params (gs://openpi-assets/checkpoints/"
-                                      "pi0_base/params, s3://..., /path), a train artifact URI of this store, or "
-                                      "'latest' (the task's promoted checkpoint). Required by lora", "Training",
-                                      "Initial weights", pattern=r"^(latest|(gs|s3|file)://\S+|/\S+)$")
+    pretrained_uri: str | None = _opt(BASE, "initial weights: 'base' (the model family's released checkpoint: "
+                                      "gs://openpi-assets/checkpoints/pi0_base/params or pi05_base/params), openpi "
+                                      "params elsewhere (gs://..., s3://..., /path), a train artifact URI of this store, "
+                                      "or 'latest' (the task's promoted checkpoint). Required by lora", "Training",
+                                      "Initial weights", pattern=r"^(base|latest|(gs|s3|file)://\S+|/\S+)$")
     from_scratch: bool = _opt(False, "full preset only: train from random initialisation (no pretrained_uri); a "
                               "deliberate choice, reported as 'from scratch'", "Training", "Full fine-tune from scratch")
     steps: int | None = _opt(None, "training steps; empty: the preset's (openpi's 30000 for lora/full)", "Training",
@@ -127,6 +139,11 @@ class RunConfig:
     min_success_rate: float = _opt(0.2, "verify's verdict is 'failed' below this closed-loop success rate (success_once); "
                                    "0: not judged, the verdict is 'unchecked' and nothing is promoted", "Evaluation",
                                    "Minimum success rate", minimum=0, maximum=1)
+    require_approval: bool = _opt(False, "a person approves (Airflow's Required Actions page) before latest moves; "
+                                  "asked only when the promotion rule would promote the candidate. Default: "
+                                  "PIPELINE_REQUIRE_APPROVAL of the deployment", "Evaluation", "Require approval")
+    approval_timeout_hours: float = _opt(72.0, "how long the approval waits; no answer counts as a rejection",
+                                         "Evaluation", "Approval timeout (hours)", minimum=0.01, maximum=24 * 90)
     artifact_root: str = _opt("", "where artifacts go: file:///abs/dir (embedded) or s3://bucket/prefix",
                               "Storage and accounts", "Artifact root", pattern=r"^(file:///|s3://)[A-Za-z0-9._/-]+$")
     s3_conn_id: str | None = _opt(None, "Airflow aws connection for s3:// roots (endpoint_url in its extra for MinIO); "
@@ -170,7 +187,8 @@ class RunConfig:
         from tasks.common import default_root
 
         values.update(artifact_root=default_root(), s3_conn_id=os.environ.get("PIPELINE_S3_CONN_ID") or None,
-                      wandb_conn_id=os.environ.get("PIPELINE_WANDB_CONN_ID") or None)
+                      wandb_conn_id=os.environ.get("PIPELINE_WANDB_CONN_ID") or None,
+                      require_approval=os.environ.get("PIPELINE_REQUIRE_APPROVAL", "").lower() in ("1", "true", "yes"))
         if profile == "demo":
             values.update(DEMO_PROFILE)
         return values
@@ -260,7 +278,7 @@ class RunConfig:
     def train_params(self):
         from tasks.train import TrainParams
 
-        return TrainParams(env_id=self.env_id, preset=self.preset, steps=self.steps or 0, batch_size=self.batch_size or 0,
+        return TrainParams(env_id=self.env_id, model=self.model, preset=self.preset, steps=self.steps or 0, batch_size=self.batch_size or 0,
                            learning_rate=self.learning_rate or 0.0, action_horizon=self.action_horizon,
                            save_interval=self.save_interval, seed=self.seed, pretrained_uri=self.pretrained_uri or "",
                            from_scratch=self.from_scratch, log_interval=self.log_interval, num_workers=self.num_workers,
@@ -273,10 +291,11 @@ class RunConfig:
         return VerifyParams(env_id=self.env_id, holdout_frames=self.holdout_frames, episodes=self.eval_episodes,
                             max_steps=self.eval_max_steps or 0, seed=self.seed, min_success_rate=self.min_success_rate)
 
-    def promote_params(self, actor: str = ""):
+    def promote_params(self, actor: str = "", approved_by: str = "", rejected_by: str = ""):
         from tasks.promote import PromoteParams
 
-        return PromoteParams(env_id=self.env_id, actor=actor)
+        return PromoteParams(env_id=self.env_id, actor=actor, require_approval=self.require_approval,
+                             approved_by=approved_by, rejected_by=rejected_by)
 
 
 # The demo profile: what differs from production, and why (CPU, minutes, no pretrained weights here).

@@ -125,6 +125,13 @@ class TaskSpec:
     def state_dim(self) -> int:
         return sum(k.width(w) for k, w in zip(self.parsed_state_keys, self.state_widths))
 
+    def state_dim_names(self) -> list[str]:
+        """One name per state dimension, e.g. `agent/qpos[3]`, for messages that point at a dimension."""
+        names = []
+        for key, width in zip(self.parsed_state_keys, self.state_widths):
+            names += [f"{key.path}[{i}]" for i in range(width)[key.start : key.stop]]
+        return names
+
     @property
     def camera_map(self) -> dict[str, str]:
         return dict(self.cameras)

@@ -98,7 +98,7 @@ def check_stats(spec: TaskSpec, norm_stats: dict, min_std: float) -> None:
                              "recompute stats from a dataset converted with the current TaskSpec")
         if width > PI0_ACTION_DIM:
             raise StatsError(f"{key} width {width} exceeds pi0's action_dim {PI0_ACTION_DIM}")
-    names = {"state": _state_dim_names(spec)}
+    names = {"state": spec.state_dim_names()}
     # Only state: a live observation that strays from a near-constant training value is blown up by ~1/std.
     # Near-constant *actions* are harmless (normalised targets still have unit scale; a constant gripper
     # command unnormalises back to that constant), and tasks like PushCube never open the gripper.
@@ -110,13 +110,6 @@ def check_stats(spec: TaskSpec, norm_stats: dict, min_std: float) -> None:
             raise StatsError(f"{key} dimensions with near-zero std (< {min_std}) in {spec.env_id}: {dims}. "
                              "They are constant in the demos and would be scaled by ~1/std during normalisation; "
                              "drop them from state_keys in tasks/specs.py or collect more varied demos.")
-
-
-def _state_dim_names(spec: TaskSpec) -> list[str]:
-    names = []
-    for key, width in zip(spec.parsed_state_keys, spec.state_widths):
-        names += [f"{key.path}[{i}]" for i in range(width)[key.start : key.stop]]
-    return names
 
 
 def compute_norm_stats(spec: TaskSpec, dataset_root: Path, horizon: int, batch_size: int) -> tuple[dict, int]:

@@ -1,4 +1,4 @@
-"""train: fine-tune pi0 on a converted dataset with openpi's library, resumable, checkpoints to the store.
+"""train: fine-tune pi0 or pi0.5 on a converted dataset with openpi's library, resumable, checkpoints to the store.
 
 openpi's `scripts/train.py` is not part of the `rpent-openpi` wheel, so this is our own loop on openpi's
 parts: the model and its config, `data_loader.create_data_loader` (with our ManiSkill transforms and the
@@ -31,7 +31,7 @@ from typing import Any
 from tasks import common
 from tasks.artifacts import (COMPLETE, ArtifactStore, Manifest, StageResult, artifact_uri, latest_uri, run_stage,
                              work_dir)
-from tasks.run_config import LATEST, PRESETS
+from tasks.run_config import BASE, BASE_PARAMS, LATEST, MODELS, PRESETS
 from tasks.specs import get_spec
 
 STAGE = "train"
@@ -49,6 +49,7 @@ class TrainError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
     env_id: str
+    model: str = "pi0"  # openpi model family: pi0 | pi05
     preset: str = "tiny"  # tiny (CPU, tests/demo) | lora | full
     steps: int = 0  # 0: the preset's default
     batch_size: int = 0  # 0: the preset's default
@@ -56,8 +57,8 @@ class TrainParams:
     learning_rate: float = 0.0  # peak LR; 0: the preset's default
     save_interval: int = 0  # checkpoint (and resume point) every N steps; 0: only at the end
     seed: int = 42
-    # Initial weights: openpi params (gs://openpi-assets/checkpoints/pi0_base/params, s3://..., a path), a train
-    # artifact of this store, or "latest" (the task's promoted checkpoint). Required by lora.
+    # Initial weights: "base" (the family's released checkpoint, BASE_PARAMS), openpi params (gs://..., s3://..., a
+    # path), a train artifact of this store, or "latest" (the task's promoted checkpoint). Required by lora.
     pretrained_uri: str = ""
     from_scratch: bool = False  # full preset without weights: only when asked for explicitly
     log_interval: int = 1
@@ -73,6 +74,9 @@ class TrainParams:
 
     def validate(self) -> None:
         get_spec(self.env_id)
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)} (openpi's gemma_fast has no "
+                             "small variant, so pi0-FAST is not offered: it could not be tested)")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if not 0 <= self.steps <= 10_000_000:
@@ -91,18 +95,24 @@ class TrainParams:
             raise ValueError(f"fsdp_devices must be 1..512, got {self.fsdp_devices}")
         if not 0.05 <= self.xla_mem_fraction <= 1.0:
             raise ValueError(f"xla_mem_fraction must be within [0.05, 1], got {self.xla_mem_fraction}")
-        uri = self.pretrained_uri
+        uri = self.weights_uri()
+        base = BASE_PARAMS[self.model]
         if uri and uri != LATEST and not uri.startswith(("gs://", "s3://", "/", "file://")):
-            raise ValueError(f"pretrained_uri {uri!r} must be gs://..., s3://..., file://..., an absolute path or 'latest'")
+            raise ValueError(f"pretrained_uri {uri!r} must be 'base', gs://..., s3://..., file://..., an absolute path "
+                             "or 'latest'")
+        other = {u: m for m, u in BASE_PARAMS.items() if m != self.model}
+        if uri.rstrip("/") in other:
+            raise TrainError(f"pretrained_uri {uri} is {other[uri.rstrip('/')]}'s base checkpoint, which does not load "
+                             f"into a {self.model} model: use pretrained_uri=base ({base}) or set model="
+                             f"{other[uri.rstrip('/')]}")
         if self.preset == "lora" and not uri:
             raise TrainError(
                 "preset lora needs pretrained weights: LoRA adapters on a randomly initialised, frozen Gemma learn "
-                "nothing useful. Set pretrained_uri=gs://openpi-assets/checkpoints/pi0_base/params (or an s3:// / local "
-                "copy of it, a train artifact, or 'latest')")
+                f"nothing useful. Set pretrained_uri=base ({base}; or an s3:// / local copy of it, a train artifact, "
+                "or 'latest')")
         if self.preset == "full" and not uri and not self.from_scratch:
-            raise TrainError("preset full without pretrained_uri would train pi0 from random initialisation: set "
-                             "pretrained_uri=gs://openpi-assets/checkpoints/pi0_base/params, or from_scratch=true if "
-                             "that is really what you want")
+            raise TrainError(f"preset full without pretrained_uri would train {self.model} from random initialisation: "
+                             f"set pretrained_uri=base ({base}), or from_scratch=true if that is really what you want")
         if self.from_scratch and (uri or self.preset != "full"):
             raise TrainError("from_scratch applies to the full preset without pretrained_uri only (tiny always starts "
                              "from scratch unless given a train artifact; lora needs weights)")
@@ -110,10 +120,16 @@ class TrainParams:
             raise TrainError(f"the tiny preset's dummy gemma variants match no released checkpoint ({uri}); it can "
                              "start from scratch or from a tiny train artifact (its URI or 'latest')")
 
+    def weights_uri(self) -> str:
+        """pretrained_uri with 'base' spelled out as the family's released checkpoint."""
+        return BASE_PARAMS[self.model] if self.pretrained_uri == BASE else self.pretrained_uri
+
     def key_params(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for name in RUNTIME_FIELDS:
             d.pop(name)
+        if d["model"] == "pi0":
+            del d["model"]  # pi0 was the only family before `model` existed: its artifacts keep their keys
         return d
 
 
@@ -131,8 +147,14 @@ def link_dataset(dataset_dir: Path, repo_id: str) -> Path:
     return link
 
 
-def check_norm_stats(spec, stats_dir: Path, model_action_dim: int) -> dict:
-    """The manual workflow's 18-vs-7 bug, refused here before any compute: widths must match the model input."""
+def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: bool = False,
+                     min_range: float = 1e-5) -> dict:
+    """The manual workflow's 18-vs-7 bug, refused here before any compute: widths must match the model input.
+
+    `quantile`: the model normalises with q01/q99 (pi0.5, like openpi's loader for every non-pi0 family): they must
+    be present, and no state dimension may have q99 - q01 below `min_range` (openpi divides by it, so a dimension
+    that is constant on 98 % of the frames would be scaled by ~1e6 the moment it moves).
+    """
     from openpi.shared import normalize
 
     try:
@@ -149,6 +171,20 @@ def check_norm_stats(spec, stats_dir: Path, model_action_dim: int) -> dict:
                              "recompute the stats from a dataset converted with the current TaskSpec")
         if got > model_action_dim:
             raise TrainError(f"{key} width {got} exceeds the model's action_dim {model_action_dim}")
+        if quantile and (norm_stats[key].q01 is None or norm_stats[key].q99 is None):
+            raise TrainError(f"norm stats {key} lack q01/q99, which quantile normalisation (pi0.5) needs: recompute them "
+                             "with the stats stage (openpi's RunningStats writes them)")
+    if quantile:
+        import numpy as np
+
+        spread = np.asarray(norm_stats["state"].q99) - np.asarray(norm_stats["state"].q01)
+        narrow = np.where(spread < min_range)[0]
+        if len(narrow):
+            names = spec.state_dim_names()
+            dims = ", ".join(f"{names[i]} (q99-q01 {spread[i]:.2e})" for i in narrow)
+            raise TrainError(f"state dimensions of {spec.env_id} whose 1st and 99th percentiles coincide: {dims}. "
+                             "Quantile normalisation (pi0.5) would scale them by ~1/(q99-q01); drop them from state_keys "
+                             "in tasks/specs.py or collect more varied demos")
     return norm_stats
 
 
@@ -158,7 +194,7 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
     `latest` becomes the promoted checkpoint's URI, so "latest" and that URI give the same cache key; an
     artifact becomes a parent of the new one (its digest is in the key, its URI in the lineage).
     """
-    uri = params.pretrained_uri
+    uri = params.weights_uri()
     if not uri:
         return "", None
     if uri == LATEST:
@@ -178,6 +214,10 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
     if (parent_preset == "tiny") != (params.preset == "tiny"):
         raise TrainError(f"pretrained_uri {uri} holds {parent_preset!r} weights, which do not fit the {params.preset!r} "
                          "preset's model: warm-start from a checkpoint of the same model size")
+    parent_model = manifest.params.get("model", "pi0")
+    if parent_model != params.model:
+        raise TrainError(f"pretrained_uri {uri} holds {parent_model} weights, which do not load into a {params.model} "
+                         f"model: warm-start from a {params.model} checkpoint, or set model={parent_model}")
     return manifest.uri, manifest
 
 
@@ -396,11 +436,11 @@ def openpi_train_config(params: TrainParams, *, repo_id: str = "maniskill/unset"
     """
     from tasks.train_configs import for_task
 
-    return for_task(params.env_id, params.preset, repo_id=repo_id, assets_dir=assets_dir,
+    return for_task(params.env_id, params.preset, model=params.model, repo_id=repo_id, assets_dir=assets_dir,
                     checkpoint_base_dir=checkpoint_base_dir, exp_name="run", action_horizon=params.action_horizon,
                     batch_size=params.batch_size or None, num_train_steps=params.steps or None,
                     peak_lr=params.learning_rate or None,
-                    pretrained_uri=params.pretrained_uri if weights_path is None else weights_path, seed=params.seed,
+                    pretrained_uri=params.weights_uri() if weights_path is None else weights_path, seed=params.seed,
                     save_interval=params.save_interval or 10**9, log_interval=params.log_interval,
                     num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project,
                     fsdp_devices=params.fsdp_devices)
@@ -445,10 +485,10 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
 
     from tasks.convert import repo_id_for
     from tasks.tokenizer import ensure_tokenizer
-    from tasks.train_configs import MODEL_ACTION_DIM
+    from tasks.train_configs import MODEL_ACTION_DIM, uses_quantile_norm
 
     spec = get_spec(params.env_id)
-    check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM)
+    check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM, quantile=params.model != "pi0")
     check_weights_reachable(init_weights)
     ensure_tokenizer()
     scratch = out.parent
@@ -583,7 +623,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     steady = intervals[1:]
     steady_steps, steady_s = sum(n for n, _ in steady), sum(s for _, s in steady)
     summary = {
-        "config_name": config.name, "preset": params.preset, "steps": config.num_train_steps,
+        "config_name": config.name, "model": params.model, "preset": params.preset,
+        "normalization": "quantile (q01/q99)" if uses_quantile_norm(config.model) else "z-score (mean/std)", "steps": config.num_train_steps,
         "batch_size": config.batch_size, "action_horizon": params.action_horizon,
         "learning_rate": config.lr_schedule.peak_lr, "ema_decay": config.ema_decay,
         "init": init, "from_scratch": not init_weights, "init_weights": init_weights or None,

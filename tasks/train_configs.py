@@ -1,9 +1,19 @@
-"""A sibling registry of openpi `TrainConfig`s, one per (task spec, preset).
+"""A sibling registry of openpi `TrainConfig`s, one per (task spec, model family, preset).
 
 openpi keeps its configs in a closed list (`openpi.training.config._CONFIGS`) with no plugin API, so we
 neither fork nor patch it: `train_config(spec, preset, ...)` builds an ordinary `TrainConfig` from a
 `TaskSpec` and openpi's own model configs, and the same object drives training (tasks/train.py), norm
 stats (the data config loads them) and inference (`policy_config.create_trained_policy` in verify).
+
+Model families (`model`), as openpi builds them:
+- `pi0`: `Pi0Config()`; state is a continuous input of the action expert; z-score normalisation (mean/std).
+- `pi05` (pi0.5): `Pi0Config(pi05=True)`: the state goes into the prompt as 256-bin tokens (openpi's
+  `discrete_state_input`, its default for pi0.5; openpi's pi05_libero turns it off, which leaves pi0.5
+  without any state input, while ManiSkill tasks keep goals such as PickCube's in the state), the action expert is conditioned on the
+  flow-matching time by adaRMSNorm, 200 prompt tokens, and openpi's data config switches to quantile
+  normalisation (q01/q99 of the stats artifact) for it, as for every non-pi0 family. Base: pi05_base; the
+  full preset keeps EMA at 0.999 as openpi's pi05 configs do.
+- pi0-FAST is not offered: openpi's `gemma_fast` has only 2B variants, so no tiny preset can test it here.
 
 Presets:
 - `lora`: pi0 with `gemma_2b_lora` + `gemma_300m_lora`, the freeze filter built from that same model
@@ -31,7 +41,7 @@ from openpi.training import optimizer as _optimizer
 from openpi.training import weight_loaders
 
 from tasks.openpi_data import ManiSkillDataConfig
-from tasks.run_config import PI0_BASE_PARAMS, PRESETS
+from tasks.run_config import BASE_PARAMS, MODELS, PRESETS
 from tasks.specs import TASK_SPECS, TaskSpec, get_spec
 
 # pi0 pads state and actions to this width; the stats stage refuses anything wider.
@@ -57,17 +67,25 @@ PRESET_DEFAULTS = {
 }
 
 
-def model_config(preset: str, action_horizon: int) -> pi0_config.Pi0Config:
+def model_config(preset: str, action_horizon: int, model: str = "pi0") -> pi0_config.Pi0Config:
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
+    family = {"pi05": model == "pi05", "action_horizon": action_horizon, "action_dim": MODEL_ACTION_DIM}
     if preset == "tiny":
         # float32 activations: XLA on CPU has no fast bfloat16 matmul, and the tiny model is small anyway.
-        return pi0_config.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy",
-                                    action_horizon=action_horizon, action_dim=MODEL_ACTION_DIM, dtype="float32")
+        return pi0_config.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy", dtype="float32", **family)
     if preset == "lora":
-        return pi0_config.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora",
-                                    action_horizon=action_horizon, action_dim=MODEL_ACTION_DIM)
+        return pi0_config.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora", **family)
     if preset == "full":
-        return pi0_config.Pi0Config(action_horizon=action_horizon, action_dim=MODEL_ACTION_DIM)
+        return pi0_config.Pi0Config(**family)
     raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+
+
+def uses_quantile_norm(model: pi0_config.Pi0Config) -> bool:
+    """What openpi's DataConfigFactory decides for this model (quantile for every family but pi0)."""
+    from openpi.models import model as _model
+
+    return model.model_type != _model.ModelType.PI0
 
 
 def freeze_filter(preset: str, model: pi0_config.Pi0Config):
@@ -76,14 +94,15 @@ def freeze_filter(preset: str, model: pi0_config.Pi0Config):
     return model.get_freeze_filter()  # LoRA: everything but the adapters; full: nothing
 
 
-def config_name(env_id: str, preset: str) -> str:
-    return f"pi0_{preset}_{env_id.lower().replace('-', '_')}"
+def config_name(env_id: str, preset: str, model: str = "pi0") -> str:
+    return f"{model}_{preset}_{env_id.lower().replace('-', '_')}"
 
 
 def train_config(
     spec: TaskSpec,
     preset: str,
     *,
+    model: str = "pi0",
     repo_id: str = "maniskill/unset",
     assets_dir: str | Path | None = None,
     checkpoint_base_dir: str | Path = "./checkpoints",
@@ -109,10 +128,11 @@ def train_config(
                           f"<= pi0's {MODEL_ACTION_DIM}")
     defaults = PRESET_DEFAULTS[preset]
     steps = num_train_steps or defaults.num_train_steps
-    model = model_config(preset, action_horizon)
+    family = model
+    model = model_config(preset, action_horizon, family)
     lr = peak_lr or defaults.peak_lr
     return _config.TrainConfig(
-        name=config_name(spec.env_id, preset),
+        name=config_name(spec.env_id, preset, family),
         project_name=wandb_project,
         exp_name=exp_name,
         model=model,
@@ -121,7 +141,7 @@ def train_config(
         lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=min(defaults.warmup_steps, steps), peak_lr=lr,
                                                    decay_steps=max(steps, 2), decay_lr=lr / 10),
         optimizer=_optimizer.AdamW(clip_gradient_norm=1.0),
-        ema_decay=0.99 if preset == "full" else None,
+        ema_decay=({"pi0": 0.99, "pi05": 0.999}[family]) if preset == "full" else None,
         freeze_filter=freeze_filter(preset, model),
         data=ManiSkillDataConfig(
             repo_id=repo_id,
@@ -139,18 +159,19 @@ def train_config(
         keep_period=None,
         wandb_enabled=wandb_enabled,
         fsdp_devices=fsdp_devices,
-        policy_metadata={"env_id": spec.env_id, "control_mode": spec.control_mode, "action_dim": spec.action_dim},
+        policy_metadata={"env_id": spec.env_id, "model": family, "control_mode": spec.control_mode,
+                         "action_dim": spec.action_dim},
     )
 
 
 def registry() -> dict[str, _config.TrainConfig]:
-    """Every (registered task, preset) config with its defaults, by name — the sibling of openpi's `_CONFIGS`.
+    """Every (registered task, model, preset) config with its defaults, by name — the sibling of openpi's `_CONFIGS`.
 
-    Like openpi's own fine-tuning configs, lora and full start from pi0_base; tiny from scratch.
+    Like openpi's own fine-tuning configs, lora and full start from their family's base checkpoint; tiny from scratch.
     """
-    return {config_name(env_id, preset): train_config(spec, preset,
-                                                      pretrained_uri="" if preset == "tiny" else PI0_BASE_PARAMS)
-            for env_id, spec in TASK_SPECS.items() for preset in PRESETS}
+    return {config_name(env_id, preset, model): train_config(
+                spec, preset, model=model, pretrained_uri="" if preset == "tiny" else BASE_PARAMS[model])
+            for env_id, spec in TASK_SPECS.items() for model in MODELS for preset in PRESETS}
 
 
 def get_config(name: str) -> _config.TrainConfig:

@@ -302,7 +302,7 @@ def load_policy(spec: TaskSpec, train_manifest: Manifest, checkpoint_dir: Path):
     if p["preset"] != "tiny" and is_offline_stand_in():
         raise VerifyError(f"{train_manifest.uri} is a {p['preset']} checkpoint, but openpi's tokenizer cache holds the "
                           "offline stand-in: point OPENPI_DATA_HOME at a cache with the real PaliGemma tokenizer")
-    config = for_task(spec.env_id, p["preset"], action_horizon=p["action_horizon"],
+    config = for_task(spec.env_id, p["preset"], model=p.get("model", "pi0"), action_horizon=p["action_horizon"],
                       assets_dir=checkpoint_dir / "assets")
     return policy_config.create_trained_policy(config, checkpoint_dir, default_prompt=spec.prompt), config
 
@@ -547,8 +547,8 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             "harness": {k: v for k, v in (harness or {}).items() if k != "per_episode"} or None,
             "longest_training_episode": sources.longest_training_episode,
             "holdout_is_training_data": holdout_is_training_data,
-            "train": {k: train_manifest.metrics.get(k) for k in ("preset", "steps", "final_loss", "val_loss_final",
-                                                                 "batch_size", "init")},
+            "train": {k: train_manifest.metrics.get(k) for k in ("model", "preset", "normalization", "steps", "final_loss",
+                                                                 "val_loss_final", "batch_size", "init")},
             "lineage": {"checkpoint": checkpoint, "holdout": holdout, "train_parents": list(train_manifest.parents)},
         }
         (out / "metrics.json").write_text(json.dumps(

@@ -44,14 +44,15 @@ def test_sft_stage_order_and_mapping(dagbag):
     assert downstream == {
         "resolve": {"download"}, "download": {"shards"}, "shards": {"render"}, "render": {"convert", "convert_holdout"},
         "convert": {"stats", "train"}, "stats": {"train"}, "train": {"verify"}, "convert_holdout": {"train", "verify"},
-        "verify": {"promote"}, "promote": {"report"}, "report": set()}
+        "verify": {"approve", "promote"}, "approve": {"promote"}, "promote": {"report"}, "report": set()}
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
     # the backfill's group is the same pipeline, render per split
     bf = dagbag.dags[BACKFILL]
     down = {t.removeprefix("pipeline."): {d.removeprefix("pipeline.") for d in bf.get_task(t).downstream_task_ids}
             for t in bf.task_ids}
     assert down["registered_tasks"] == {"resolve"} and down["resolve"] == {"download"}
-    assert down["shards"] == {"render", "render_holdout"} and down["verify"] == {"promote"} and down["promote"] == {"report"}
+    assert down["shards"] == {"render", "render_holdout"} and down["verify"] == {"approve", "promote"}
+    assert down["approve"] == {"promote"} and down["promote"] == {"report"}
     # both DAGs move the policy asset when they promote
     assert [a.name for a in dag.get_task("promote").outlets] == [a.name for a in bf.get_task("pipeline.promote").outlets]
 

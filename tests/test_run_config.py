@@ -4,13 +4,14 @@ import dataclasses
 
 import pytest
 
-from tasks.run_config import DEMO_PROFILE, PI0_BASE_PARAMS, ConfigError, RunConfig, asset_overrides
+from tasks.run_config import BASE, DEMO_PROFILE, PI0_BASE_PARAMS, PI05_BASE_PARAMS, ConfigError, RunConfig, asset_overrides
 from tasks.train import TrainError, openpi_train_config
 
 
 def test_production_profile_is_openpis_lora_recipe_from_pi0_base():
     config = RunConfig.build(profile="production")
-    assert config.preset == "lora" and config.pretrained_uri == PI0_BASE_PARAMS and config.profile == "production"
+    assert config.preset == "lora" and config.pretrained_uri == BASE and config.profile == "production"
+    assert config.model == "pi0" and config.train_params().weights_uri() == PI0_BASE_PARAMS
     assert config.demo_count >= 100 and config.holdout_count >= 10 and config.eval_episodes >= 50
     assert config.save_interval == 1000 and config.num_workers >= 1 and config.log_interval == 100
     # steps/batch/LR left to the preset reach openpi's own values in the TrainConfig that would train
@@ -109,3 +110,22 @@ def test_every_setting_has_a_title_a_description_and_a_section():
         assert f.metadata["title"] and f.metadata["description"] and f.metadata["section"], f.name
     assert "profile" not in RunConfig.setting_names()
     assert {f.name for f in dataclasses.fields(RunConfig)} - set(RunConfig.setting_names()) == {"profile"}
+
+
+def test_pi05_starts_from_pi05_base_and_refuses_the_other_familys_weights():
+    config = RunConfig.build({"model": "pi05"}, profile="production")
+    train = openpi_train_config(config.train_params())
+    assert train.model.pi05 and train.weight_loader.params_path == PI05_BASE_PARAMS
+    assert train.name == "pi05_lora_pickcube_v1" and train.lr_schedule.peak_lr == 2.5e-5
+    # the base checkpoint spelled out or as 'base' is the same training (same cache key)
+    spelled = RunConfig.build({"model": "pi05", "pretrained_uri": PI05_BASE_PARAMS}, profile="production")
+    assert spelled.train_params().weights_uri() == config.train_params().weights_uri()
+    # a pi0 run keeps the key it had before `model` existed; a pi05 run's key differs
+    pi0 = RunConfig.build(profile="production").train_params().key_params()
+    assert "model" not in pi0 and config.train_params().key_params()["model"] == "pi05"
+    with pytest.raises(TrainError, match="pi0's base checkpoint, which does not load into a pi05 model"):
+        RunConfig.build({"model": "pi05", "pretrained_uri": PI0_BASE_PARAMS}, profile="production")
+    with pytest.raises(ConfigError, match="model: 'pi0_fast' is not one of"):
+        RunConfig.build({"model": "pi0_fast"}, profile="production")
+    with pytest.raises(TrainError, match="the tiny preset's dummy gemma variants"):
+        RunConfig.build({"model": "pi05", "preset": "tiny"}, profile="production")  # 'base' is gs:// pi05_base

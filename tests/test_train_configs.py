@@ -4,12 +4,12 @@ import pytest
 from openpi.models import pi0_config
 
 from tasks.specs import TASK_SPECS
-from tasks.train_configs import PRESETS, ConfigError, config_name, for_task, get_config, registry
+from tasks.train_configs import MODELS, PRESETS, ConfigError, config_name, for_task, get_config, registry
 
 
 def test_every_task_has_every_preset():
     configs = registry()
-    assert set(configs) == {config_name(e, p) for e in TASK_SPECS for p in PRESETS}
+    assert set(configs) == {config_name(e, p, m) for e in TASK_SPECS for m in MODELS for p in PRESETS}
     for name, config in configs.items():
         assert config.name == name
         assert config.data.assets.asset_id == config.data.spec.env_id
@@ -65,3 +65,40 @@ def test_the_compilation_cache_is_only_enabled_where_cached_executables_sample_c
         assert jax.config.jax_compilation_cache_dir != str(tmp_path / "jax-cache")
     else:
         assert enabled == (jax.config.jax_compilation_cache_dir == str(tmp_path / "jax-cache"))
+
+
+def test_pi05_configs_follow_openpis_pi05_family():
+    """pi0.5 as openpi builds it: pi05=True, state as discrete prompt tokens, 200 tokens, quantile normalisation,
+    pi05_base weights for the real presets, EMA 0.999 for full."""
+    from tasks.train_configs import uses_quantile_norm
+
+    lora = get_config("pi05_lora_pickcube_v1")
+    assert lora.model.pi05 and lora.model.discrete_state_input and lora.model.max_token_len == 200
+    assert lora.weight_loader.params_path == "gs://openpi-assets/checkpoints/pi05_base/params"
+    expected = pi0_config.Pi0Config(pi05=True, paligemma_variant="gemma_2b_lora",
+                                    action_expert_variant="gemma_300m_lora").get_freeze_filter()
+    assert repr(lora.freeze_filter) == repr(expected) and lora.ema_decay is None
+    assert get_config("pi05_full_pickcube_v1").ema_decay == 0.999 and get_config("pi0_full_pickcube_v1").ema_decay == 0.99
+    tiny = for_task("PickCube-v1", "tiny", model="pi05")
+    assert tiny.model.pi05 and tiny.model.paligemma_variant == "dummy" and tiny.name == "pi05_tiny_pickcube_v1"
+    assert uses_quantile_norm(tiny.model) and not uses_quantile_norm(for_task("PickCube-v1", "tiny").model)
+    with pytest.raises(ConfigError, match="unknown model 'pi0_fast'"):
+        for_task("PickCube-v1", "tiny", model="pi0_fast")
+
+
+def test_pi05_data_config_normalises_by_quantiles_from_our_stats(tmp_path):
+    """openpi's own DataConfigFactory picks quantile normalisation for pi0.5 and reads our norm_stats.json."""
+    import numpy as np
+    from openpi.shared import normalize
+
+    from tasks.specs import get_spec
+
+    spec = get_spec("PickCube-v1")
+    stats = {k: normalize.NormStats(mean=np.zeros(w), std=np.ones(w), q01=-np.ones(w), q99=np.ones(w))
+             for k, w in (("state", spec.state_dim), ("actions", spec.action_dim))}
+    normalize.save(tmp_path / spec.env_id, stats)
+    for model, quantile in (("pi05", True), ("pi0", False)):
+        config = for_task(spec.env_id, "tiny", model=model, assets_dir=tmp_path)
+        data = config.data.create(config.assets_dirs, config.model)
+        assert data.use_quantile_norm is quantile
+        np.testing.assert_array_equal(data.norm_stats["state"].q99, np.ones(spec.state_dim))

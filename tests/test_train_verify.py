@@ -1,4 +1,4 @@
-"""train -> verify -> promote with the tiny pi0 preset on CPU, on a real S3 endpoint, on data made here.
+"""train -> verify -> promote -> serve with the tiny pi0 and pi0.5 presets on CPU, on a real S3 endpoint, on data made here.
 
 One demo set is downloaded; its first three episodes become the training dataset and the fourth a
 held-out dataset (a separate render shard, never seen by training, used for the validation loss and by
@@ -54,6 +54,12 @@ def trained(data):
     result = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, val_interval=1), root=data["root"],
                    dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
     return result
+
+
+@pytest.fixture(scope="module")
+def trained_pi05(data):
+    return train(TrainParams(env_id=ENV_ID, model="pi05", steps=2, action_horizon=HORIZON), root=data["root"],
+                 dataset=data["dataset"], stats=data["stats"])
 
 
 def s3_keys(uri: str) -> set[str]:
@@ -298,8 +304,44 @@ def test_killed_training_resumes_from_its_last_checkpoint(data):
     assert not store.complete_trees(progress_uri)
 
 
-def test_checkpoint_is_servable_by_openpi_websocket_policy_server(trained, data):
+def test_pi05_tiny_trains_with_quantile_norm_reads_state_as_tokens_and_verifies(trained_pi05, data, tmp_path):
+    """pi0.5 end to end: openpi's quantile normalisation from our stats' q01/q99, the state in the prompt tokens,
+    a checkpoint that create_trained_policy loads with the config that trained it, and a verify run."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from tasks.specs import get_spec
+    from tasks.train import fetch_checkpoint
+    from tasks.verify import load_policy
+
+    m = trained_pi05.metrics
+    assert m["model"] == "pi05" and m["config_name"] == "pi05_tiny_pickcube_v1" and m["steps"] == 2
+    assert m["normalization"] == "quantile (q01/q99)" and np.isfinite(m["final_loss"])
+    store = ArtifactStore(data["root"])
+    manifest, ckpt = fetch_checkpoint(store, trained_pi05.uri, tmp_path)
+    assert manifest.params["model"] == "pi05"
+    policy, config = load_policy(get_spec(ENV_ID), manifest, ckpt)
+    assert config.model.pi05 and config.policy_metadata["model"] == "pi05"
+    _, holdout_dir = store.fetch(data["holdout"], tmp_path)
+    dataset = LeRobotDataset("maniskill/holdout", root=holdout_dir)
+    frames = [dataset[i] for i in (0, len(dataset) - 1)]
+    obs = [{"images": {"base_camera": f["observation.images.base_camera"].numpy()},
+            "state": f["observation.state"].numpy()} for f in frames]
+    out = policy.infer(obs[0])
+    assert out["actions"].shape == (HORIZON, 7) and np.isfinite(out["actions"]).all()
+    # pi0.5 sees the state only through the prompt: two states, two token sequences
+    tokens = [policy._input_transform(dict(o))["tokenized_prompt"] for o in obs]
+    assert not np.array_equal(tokens[0], tokens[1])
+    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=1, max_steps=10, seed=100), root=data["root"],
+                    checkpoint=trained_pi05.uri, holdout=data["holdout"])
+    v = result.metrics
+    assert v["train"]["model"] == "pi05" and v["output_shape"] == [HORIZON, 7] and v["finite"] and v["episodes"] == 1
+    assert v["harness"]["ok"] and v["verdict"] == "unchecked"
+
+
+@pytest.mark.parametrize("family", ["pi0", "pi05"])
+def test_checkpoint_is_servable_by_openpi_websocket_policy_server(family, request, data):
     """`python -m tasks.serve` (openpi's WebsocketPolicyServer) answers openpi_client with a (H, 7) chunk."""
+    trained = request.getfixturevalue("trained" if family == "pi0" else "trained_pi05")
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from openpi_client import websocket_client_policy
 
@@ -325,7 +367,8 @@ def test_checkpoint_is_servable_by_openpi_websocket_policy_server(trained, data)
             except OSError:
                 time.sleep(1)
         client = websocket_client_policy.WebsocketClientPolicy(host="127.0.0.1", port=port)
-        assert client.get_server_metadata()["checkpoint"] == trained.uri
+        metadata = client.get_server_metadata()
+        assert metadata["checkpoint"] == trained.uri and metadata["model"] == family
         out = client.infer({"images": {"base_camera": frame["observation.images.base_camera"].numpy()},
                             "state": frame["observation.state"].numpy()})
         assert out["actions"].shape == (HORIZON, 7) and np.isfinite(out["actions"]).all()

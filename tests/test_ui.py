@@ -82,9 +82,10 @@ def test_trigger_form_reads_as_the_run_config_and_triggers_with_its_defaults(ui,
             ui.screenshot(artifacts / "trigger-form-training.png")
     assert set(seen) == set(RunConfig.setting_names())
     # choices are dropdowns; optional settings are optional (a cleared field is null, not "missing")
-    assert {n for n, f in seen.items() if f["kind"] == "select"} == {"env_id", "demo_source", "control_mode", "preset"}
+    assert {n for n, f in seen.items() if f["kind"] == "select"} == {"env_id", "demo_source", "control_mode", "model",
+                                                                          "preset"}
     ui.open_section("Training")
-    assert ui.options("preset") == list(PRESETS)
+    assert ui.options("preset") == list(PRESETS) and ui.options("model") == ["pi0", "pi0.5"]  # values_display
     assert not any(seen[n]["required"] for n in ("steps", "batch_size", "pretrained_uri", "demo_source_uri",
                                                  "eval_max_steps", "s3_conn_id", "wandb_conn_id"))
     assert seen["preset"]["value"] == "tiny" and seen["steps"]["value"] == "4"  # the deployment's (demo) profile
