@@ -102,3 +102,23 @@ def test_pi05_data_config_normalises_by_quantiles_from_our_stats(tmp_path):
         data = config.data.create(config.assets_dirs, config.model)
         assert data.use_quantile_norm is quantile
         np.testing.assert_array_equal(data.norm_stats["state"].q99, np.ones(spec.state_dim))
+
+
+def test_quantile_normalisation_refuses_state_dims_whose_percentiles_coincide(tmp_path):
+    """pi0.5 divides by q99 - q01: a state dimension constant on 98 % of the frames is refused, named, before
+    training; pi0 (z-score) judges the same stats by std only."""
+    import numpy as np
+    from openpi.shared import normalize
+
+    from tasks.specs import get_spec
+    from tasks.train import TrainError, check_norm_stats
+
+    spec = get_spec("PickCube-v1")
+    q01, q99 = -np.ones(spec.state_dim), np.ones(spec.state_dim)
+    q99[3] = q01[3]
+    stats = {"state": normalize.NormStats(mean=np.zeros(spec.state_dim), std=np.ones(spec.state_dim), q01=q01, q99=q99),
+             "actions": normalize.NormStats(mean=np.zeros(7), std=np.ones(7), q01=-np.ones(7), q99=np.ones(7))}
+    normalize.save(tmp_path, stats)
+    check_norm_stats(spec, tmp_path, 32, quantile=False)
+    with pytest.raises(TrainError, match=rf"{spec.state_dim_names()[3].replace('[', '.').replace(']', '.')} \(q99-q01 0"):
+        check_norm_stats(spec, tmp_path, 32, quantile=True)
