@@ -34,7 +34,7 @@ def probe_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: d
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the environments)
 
-    from tasks.verify import ensure_software_vulkan
+    from tasks.rollout import ensure_software_vulkan
 
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k.endswith(("-v0", "-v1", "-v2")) and "Cube" in k)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +38,8 @@ import numpy as np
 
 from tasks import common
 from tasks.artifacts import ArtifactStore, Manifest, StageResult, run_stage
+from tasks.rollout import (BatchedPolicy, Episode, auto_env_count, make_eval_env, observation_input,  # noqa: F401
+                           open_envs, policy_input, run_episodes)
 from tasks.specs import TaskSpec, get_spec
 
 STAGE = "verify"
@@ -67,6 +68,9 @@ class VerifyParams:
     max_action_mae: float = 0.0  # pass threshold on the open-loop mean absolute action error (env units); 0: none
     min_success_rate: float = 0.0  # pass threshold on closed-loop success (success_once); 0: none
     device: str = "auto"  # rollout render backend: auto (the training frames' backend) | cpu | gpu
+    # Closed-loop envs stepped together (worker processes; one batched policy call per replanning step);
+    # 0: one per CPU core beyond one, at most 8. Not in the key: the same seeds give the same episodes.
+    envs: int = 0
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -84,10 +88,13 @@ class VerifyParams:
             raise ValueError("max_action_mae must be >= 0 and min_success_rate within [0, 1]")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"unknown device {self.device!r}: use auto, cpu or gpu")
+        if not 0 <= self.envs <= 64:
+            raise ValueError(f"envs must be 0 (auto) .. 64, got {self.envs}")
 
     def key_params(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("device")  # the resolved render backend is keyed instead (it is part of the protocol)
+        d.pop("envs")  # how many envs play the seeds at once does not change what is measured
         return d
 
 
@@ -307,75 +314,7 @@ def load_policy(spec: TaskSpec, train_manifest: Manifest, checkpoint_dir: Path):
     return policy_config.create_trained_policy(config, checkpoint_dir, default_prompt=spec.prompt), config
 
 
-def policy_input(spec: TaskSpec, images: dict[str, np.ndarray], state: np.ndarray) -> dict:
-    """What the policy takes, from a dataset frame or a live observation (ManiSkillInputs does the rest)."""
-    return {"images": images, "state": np.asarray(state, dtype=np.float32), "prompt": spec.prompt}
-
-
-def observation_input(spec: TaskSpec, obs: dict) -> dict:
-    """A live observation of a single env as the policy's input: the spec's cameras and state, as in the dataset."""
-    from mani_skill.utils.common import to_numpy
-
-    o = to_numpy(obs)
-    images = {sensor: o["sensor_data"][sensor]["rgb"][0] for sensor, _ in spec.cameras}
-    return policy_input(spec, images, spec.assemble_state(o)[0])
-
-
 # ---- the harness ------------------------------------------------------------------------------------------------------
-def make_eval_env(env_id: str, env_kwargs: dict[str, Any], max_steps: int):
-    """The closed-loop env: the render's recorded kwargs, so it renders and observes like the training frames."""
-    if env_kwargs.get("render_backend", "cpu") == "cpu":
-        ensure_software_vulkan()
-    import gymnasium as gym
-    import mani_skill.envs  # noqa: F401  (registers the envs)
-
-    return gym.make(env_id, max_episode_steps=max_steps, **env_kwargs)
-
-
-def ensure_software_vulkan() -> None:
-    """CPU rendering (the training frames' backend when render ran on a CPU worker) needs Mesa lavapipe, also on a
-    GPU worker: point Vulkan at it before SAPIEN starts, as the render stage does for its workers."""
-    if os.environ.get("VK_ICD_FILENAMES"):
-        return
-    from tasks.render import lavapipe_icd
-
-    icd = lavapipe_icd()
-    if icd is None:
-        raise VerifyError(f"the training frames were rendered on the CPU (render_backend='cpu'), and evaluation renders "
-                          f"like them, but the software Vulkan driver is missing: run tools/setup_system.sh on this "
-                          "worker (Mesa lavapipe from bookworm-backports), or set device=gpu to render the rollout on "
-                          "the GPU (a different protocol)")
-    os.environ["VK_ICD_FILENAMES"] = str(icd)
-
-
-def run_episode(env, policy: ChunkPolicy, spec: TaskSpec, seed: int, max_steps: int, execute_steps: int,
-                frames: list | None = None, options: dict | None = None) -> dict[str, Any]:
-    """One episode, always to `max_steps` (terminations ignored, as ManiSkill evaluates), replanning every
-    `execute_steps` actions. Returns ManiSkill's `success_once` / `success_at_end` and the first success's step.
-    `options`: reset options (a replayed demo's recorded ones)."""
-    from mani_skill.utils.common import to_numpy
-
-    obs, _ = env.reset(seed=seed, options=options)
-    steps, first_success, success, t0 = 0, None, False, time.monotonic()
-    while steps < max_steps:
-        inputs = observation_input(spec, obs)
-        if frames is not None and len(frames) < 4:
-            frames.append({"step": steps, "image": next(iter(inputs["images"].values()))})
-        chunk = np.asarray(policy.infer(inputs)["actions"])
-        if chunk.ndim != 2 or len(chunk) == 0 or chunk.shape[1] != spec.action_dim:
-            raise VerifyError(f"the policy returned actions of shape {chunk.shape} at step {steps}; expected (horizon, {spec.action_dim})")
-        for action in chunk[:execute_steps]:
-            obs, _, _, _, info = env.step(action[None].astype(np.float32))
-            steps += 1
-            success = bool(np.asarray(to_numpy(info["success"])).any())
-            if success and first_success is None:
-                first_success = steps
-            if steps >= max_steps:
-                break
-    return {"seed": int(seed), "success_once": first_success is not None, "success_at_end": success,
-            "steps_to_success": first_success, "steps": steps, "seconds": round(time.monotonic() - t0, 2)}
-
-
 def holdout_demo_actions(holdout_dir: Path, sources: EvalSources) -> list[np.ndarray]:
     """Each held-out dataset episode's actions (what the policy was taught to output), checked against the render."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -393,14 +332,14 @@ def holdout_demo_actions(holdout_dir: Path, sources: EvalSources) -> list[np.nda
     return [np.asarray(column[a:b], dtype=np.float32) for a, b in zip(starts, stops)]
 
 
-def harness_check(spec: TaskSpec, env, sources: EvalSources, demo_actions: list[np.ndarray], horizon: int,
+def harness_check(spec: TaskSpec, envs, sources: EvalSources, demo_actions: list[np.ndarray], horizon: int,
                   execute_steps: int, limit: int = 0) -> dict[str, Any]:
-    """Runs the oracle on held-out demos and refuses a harness that cannot reproduce them."""
+    """Runs the oracle on held-out demos (on `envs`, tasks.rollout's) and refuses a harness that cannot reproduce them."""
     picked = list(zip(sources.holdout_episodes, demo_actions))[: limit or None]
-    episodes = []
-    for ep, actions in picked:
-        oracle = DemoReplayPolicy(actions, horizon, execute_steps)
-        episodes.append(run_episode(env, oracle, spec, ep["seed"], len(actions), execute_steps, options=ep["options"]))
+    oracles = [DemoReplayPolicy(actions, horizon, execute_steps) for _, actions in picked]
+    episodes = run_episodes(envs, lambda indices, inputs: [oracles[i].infer(x)["actions"] for i, x in zip(indices, inputs)],
+                            spec, [Episode(ep["seed"], len(actions), ep["options"]) for ep, actions in picked],
+                            execute_steps)
     summary = summarize(episodes)
     # The bar: each replayed demo must end as it ended in the render's replay (the render kept only successful
     # replays, so this is at least the render's replay success ratio). Replaying the same actions from the same
@@ -415,7 +354,7 @@ def harness_check(spec: TaskSpec, env, sources: EvalSources, demo_actions: list[
             f"harness check failed: replaying the held-out demos' own actions from their own seeds succeeded in "
             f"{rate:.0%} of {len(episodes)} episodes (seeds failing: {failed[:10]}), where the render stage's replay of "
             f"the same demos succeeded in {bar:.0%}. The evaluation harness, not the policy, is "
-            f"wrong: its env (control mode {getattr(env.unwrapped, 'control_mode', '?')!r}, kwargs recorded in the "
+            f"wrong: its env (control mode {envs.control_mode!r}, kwargs recorded in the "
             "protocol) does not reproduce the training data's world (control mode, sim backend, action layout); no "
             "success rate measured with it would mean anything")
     return result
@@ -506,26 +445,32 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         horizon = int(train_manifest.params["action_horizon"])
         harness: dict[str, Any] | None = None
         cl_episodes, rollout_frames = [], []
-        env = None
+        n_envs = min(params.envs or auto_env_count(params.episodes), max(params.episodes, 1))
+        rollout_s = 0.0
+        envs = None
         if params.episodes:
             demo_actions = holdout_demo_actions(holdout_dir, sources)
             longest_oracle = max(len(a) for a in demo_actions)
-            env = make_eval_env(spec.env_id, protocol.env_kwargs, max(protocol.max_steps, longest_oracle))
+            envs = open_envs(n_envs, spec.env_id, protocol.env_kwargs, max(protocol.max_steps, longest_oracle), spec)
         try:
-            if env is not None:  # the oracle first: it is cheap, and a broken harness makes the rest meaningless
-                harness = harness_check(spec, env, sources, demo_actions, horizon, protocol.execute_steps,
+            if envs is not None:  # the oracle first: it is cheap, and a broken harness makes the rest meaningless
+                harness = harness_check(spec, envs, sources, demo_actions, horizon, protocol.execute_steps,
                                         params.oracle_episodes)
                 common.log(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
                            f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})")
             policy, _ = load_policy(spec, train_manifest, train_dir / "checkpoint")
             ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
-            if env is not None:
-                for seed in protocol.seeds:
-                    cl_episodes.append(run_episode(env, policy, spec, seed, protocol.max_steps, protocol.execute_steps,
-                                                   rollout_frames if not cl_episodes else None))
+            if envs is not None:
+                batched = BatchedPolicy(policy, envs.size)
+                t_rollout = time.monotonic()
+                cl_episodes = run_episodes(envs, lambda _, inputs: batched(inputs), spec,
+                                           [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
+                                           protocol.execute_steps, rollout_frames)
+                rollout_s = time.monotonic() - t_rollout
+                common.log(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")
         finally:
-            if env is not None:
-                env.close()
+            if envs is not None:
+                envs.close()
         m = ol["metrics"]
         closed = summarize(cl_episodes)
         checks = {"shape_ok": m["shape_ok"], "finite": m["finite"]}
@@ -543,6 +488,8 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             "verdict": verdict, "verdict_reason": reason, "checks": checks,
             "thresholds": {"max_action_mae": params.max_action_mae or None, "min_success_rate": params.min_success_rate or None},
             **m, **closed,
+            "eval_envs": n_envs if params.episodes else 0, "closed_loop_seconds": round(rollout_s, 2),
+            "episodes_per_minute": round(60 * len(cl_episodes) / rollout_s, 2) if rollout_s else None,
             "protocol": protocol.to_dict(),
             "harness": {k: v for k, v in (harness or {}).items() if k != "per_episode"} or None,
             "longest_training_episode": sources.longest_training_episode,

@@ -118,11 +118,11 @@ def test_the_production_profile_evaluates_enough_episodes_for_the_rule_to_promot
 
 def test_cpu_rendered_evaluation_on_a_worker_without_lavapipe_is_refused_with_the_fix(monkeypatch, tmp_path):
     """A GPU worker evaluating frames rendered on the CPU needs the software Vulkan driver: found, or refused clearly."""
-    from tasks.verify import ensure_software_vulkan
+    from tasks.rollout import ensure_software_vulkan
 
     monkeypatch.delenv("VK_ICD_FILENAMES", raising=False)
     monkeypatch.setenv("PIPELINE_LAVAPIPE_ICD", str(tmp_path / "missing.json"))
-    with pytest.raises(VerifyError, match="run tools/setup_system.sh .* or set device=gpu"):
+    with pytest.raises(ValueError, match="run tools/setup_system.sh .* or set device=gpu"):
         ensure_software_vulkan()
     icd = tmp_path / "lvp_icd.json"
     icd.write_text("{}")
@@ -162,7 +162,8 @@ def test_eval_env_first_frame_and_state_equal_the_dataset_pixel_for_pixel(eval_d
 
     from tasks.openpi_data import to_hwc_uint8
     from tasks.specs import get_spec
-    from tasks.verify import eval_env_kwargs, make_eval_env, observation_input
+    from tasks.rollout import make_eval_env, observation_input
+    from tasks.verify import eval_env_kwargs
 
     spec, sources = get_spec(ENV_ID), eval_data["sources"]
     ds = LeRobotDataset("maniskill/holdout", root=eval_data["holdout_dir"])
@@ -195,7 +196,8 @@ def test_a_camera_size_is_recorded_in_the_dataset_and_evaluation_renders_at_it(d
     from tasks.openpi_data import to_hwc_uint8
     from tasks.render import RenderParams, render
     from tasks.specs import get_spec
-    from tasks.verify import eval_env_kwargs, make_eval_env, observation_input, read_sources
+    from tasks.rollout import make_eval_env, observation_input
+    from tasks.verify import eval_env_kwargs, read_sources
 
     root, demos = demo_set
     spec = get_spec(ENV_ID)
@@ -219,28 +221,29 @@ def test_a_camera_size_is_recorded_in_the_dataset_and_evaluation_renders_at_it(d
 
 @pytest.mark.sim
 def test_oracle_harness_check_passes_on_cpu_and_a_wrong_control_mode_is_caught(eval_data):
+    from tasks.rollout import EnvWorkers, LocalEnv, make_eval_env
     from tasks.specs import get_spec
-    from tasks.verify import eval_env_kwargs, harness_check, holdout_demo_actions, make_eval_env
+    from tasks.verify import eval_env_kwargs, harness_check, holdout_demo_actions
 
     spec, sources = get_spec(ENV_ID), eval_data["sources"]
     actions = holdout_demo_actions(eval_data["holdout_dir"], sources)
     assert [len(a) for a in actions] == [e["length"] for e in sources.holdout_episodes] and actions[0].shape[1] == 7
-    env = make_eval_env(ENV_ID, eval_env_kwargs(sources, "auto"), max(len(a) for a in actions))
-    try:
+    kwargs, limit = eval_env_kwargs(sources, "auto"), max(len(a) for a in actions)
+    with LocalEnv(make_eval_env(ENV_ID, kwargs, limit), spec) as env:
         result = harness_check(spec, env, sources, actions, horizon=10, execute_steps=5)
-    finally:
-        env.close()
     assert result["ok"] and result["episodes"] == 2 and result["success_at_end_rate"] == 1.0
     assert result["bar"] == 1.0 and sources.holdout_render_success_ratio == 1.0  # every held-out demo replayed in render
+    # The same oracles on two worker processes stepped together (the batched evaluation): the same episodes,
+    # step for step.
+    with EnvWorkers(2, ENV_ID, kwargs, limit, spec) as workers:
+        parallel = harness_check(spec, workers, sources, actions, horizon=10, execute_steps=5)
+    outcome = lambda r: [(e["seed"], e["success_at_end"], e["steps_to_success"], e["steps"]) for e in r["per_episode"]]
+    assert outcome(parallel) == outcome(result)
     # The same demos through a harness whose env takes absolute end-effector poses: the oracle cannot succeed,
     # and verify blames the harness, not the policy.
-    broken = make_eval_env(ENV_ID, {**eval_env_kwargs(sources, "auto"), "control_mode": "pd_ee_pose"},
-                           max(len(a) for a in actions))
-    try:
-        with pytest.raises(HarnessError, match="harness, not the policy, is wrong"):
+    with LocalEnv(make_eval_env(ENV_ID, {**kwargs, "control_mode": "pd_ee_pose"}, limit), spec) as broken:
+        with pytest.raises(HarnessError, match="harness, not the policy, is wrong.*'pd_ee_pose'"):
             harness_check(spec, broken, sources, actions, horizon=10, execute_steps=5)
-    finally:
-        broken.close()
 
 
 @pytest.mark.sim
