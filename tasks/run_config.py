@@ -131,6 +131,10 @@ class RunConfig:
                        "connection or WANDB_MODE=online says otherwise)", "Training", "Weights & Biases")
     eval_episodes: int = _opt(50, "closed-loop evaluation episodes", "Evaluation", "Closed-loop episodes",
                               minimum=0, maximum=10_000)
+    eval_envs: int = _opt(0, "closed-loop envs stepped together, each in a worker process, with one batched policy "
+                          "call per replanning step; 0: one per CPU core of the worker (at most 8), one below 4 "
+                          "episodes. Does not change what is measured (same seeds, same protocol)", "Evaluation",
+                          "Parallel eval envs", minimum=0, maximum=64)
     eval_max_steps: int | None = _opt(None, "closed-loop step limit per episode; empty: the longest training episode "
                                       "(after control-mode conversion) plus 15 %", "Evaluation", "Step limit",
                                       minimum=1, maximum=100_000)
@@ -289,6 +293,7 @@ class RunConfig:
         from tasks.verify import VerifyParams
 
         return VerifyParams(env_id=self.env_id, holdout_frames=self.holdout_frames, episodes=self.eval_episodes,
+                            envs=self.eval_envs,
                             max_steps=self.eval_max_steps or 0, seed=self.seed, min_success_rate=self.min_success_rate)
 
     def promote_params(self, actor: str = "", approved_by: str = "", rejected_by: str = ""):

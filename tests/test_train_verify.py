@@ -331,11 +331,15 @@ def test_pi05_tiny_trains_with_quantile_norm_reads_state_as_tokens_and_verifies(
     # pi0.5 sees the state only through the prompt: two states, two token sequences
     tokens = [policy._input_transform(dict(o))["tokenized_prompt"] for o in obs]
     assert not np.array_equal(tokens[0], tokens[1])
-    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=1, max_steps=10, seed=100), root=data["root"],
-                    checkpoint=trained_pi05.uri, holdout=data["holdout"])
+    # two envs in worker processes, one batched policy call for both per replanning step
+    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=2, max_steps=10, seed=100, envs=2),
+                    root=data["root"], checkpoint=trained_pi05.uri, holdout=data["holdout"])
     v = result.metrics
-    assert v["train"]["model"] == "pi05" and v["output_shape"] == [HORIZON, 7] and v["finite"] and v["episodes"] == 1
-    assert v["harness"]["ok"] and v["verdict"] == "unchecked"
+    assert v["train"]["model"] == "pi05" and v["output_shape"] == [HORIZON, 7] and v["finite"] and v["episodes"] == 2
+    assert v["harness"]["ok"] and v["verdict"] == "unchecked" and v["eval_envs"] == 2 and v["episodes_per_minute"] > 0
+    episodes = json.loads(store.fs.cat(store._path(result.files_uri) + "/metrics.json"))
+    assert [e["seed"] for e in episodes["closed_loop_episodes"]] == [EVAL_SEED_BASE + 100, EVAL_SEED_BASE + 101]
+    assert all(e["steps"] == 10 for e in episodes["closed_loop_episodes"])
 
 
 @pytest.mark.parametrize("family", ["pi0", "pi05"])
