@@ -6,7 +6,7 @@ keep `replan_steps` of it. Ours (tasks/rollout.py, what verify runs) steps `envs
 together and asks the policy once per tick for all envs that need a chunk.
 
 Two policies, the same seeds on both sides, in one run:
-- the oracle (each held-out demo's own actions from its own seed): both sides must give the same
+- the oracle (each of the first `episodes` demos' own actions from its own seed): both sides must give the same
   per-episode outcomes, step for step, or the benchmark fails;
 - a tiny pi0 checkpoint of the bench store (bench_train's, or one trained here for one step; its success
   means nothing, its cost is real inference), on evaluation seeds, to the same step limit.
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     train_manifest, ckpt = fetch_checkpoint(store, checkpoint, OUT / "eval-ckpt")
     policy, _ = load_policy(spec, train_manifest, ckpt)
 
-    demos = [(ep["seed"], len(a), ep["options"]) for ep, a in zip(sources.holdout_episodes, demo_actions)]
+    demos = [(ep["seed"], len(a), ep["options"]) for ep, a in zip(sources.holdout_episodes, demo_actions)][:episodes]
     oracle_for = lambda i: DemoReplayPolicy(demo_actions[i], HORIZON, EXECUTE)  # noqa: E731
     evals = [(EVAL_SEED_BASE + i, max_steps, None) for i in range(episodes)]
 

@@ -10,3 +10,4 @@ python -m bench.bench_stats 20
 python -m bench.bench_memory
 python -m bench.bench_overhead 4
 python -m bench.bench_train 16 5
+python -m bench.bench_eval 8 8 2 50

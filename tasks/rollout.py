@@ -202,7 +202,8 @@ def open_envs(size: int, env_id: str, env_kwargs: dict[str, Any], max_steps: int
 
 def auto_env_count(episodes: int, cpus: int | None = None) -> int:
     """Parallel eval envs when not set: one per CPU core, at most 8; one (in this process) below 4 episodes, where
-    the workers' start-up (about 8 s each here: Python, ManiSkill, the env) outweighs what they save."""
+    the workers' start-up (17 s for two on the 2-core CI machine: Python, torch, ManiSkill, the env) outweighs
+    what they save."""
     cpus = cpus or os.cpu_count() or 1
     return 1 if episodes < 4 else max(1, min(episodes, 8, cpus))
 

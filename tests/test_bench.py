@@ -35,6 +35,7 @@ def run_bench(name: str, *args: int, out) -> list[dict]:
     ("bench_convert", (2,), "P2 convert"),
     ("bench_stats", (2,), "P3 norm stats"),
     ("bench_train", (3, 1), "P6 training throughput"),
+    ("bench_eval", (3, 2, 2, 10), "P7 closed-loop evaluation"),  # after bench_train: evaluates its checkpoint
 ])
 def test_ratio_benchmarks_run_at_smoke_size(name, args, title, bench_out):
     results = run_bench(name, *args, out=bench_out)
