@@ -1,8 +1,8 @@
 """The human approval in front of `latest`: Airflow's human-in-the-loop operator, asked only when it matters.
 
 `PromotionApproval` stands between verify and promote in both DAGs. With the run setting
-`require_approval` off (the default unless the deployment sets `PIPELINE_REQUIRE_APPROVAL`), it returns at
-once. With it on, it first asks promote's own rule (`tasks.promote.preview`) whether the candidate would
+`require_approval` off and no `PIPELINE_REQUIRE_APPROVAL=1` in the deployment (which no run's conf can
+override), it returns at once. With it on, it first asks promote's own rule (`tasks.promote.preview`) whether the candidate would
 replace latest: if not (a failed verdict, not shown better, another protocol), nobody is asked and promote
 refuses it as usual. Otherwise the task waits in Airflow's *Required Actions* (the `awaiting_input` state: no
 worker slot, no triggerer) with the candidate's figures and the incumbent's beside them; Approve or Reject
@@ -54,10 +54,11 @@ class PromotionApproval(HITLOperator):
 
         ti = context["ti"]
         config = run_config(ti)
-        if not config.require_approval:
+        params = config.promote_params()
+        if not params.require_approval:
             return {"required": False, "asked": False, "reason": "the run does not require approval"}
         bind_s3_connection(config.s3_conn_id)
-        seen = preview(config.promote_params(), root=config.artifact_root, verification=_pull(ti, "verify")["uri"])
+        seen = preview(params, root=config.artifact_root, verification=_pull(ti, "verify")["uri"])
         if not seen["promotable"]:
             self.log.info("Not asking for approval: the promotion rule refuses the candidate (%s)", seen["reason"])
             return {"required": True, "asked": False, "reason": seen["reason"]}

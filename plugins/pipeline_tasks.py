@@ -149,8 +149,10 @@ def approve() -> "PromotionApproval":
     """The human approval between verify and promote (a no-op unless the run sets require_approval)."""
     from pipeline_approval import PromotionApproval
 
-    # No retries: a retry would ask the person again. Not on the GPU queue: waiting holds no worker slot anyway.
-    return PromotionApproval(task_id="approve", retries=0)
+    # The DAG's retries: what fails before the question (reading the run's results, S3) is worth retrying; an
+    # answer, once given, is never lost (a retry could only re-ask if recording the answer itself failed).
+    # Not on the GPU queue: waiting in awaiting_input holds no worker slot anyway.
+    return PromotionApproval(task_id="approve")
 
 
 @task(outlets=[POLICY_ASSET])

@@ -11,7 +11,8 @@ stacked batch, its output transforms per row), so N envs cost one inference, not
 
 Which env plays which seed does not change an episode: the same seed and actions give the same episode
 in any worker (the harness check's oracle replays show it, and bench/bench_eval.py compares a sequential
-client with this one on the same seeds).
+client with this one on the same seeds). A sampling policy draws its flow-matching noise per call, so with
+a different batching the draws differ: the same protocol and the same measure, not the same sample.
 """
 
 from __future__ import annotations
@@ -140,15 +141,15 @@ class EnvWorkers:
         context = multiprocessing.get_context("spawn")
         self.size, self.conns, self.procs = size, [], []
         self.control_mode = env_kwargs.get("control_mode")
-        for _ in range(size):
-            parent, child = context.Pipe()
-            proc = context.Process(target=_worker, args=(child, env_id, env_kwargs, max_steps, spec.to_json()),
-                                   daemon=True)
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
         try:
+            for _ in range(size):
+                parent, child = context.Pipe()
+                self.conns.append(parent)
+                proc = context.Process(target=_worker, args=(child, env_id, env_kwargs, max_steps, spec.to_json()),
+                                       daemon=True)
+                proc.start()
+                child.close()  # the worker holds the other end: its death reads as EOF here
+                self.procs.append(proc)
             for conn in self.conns:
                 self._answer(conn)
         except BaseException:
@@ -181,10 +182,14 @@ class EnvWorkers:
                 conn.send(("close", None))
             except (BrokenPipeError, OSError):
                 pass
+            conn.close()  # a worker still blocked sending an answer nobody reads now fails with a broken pipe, exits
+        deadline = time.monotonic() + 30  # one deadline for all: a failed rollout reports in seconds, not minutes
         for proc in self.procs:
-            proc.join(30)
+            proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
+                proc.join(5)
+        self.conns, self.procs = [], []
 
     def __enter__(self):
         return self
@@ -204,7 +209,7 @@ def auto_env_count(episodes: int, cpus: int | None = None) -> int:
     """Parallel eval envs when not set: one per CPU core, at most 8; one (in this process) below 4 episodes, where
     the workers' start-up (17 s for two on the 2-core CI machine: Python, torch, ManiSkill, the env) outweighs
     what they save."""
-    cpus = cpus or os.cpu_count() or 1
+    cpus = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
     return 1 if episodes < 4 else max(1, min(episodes, 8, cpus))
 
 
@@ -222,8 +227,9 @@ class BatchedPolicy:
         self.policy, self.size = policy, size
 
     def __call__(self, observations: Sequence[dict]) -> list[np.ndarray]:
-        if len(observations) == 1 and self.size == 1:
-            return [np.asarray(self.policy.infer(observations[0])["actions"])]
+        if (len(observations) == 1 and self.size == 1) or getattr(self.policy, "_is_pytorch_model", False):
+            # one observation, or openpi's PyTorch model (no JAX rng to split): Policy.infer row by row
+            return [np.asarray(self.policy.infer(obs)["actions"]) for obs in observations]
         import jax
         import jax.numpy as jnp
         from openpi.models import model as _model

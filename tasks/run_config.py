@@ -133,7 +133,8 @@ class RunConfig:
                               minimum=0, maximum=10_000)
     eval_envs: int = _opt(0, "closed-loop envs stepped together, each in a worker process, with one batched policy "
                           "call per replanning step; 0: one per CPU core of the worker (at most 8), one below 4 "
-                          "episodes. Does not change what is measured (same seeds, same protocol)", "Evaluation",
+                          "episodes. Does not change what is measured (same seeds, same protocol; only the policy's noise "
+                          "draws depend on the batching)", "Evaluation",
                           "Parallel eval envs", minimum=0, maximum=64)
     eval_max_steps: int | None = _opt(None, "closed-loop step limit per episode; empty: the longest training episode "
                                       "(after control-mode conversion) plus 15 %", "Evaluation", "Step limit",
@@ -144,8 +145,9 @@ class RunConfig:
                                    "0: not judged, the verdict is 'unchecked' and nothing is promoted", "Evaluation",
                                    "Minimum success rate", minimum=0, maximum=1)
     require_approval: bool = _opt(False, "a person approves (Airflow's Required Actions page) before latest moves; "
-                                  "asked only when the promotion rule would promote the candidate. Default: "
-                                  "PIPELINE_REQUIRE_APPROVAL of the deployment", "Evaluation", "Require approval")
+                                  "asked only when the promotion rule would promote the candidate. A deployment "
+                                  "with PIPELINE_REQUIRE_APPROVAL=1 requires it of every run, whatever this says",
+                                  "Evaluation", "Require approval")
     approval_timeout_hours: float = _opt(72.0, "how long the approval waits; no answer counts as a rejection",
                                          "Evaluation", "Approval timeout (hours)", minimum=0.01, maximum=24 * 90)
     artifact_root: str = _opt("", "where artifacts go: file:///abs/dir (embedded) or s3://bucket/prefix",
@@ -192,7 +194,7 @@ class RunConfig:
 
         values.update(artifact_root=default_root(), s3_conn_id=os.environ.get("PIPELINE_S3_CONN_ID") or None,
                       wandb_conn_id=os.environ.get("PIPELINE_WANDB_CONN_ID") or None,
-                      require_approval=os.environ.get("PIPELINE_REQUIRE_APPROVAL", "").lower() in ("1", "true", "yes"))
+                      require_approval=deployment_requires_approval())
         if profile == "demo":
             values.update(DEMO_PROFILE)
         return values
@@ -299,7 +301,9 @@ class RunConfig:
     def promote_params(self, actor: str = "", approved_by: str = "", rejected_by: str = ""):
         from tasks.promote import PromoteParams
 
-        return PromoteParams(env_id=self.env_id, actor=actor, require_approval=self.require_approval,
+        # The deployment's rule cannot be switched off by a run's conf.
+        return PromoteParams(env_id=self.env_id, actor=actor,
+                             require_approval=self.require_approval or deployment_requires_approval(),
                              approved_by=approved_by, rejected_by=rejected_by)
 
 
@@ -316,6 +320,11 @@ DEMO_PROFILE: dict[str, Any] = {
     # 2 short episodes of an untrained tiny model: success is not judged (verdict 'unchecked', nothing promoted).
     "eval_episodes": 2, "eval_max_steps": 40, "holdout_frames": 4, "min_success_rate": 0.0,
 }
+
+
+def deployment_requires_approval() -> bool:
+    """PIPELINE_REQUIRE_APPROVAL=1: every promotion of this deployment waits for a person."""
+    return os.environ.get("PIPELINE_REQUIRE_APPROVAL", "").strip().lower() in ("1", "true", "yes")
 
 
 def active_profile() -> str:

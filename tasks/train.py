@@ -148,12 +148,15 @@ def link_dataset(dataset_dir: Path, repo_id: str) -> Path:
 
 
 def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: bool = False,
-                     min_range: float = 1e-5) -> dict:
+                     min_range: float = 1e-5, min_std: float = 1e-5) -> dict:
     """The manual workflow's 18-vs-7 bug, refused here before any compute: widths must match the model input.
 
     `quantile`: the model normalises with q01/q99 (pi0.5, like openpi's loader for every non-pi0 family): they must
-    be present, and no state dimension may have q99 - q01 below `min_range` (openpi divides by it, so a dimension
-    that is constant on 98 % of the frames would be scaled by ~1e6 the moment it moves).
+    be present, and no action dimension that moves (std >= `min_std`) may have q99 - q01 below `min_range`. openpi's
+    quantile Normalize computes (x - q01) / (q99 - q01 + 1e-6) * 2 - 1 without clipping, so a dimension constant on
+    98 % of the frames would turn its rare moves into training targets near 1e6. (A dimension constant on every
+    frame maps to -1 and back to itself: harmless. pi0.5's state is binned into 256 prompt tokens over [-1, 1],
+    so out-of-range state values only saturate a bin.)
     """
     from openpi.shared import normalize
 
@@ -177,14 +180,15 @@ def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: boo
     if quantile:
         import numpy as np
 
-        spread = np.asarray(norm_stats["state"].q99) - np.asarray(norm_stats["state"].q01)
-        narrow = np.where(spread < min_range)[0]
+        actions = norm_stats["actions"]
+        spread = np.asarray(actions.q99) - np.asarray(actions.q01)
+        narrow = np.where((spread < min_range) & (np.asarray(actions.std) >= min_std))[0]
         if len(narrow):
-            names = spec.state_dim_names()
-            dims = ", ".join(f"{names[i]} (q99-q01 {spread[i]:.2e})" for i in narrow)
-            raise TrainError(f"state dimensions of {spec.env_id} whose 1st and 99th percentiles coincide: {dims}. "
-                             "Quantile normalisation (pi0.5) would scale them by ~1/(q99-q01); drop them from state_keys "
-                             "in tasks/specs.py or collect more varied demos")
+            dims = ", ".join(f"action[{i}] (q99-q01 {spread[i]:.2e}, std {actions.std[i]:.2e})" for i in narrow)
+            raise TrainError(f"action dimensions of {spec.env_id} that move but whose 1st and 99th percentiles coincide: "
+                             f"{dims}. Quantile normalisation (pi0.5) would make their rare moves training targets of "
+                             "~1/(q99-q01); train pi0 (z-score normalisation) on these demos, or collect demos in which "
+                             "these dimensions vary")
     return norm_stats
 
 

@@ -12,7 +12,8 @@ Model families (`model`), as openpi builds them:
   without any state input, while ManiSkill tasks keep goals such as PickCube's in the state), the action expert is conditioned on the
   flow-matching time by adaRMSNorm, 200 prompt tokens, and openpi's data config switches to quantile
   normalisation (q01/q99 of the stats artifact) for it, as for every non-pi0 family. Base: pi05_base; the
-  full preset keeps EMA at 0.999 as openpi's pi05 configs do.
+  full preset keeps openpi's default EMA of 0.99 (as pi05_droid and pi05_aloha do; only pi05_libero, with
+  batch 256 and a long schedule, uses 0.999).
 - pi0-FAST is not offered: openpi's `gemma_fast` has only 2B variants, so no tiny preset can test it here.
 
 Presets:
@@ -141,7 +142,7 @@ def train_config(
         lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=min(defaults.warmup_steps, steps), peak_lr=lr,
                                                    decay_steps=max(steps, 2), decay_lr=lr / 10),
         optimizer=_optimizer.AdamW(clip_gradient_norm=1.0),
-        ema_decay=({"pi0": 0.99, "pi05": 0.999}[family]) if preset == "full" else None,
+        ema_decay=0.99 if preset == "full" else None,  # openpi's default for both families (pi05_libero alone: 0.999)
         freeze_filter=freeze_filter(preset, model),
         data=ManiSkillDataConfig(
             repo_id=repo_id,

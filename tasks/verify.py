@@ -69,7 +69,8 @@ class VerifyParams:
     min_success_rate: float = 0.0  # pass threshold on closed-loop success (success_once); 0: none
     device: str = "auto"  # rollout render backend: auto (the training frames' backend) | cpu | gpu
     # Closed-loop envs stepped together (worker processes; one batched policy call per replanning step);
-    # 0: one per CPU core beyond one, at most 8. Not in the key: the same seeds give the same episodes.
+    # 0: auto (tasks.rollout.auto_env_count). Not in the key: the same seeds and protocol (only the policy's noise
+    # draws depend on the batching, as they do on any rerun).
     envs: int = 0
 
     def validate(self) -> None:

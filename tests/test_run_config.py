@@ -129,3 +129,11 @@ def test_pi05_starts_from_pi05_base_and_refuses_the_other_familys_weights():
         RunConfig.build({"model": "pi0_fast"}, profile="production")
     with pytest.raises(TrainError, match="the tiny preset's dummy gemma variants"):
         RunConfig.build({"model": "pi05", "preset": "tiny"}, profile="production")  # 'base' is gs:// pi05_base
+
+
+def test_a_deployment_that_requires_approval_cannot_be_switched_off_by_a_run(monkeypatch):
+    assert not RunConfig.build(profile="production").promote_params().require_approval
+    monkeypatch.setenv("PIPELINE_REQUIRE_APPROVAL", "1")
+    config = RunConfig.build({"require_approval": False}, profile="production")
+    assert config.promote_params(actor="a").require_approval
+    assert RunConfig.build(profile="production").require_approval  # and the form shows it on

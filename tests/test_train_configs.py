@@ -69,7 +69,7 @@ def test_the_compilation_cache_is_only_enabled_where_cached_executables_sample_c
 
 def test_pi05_configs_follow_openpis_pi05_family():
     """pi0.5 as openpi builds it: pi05=True, state as discrete prompt tokens, 200 tokens, quantile normalisation,
-    pi05_base weights for the real presets, EMA 0.999 for full."""
+    pi05_base weights for the real presets, openpi's default EMA for full."""
     from tasks.train_configs import uses_quantile_norm
 
     lora = get_config("pi05_lora_pickcube_v1")
@@ -78,7 +78,7 @@ def test_pi05_configs_follow_openpis_pi05_family():
     expected = pi0_config.Pi0Config(pi05=True, paligemma_variant="gemma_2b_lora",
                                     action_expert_variant="gemma_300m_lora").get_freeze_filter()
     assert repr(lora.freeze_filter) == repr(expected) and lora.ema_decay is None
-    assert get_config("pi05_full_pickcube_v1").ema_decay == 0.999 and get_config("pi0_full_pickcube_v1").ema_decay == 0.99
+    assert get_config("pi05_full_pickcube_v1").ema_decay == 0.99 == get_config("pi0_full_pickcube_v1").ema_decay
     tiny = for_task("PickCube-v1", "tiny", model="pi05")
     assert tiny.model.pi05 and tiny.model.paligemma_variant == "dummy" and tiny.name == "pi05_tiny_pickcube_v1"
     assert uses_quantile_norm(tiny.model) and not uses_quantile_norm(for_task("PickCube-v1", "tiny").model)
@@ -104,9 +104,9 @@ def test_pi05_data_config_normalises_by_quantiles_from_our_stats(tmp_path):
         np.testing.assert_array_equal(data.norm_stats["state"].q99, np.ones(spec.state_dim))
 
 
-def test_quantile_normalisation_refuses_state_dims_whose_percentiles_coincide(tmp_path):
-    """pi0.5 divides by q99 - q01: a state dimension constant on 98 % of the frames is refused, named, before
-    training; pi0 (z-score) judges the same stats by std only."""
+def test_quantile_normalisation_refuses_moving_action_dims_whose_percentiles_coincide(tmp_path):
+    """pi0.5's quantile Normalize divides by q99 - q01 unclipped: an action dimension that moves on under 2 % of the
+    frames is refused, named, before training; one constant on every frame is fine; pi0 (z-score) is not affected."""
     import numpy as np
     from openpi.shared import normalize
 
@@ -114,11 +114,20 @@ def test_quantile_normalisation_refuses_state_dims_whose_percentiles_coincide(tm
     from tasks.train import TrainError, check_norm_stats
 
     spec = get_spec("PickCube-v1")
-    q01, q99 = -np.ones(spec.state_dim), np.ones(spec.state_dim)
-    q99[3] = q01[3]
-    stats = {"state": normalize.NormStats(mean=np.zeros(spec.state_dim), std=np.ones(spec.state_dim), q01=q01, q99=q99),
-             "actions": normalize.NormStats(mean=np.zeros(7), std=np.ones(7), q01=-np.ones(7), q99=np.ones(7))}
-    normalize.save(tmp_path, stats)
-    check_norm_stats(spec, tmp_path, 32, quantile=False)
-    with pytest.raises(TrainError, match=rf"{spec.state_dim_names()[3].replace('[', '.').replace(']', '.')} \(q99-q01 0"):
-        check_norm_stats(spec, tmp_path, 32, quantile=True)
+    state = normalize.NormStats(mean=np.zeros(spec.state_dim), std=np.ones(spec.state_dim), q01=-np.ones(spec.state_dim),
+                                q99=np.ones(spec.state_dim))
+
+    def actions(moving_dim_collapsed: bool) -> normalize.NormStats:
+        q01, q99, std = -np.ones(7), np.ones(7), np.ones(7)
+        q01[6] = q99[6] = 1.0
+        std[6] = 0.0  # the gripper closed on every frame: constant, maps to -1 and back
+        if moving_dim_collapsed:
+            q01[3] = q99[3] = 0.0  # moves on a few frames only: std > 0, percentiles equal
+        return normalize.NormStats(mean=np.zeros(7), std=std, q01=q01, q99=q99)
+
+    normalize.save(tmp_path / "ok", {"state": state, "actions": actions(False)})
+    check_norm_stats(spec, tmp_path / "ok", 32, quantile=True)
+    normalize.save(tmp_path / "bad", {"state": state, "actions": actions(True)})
+    check_norm_stats(spec, tmp_path / "bad", 32, quantile=False)
+    with pytest.raises(TrainError, match=r"action\[3\] \(q99-q01 0"):
+        check_norm_stats(spec, tmp_path / "bad", 32, quantile=True)
