@@ -272,3 +272,28 @@ def test_a_held_out_set_smaller_than_the_batch_is_refused_before_training(eval_d
     with pytest.raises(TrainError, match="fewer than the batch size 10000.*holdout_count.*val_interval=0"):
         held_out_batches(types.SimpleNamespace(batch_size=10_000), TrainParams(env_id=ENV_ID, val_interval=1000),
                          eval_data["holdout_dir"], "key", sharding=None)
+
+
+@pytest.mark.sim
+def test_an_eval_worker_that_fails_or_dies_is_reported_at_once_and_the_rest_are_closed(eval_data):
+    """A worker's failure comes back as RolloutError with its traceback; a killed worker reads as died; every
+    worker process is gone within the close deadline either way."""
+    import time
+
+    from tasks.rollout import EnvWorkers, RolloutError
+    from tasks.specs import get_spec
+    from tasks.verify import eval_env_kwargs
+
+    spec, kwargs = get_spec(ENV_ID), eval_env_kwargs(eval_data["sources"], "auto")
+    with pytest.raises(RolloutError, match="an eval env worker failed:"):
+        EnvWorkers(2, ENV_ID, {**kwargs, "control_mode": "no_such_mode"}, 10, spec)
+    workers = EnvWorkers(2, ENV_ID, kwargs, 10, spec)
+    procs = list(workers.procs)
+    workers.reset([(0, EVAL_SEED_BASE, None), (1, EVAL_SEED_BASE + 1, None)])
+    procs[1].kill()
+    procs[1].join(10)
+    t0 = time.monotonic()
+    with pytest.raises(RolloutError, match="died"):
+        workers.step([(0, np.zeros(7)), (1, np.zeros(7))])
+    workers.close()
+    assert time.monotonic() - t0 < 40 and not any(p.is_alive() for p in procs)
