@@ -2,7 +2,8 @@
 
 Both sides run every stage from scratch on their own fresh artifact root, same params, same demos
 (same seed), one after the other in this process tree. Goal: DAG overhead <= 5 % + 20 s.
-Usage: python -m bench.bench_overhead [demo_count]
+Usage: python -m bench.bench_overhead [demo_count] [eval_episodes]  (the test tier's smoke run uses 0 episodes:
+verify still runs, open-loop only, so no stage is skipped)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def fresh_root(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     count = int(argv[0]) if argv else 4
+    episodes = int(argv[1]) if len(argv) > 1 else PARAMS["eval_episodes"]
     direct_root, dag_root = fresh_root("direct"), fresh_root("dag")
     # Each side in its own process, so neither inherits the other's imports or JAX compilation cache.
     jax_cache = tempfile.mkdtemp(prefix="jax-")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.tokenizer import seed_offline_tokenizer
 
     seed_offline_tokenizer()
-    settings = {**PARAMS, "demo_count": count}
+    settings = {**PARAMS, "demo_count": count, "eval_episodes": episodes}
     env_direct = f"PIPELINE_JAX_CACHE={jax_cache}-a"
     env_dag = f"PIPELINE_JAX_CACHE={jax_cache}-b"
     with timer() as direct:

@@ -157,7 +157,7 @@ def test_graph_reads_as_the_pipeline(ui, artifacts):
     nodes = ui.driver.execute_script(
         "return [...document.querySelectorAll('.react-flow__node')].map(n => n.getAttribute('data-id'))")
     assert {"resolve", "download", "shards", "render", "convert", "convert_holdout", "stats", "train", "verify",
-            "promote", "report"} <= set(nodes)
+            "approve", "promote", "report"} <= set(nodes)
     edges = ui.driver.execute_script("return document.querySelectorAll('.react-flow__edge').length")
-    assert edges == 13  # the data flow only: no fan-out from resolve, no fan-in to report
+    assert edges == 15  # the data flow only (13) and verify -> approve -> promote: no fan-out from resolve, no fan-in to report
     ui.screenshot(artifacts / "graph.png")
