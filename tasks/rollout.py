@@ -159,7 +159,7 @@ class EnvWorkers:
     def _answer(self, conn):
         try:
             status, value = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             raise RolloutError("an eval env worker died (killed, or out of memory)") from None
         if status == "error":
             raise RolloutError(f"an eval env worker failed:\n{value}")
@@ -167,7 +167,10 @@ class EnvWorkers:
 
     def _call(self, commands: Sequence[tuple[int, tuple]]) -> list:
         for slot, command in commands:  # all sent first: the workers run while we wait
-            self.conns[slot].send(command)
+            try:
+                self.conns[slot].send(command)
+            except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+                raise RolloutError("an eval env worker died (killed, or out of memory)") from None
         return [self._answer(self.conns[slot]) for slot, _ in commands]
 
     def reset(self, requests: Sequence[tuple[int, int, dict | None]]) -> list[dict]:
