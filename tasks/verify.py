@@ -32,14 +32,13 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from tasks import common
 from tasks.artifacts import ArtifactStore, Manifest, StageResult, run_stage
-from tasks.rollout import (BatchedPolicy, Episode, auto_env_count, make_eval_env, observation_input,  # noqa: F401
-                           open_envs, policy_input, run_episodes)
+from tasks.rollout import BatchedPolicy, Episode, auto_env_count, open_envs, policy_input, run_episodes
 from tasks.specs import TaskSpec, get_spec
 
 STAGE = "verify"
@@ -276,12 +275,6 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ---- the policies -----------------------------------------------------------------------------------------------------
-class ChunkPolicy(Protocol):
-    """openpi's policy interface: an observation dict in, `{"actions": (horizon, action_dim)}` out."""
-
-    def infer(self, obs: dict) -> dict: ...
-
-
 class DemoReplayPolicy:
     """The oracle: answers each call with the next chunk of a demonstration's actions, ignoring the observation.
 
