@@ -17,8 +17,8 @@ from tasks.specs import TASK_SPECS
 DOC = f"""{__doc__}
 ### When it runs
 By hand only (*Trigger*): pick the tasks in the form (none picked: every registered task). In each task's
-group, render goes through the split's shards in turn (mapping cannot nest inside a mapped group); each
-shard still uses every core of its worker.
+group, render goes through the split's shards in turn and verify through the kept checkpoints in turn
+(mapping cannot nest inside a mapped group); each shard still uses every core of its worker.
 
 {profile_doc()}
 """
@@ -60,9 +60,10 @@ def maniskill_openpi_backfill():
         dataset = t.convert(rendered, "train")
         holdout = t.convert.override(task_id="convert_holdout")(rendered_holdout, "holdout")
         checkpoint = t.train(dataset, t.stats(dataset), holdout)
-        verification = t.verify(checkpoint, holdout)
-        promotion = t.promote(verification)
-        verification >> t.approve() >> promotion  # a person may have to approve first (require_approval)
+        verifications = t.verify_each.override(task_id="verify")(t.candidates(checkpoint), holdout)
+        selection = t.select(verifications)
+        promotion = t.promote(selection)
+        selection >> t.approve() >> promotion  # a person may have to approve first (require_approval)
         t.report(promotion)
 
     pipeline.expand(env_id=registered_tasks())

@@ -1,4 +1,5 @@
-"""ManiSkill demos -> rendered shards -> LeRobot dataset -> norm stats -> pi0 fine-tune -> verify -> promote -> report.
+"""ManiSkill demos -> rendered shards -> LeRobot dataset -> norm stats -> pi0 fine-tune -> verify each kept checkpoint ->
+select the best in closed loop -> promote -> report.
 
 Thin wiring of the tasks in plugins/pipeline_tasks.py (each calls one stage from tasks/); XCom carries
 artifact URIs and small metrics only.
@@ -27,7 +28,9 @@ DOC = f"""{__doc__}
 
 ### The graph
 `download` → `shards` (the render plan) → `render` (mapped: one task per shard, on any worker) →
-`convert` / `convert_holdout` → `stats` → `train` (queue/pool `gpu`) → `verify` (`gpu`) → `approve` (a
+`convert` / `convert_holdout` → `stats` → `train` (queue/pool `gpu`) → `candidates` (the checkpoints training
+kept: every `keep_period` steps, and the last) → `verify` (mapped: one task per checkpoint, queue/pool `gpu`) →
+`select` (the checkpoint with the most closed-loop successes; ties: lower validation loss) → `approve` (a
 person's approval in *Required Actions*, only when the run sets `require_approval` and the rule would promote) →
 `promote` (moves `latest` and updates the `{t.POLICY_ASSET.name}` asset) → `report` (the run report; its task page
 has a **Run report** link). `resolve` builds the run config first; the other tasks read it from its result.
@@ -55,9 +58,10 @@ def maniskill_openpi_sft():
     dataset = t.convert(rendered, "train")
     holdout = t.convert.override(task_id="convert_holdout")(rendered, "holdout")
     checkpoint = t.train(dataset, t.stats(dataset), holdout)
-    verification = t.verify(checkpoint, holdout)
-    promotion = t.promote(verification)
-    verification >> t.approve() >> promotion  # a person may have to approve first (require_approval)
+    verifications = t.verify.partial(holdout=holdout).expand(checkpoint=t.candidates(checkpoint))
+    selection = t.select(verifications)
+    promotion = t.promote(selection)
+    selection >> t.approve() >> promotion  # a person may have to approve first (require_approval)
     t.report(promotion)
 
 

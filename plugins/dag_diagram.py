@@ -18,7 +18,8 @@ def mermaid(dag) -> str:
         node = task.task_id.replace(".", "_")
         notes = []
         if "MappedOperator" in type(task).__name__:
-            notes.append("mapped over shards")
+            over = ", ".join(f"{name}s" for name in task._get_specified_expand_input().value)  # shard -> "shards"
+            notes.append(f"mapped over {over}")
         if task.queue != "default":
             notes.append(f"queue={task.queue}, pool={task.pool}")
         label = task.task_id + (f"<br/><small>{'; '.join(notes)}</small>" if notes else "")

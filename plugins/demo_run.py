@@ -78,7 +78,10 @@ def print_summary(summary: dict) -> None:
     for name, r in summary["tasks"].items():
         cache = "" if r["cache_hit"] is None else ("hit" if r["cache_hit"] else "built")
         print(f"{name:<18} {r['state']:<9} {r['seconds']:>8}  {cache:<9} {r['uri'] or ''}")
-    verify = summary["tasks"].get("verify", {})
+    selection = (summary["tasks"].get("select", {}).get("metrics") or {})
+    # verify is mapped over the kept checkpoints: the one select chose is the run's verification
+    verified = [r for name, r in summary["tasks"].items() if name.split("[")[0] == "verify" and r.get("uri")]
+    verify = next((r for r in verified if r["uri"] == selection.get("verify")), verified[-1] if verified else {})
     if verify.get("uri"):
         m = verify["metrics"]
         run_report = (summary["tasks"].get("report", {}).get("metrics") or {}).get("report")
@@ -86,6 +89,8 @@ def print_summary(summary: dict) -> None:
         print(f"\nrun report: {report.removeprefix('file://')}")
         from tasks.verify import verdict_line
 
+        if selection.get("reason"):
+            print(f"checkpoint selection: {selection['reason']}")
         print(verdict_line(m))
         print(f"held-out action MAE {m.get('action_mae'):.4f}, output {m.get('output_shape')}, "
               f"inference {m.get('latency_ms_median')} ms, step limit {m.get('protocol', {}).get('max_steps')}")

@@ -9,6 +9,7 @@ hit, metrics) are all XCom carries; `report` collects them itself, so it hangs o
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -137,12 +138,40 @@ def train(dataset: dict, norm_stats: dict, holdout: dict, ti=None) -> dict:
                 holdout=holdout["uri"])
 
 
-@task(queue=GPU_QUEUE, pool=GPU_POOL)
-def verify(checkpoint: dict, holdout: dict, ti=None) -> dict:
+@task
+def candidates(trained: dict) -> list[dict]:
+    """The checkpoints the training run kept (keep_period) and its final one: what verify evaluates."""
+    steps = trained["metrics"].get("checkpoint_steps") or [trained["metrics"]["steps"]]
+    return [{"uri": trained["uri"], "step": int(step)} for step in steps]
+
+
+def _verify(config: RunConfig, checkpoint: dict, holdout: dict) -> dict:
     from tasks.verify import verify as stage
 
+    params = dataclasses.replace(config.verify_params(), step=int(checkpoint.get("step") or 0))
+    return _run(stage, params, config, checkpoint=checkpoint["uri"], holdout=holdout["uri"])
+
+
+@task(queue=GPU_QUEUE, pool=GPU_POOL)
+def verify(checkpoint: dict, holdout: dict, ti=None) -> dict:
+    """One kept checkpoint (the SFT DAG maps this over them, so several GPUs evaluate at once)."""
+    return _verify(run_config(ti), checkpoint, holdout)
+
+
+@task(queue=GPU_QUEUE, pool=GPU_POOL)
+def verify_each(checkpoints: list[dict], holdout: dict, ti=None) -> list[dict]:
+    """Every kept checkpoint in turn (the backfill DAG: mapping cannot nest inside its mapped group)."""
     config = run_config(ti)
-    return _run(stage, config.verify_params(), config, checkpoint=checkpoint["uri"], holdout=holdout["uri"])
+    return [_verify(config, c, holdout) for c in checkpoints]
+
+
+@task
+def select(verifications: list[dict], ti=None) -> dict:
+    """The kept checkpoint that succeeds most in closed loop (ties: lower validation loss) is the candidate."""
+    from tasks.select_checkpoint import SelectParams, select as stage
+
+    config = run_config(ti)
+    return _run(stage, SelectParams(env_id=config.env_id), config, verifications=[v["uri"] for v in _items(verifications)])
 
 
 def approve() -> "PromotionApproval":
@@ -156,15 +185,17 @@ def approve() -> "PromotionApproval":
 
 
 @task(outlets=[POLICY_ASSET])
-def promote(verification: dict, ti=None) -> dict:
-    """Moves latest when the rule (and, if the run requires it, a person in `approve`) says so."""
+def promote(selection: dict, ti=None) -> dict:
+    """Moves latest to the selected checkpoint when the rule (and, if the run requires it, a person in `approve`)
+    says so."""
     from pipeline_approval import approval_answer
     from tasks.promote import promote as stage
 
     config = run_config(ti)
     actor = f"airflow {ti.dag_id} {ti.run_id}"  # the promotion history names the run that moved latest
     answer = approval_answer(_pull(ti, "approve"))
-    return _run(stage, config.promote_params(actor=actor, **answer), config, verification=verification["uri"])
+    return _run(stage, config.promote_params(actor=actor, **answer), config,
+                verification=selection["metrics"]["verify"])
 
 
 @task
@@ -173,12 +204,15 @@ def report(promotion: dict, ti=None, run_id=None) -> dict:
     from tasks.run_report import RunReportParams, run_report as stage, stage_rows
 
     config = run_config(ti)
-    if "." in ti.task_id:  # backfill: render per split, each a list
+    if "." in ti.task_id:  # backfill: render per split and verify per checkpoint, each a list
         rendered = (_pull(ti, "render") or []) + (_pull(ti, "render_holdout") or [])
+        verified = _pull(ti, "verify") or []
     else:
         rendered = _pull(ti, "render", mapped=True)
+        verified = _pull(ti, "verify", mapped=True)
+    selection = _pull(ti, "select")
     results = {"download": _pull(ti, "download"), "render": rendered, "convert": _pull(ti, "convert"),
                "convert_holdout": _pull(ti, "convert_holdout"), "stats": _pull(ti, "stats"), "train": _pull(ti, "train"),
-               "verify": _pull(ti, "verify"), "promote": promotion}
+               "verify": verified, "select": selection, "promote": promotion}
     return _run(stage, RunReportParams(env_id=config.env_id, run_id=run_id), config,
-                verification=results["verify"]["uri"], stages=stage_rows(results))
+                verification=selection["metrics"]["verify"], stages=stage_rows(results), selection=selection["uri"])

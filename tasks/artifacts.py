@@ -380,25 +380,38 @@ class ArtifactStore:
         """One whole object at `uri` (atomic: readers see the old or the new one, never a part)."""
         self._write_bytes(self._path(uri), data)
 
-    def fetch(self, uri: str, cache_dir: Path) -> tuple[Manifest, Path]:
-        """Makes a complete artifact readable on local disk; verifies sizes (and hashes when copied)."""
+    def fetch(self, uri: str, cache_dir: Path, only: Sequence[str] = ()) -> tuple[Manifest, Path]:
+        """Makes a complete artifact readable on local disk; verifies sizes (and hashes when copied).
+
+        `only`: fetch just the files under these folders or with these names (e.g. one kept checkpoint of a
+        train artifact, not all of them); the returned folder then holds only those.
+        """
         manifest = self.require(uri)
         files = self._path(self.files_uri(manifest))
+        wanted = [f for f in manifest.files
+                  if not only or any(f.path == o or f.path.startswith(o.rstrip("/") + "/") for o in only)]
+        if only and not wanted:
+            raise ArtifactError(f"artifact {uri} has no files under {', '.join(only)}")
         if self.protocol == "file":
             local = Path(files)
-            for f in manifest.files:
+            for f in wanted:
                 p = local / f.path
                 if not p.is_file() or p.stat().st_size != f.size:
                     raise ArtifactError(f"artifact {uri}: file {f.path} is missing or has the wrong size; delete {uri} and rerun")
             return manifest, local
         dest = Path(cache_dir) / manifest.key
-        done = dest / MANIFEST
+        # A whole fetch is marked by the manifest; a partial one by a marker naming what it fetched.
+        done = dest / (MANIFEST if not only else ".fetched-" + hashlib.sha256("\n".join(sorted(only)).encode()).hexdigest()[:16])
         if done.is_file() and Manifest.from_json(done.read_text()).digest == manifest.digest:
             return manifest, dest
-        if dest.exists():
+        if (dest / MANIFEST).is_file() and Manifest.from_json((dest / MANIFEST).read_text()).digest == manifest.digest:
+            return manifest, dest  # the whole artifact is already here
+        if dest.exists() and not only:
             shutil.rmtree(dest)
-        for f in manifest.files:
+        for f in wanted:
             target = dest / f.path
+            if only and target.is_file() and target.stat().st_size == f.size and sha256_file(target) == f.sha256:
+                continue  # fetched for another part before
             target.parent.mkdir(parents=True, exist_ok=True)
             self._retrying(f"download {uri}/{f.path}", lambda f=f, target=target: self.fs.get_file(f"{files}/{f.path}", str(target)))
             if sha256_file(target) != f.sha256:

@@ -1,7 +1,7 @@
 """The whole pipeline for one task by calling the stage functions directly, in order, without Airflow.
 
 download -> render (held-out shard + train shards) -> convert (train, held-out) -> stats -> train ->
-verify -> promote -> run report, driven by the same typed run config (tasks/run_config.py) and shard plan
+verify (each kept checkpoint) -> select -> promote -> run report, driven by the same typed run config (tasks/run_config.py) and shard plan
 the DAGs use, so artifacts are shared with DAG runs (cache hits either way). Used to benchmark Airflow's
 overhead and to debug a stage by hand:
 
@@ -11,6 +11,7 @@ overhead and to debug a stage by hand:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -19,6 +20,7 @@ from tasks.convert import convert
 from tasks.download import download
 from tasks.promote import promote
 from tasks.render import plan_shards, render
+from tasks.select_checkpoint import SelectParams, select
 from tasks.run_config import PROFILES, RunConfig, active_profile
 from tasks.stats import stats
 from tasks.train import train
@@ -47,14 +49,21 @@ def run_pipeline(config: RunConfig) -> dict:
     norm = step("stats", stats(config.stats_params(), root=root, dataset=dataset.uri))
     ckpt = step("train", train(config.train_params(), root=root, dataset=dataset.uri, stats=norm.uri,
                                holdout=held_out.uri))
-    checked = step("verify", verify(config.verify_params(), root=root, checkpoint=ckpt.uri, holdout=held_out.uri))
-    print(f"==> {verdict_line(checked.metrics)}", flush=True)
-    step("promote", promote(config.promote_params(), root=root, verification=checked.uri))
+    steps = ckpt.metrics.get("checkpoint_steps") or [ckpt.metrics["steps"]]
+    checked = []
+    for i, s in enumerate(steps):
+        checked.append(step(f"verify[{i}]", verify(dataclasses.replace(config.verify_params(), step=s), root=root,
+                                                   checkpoint=ckpt.uri, holdout=held_out.uri)))
+        print(f"==> step {s}: {verdict_line(checked[-1].metrics)}", flush=True)
+    chosen = step("select", select(SelectParams(env_id=config.env_id), root=root, verifications=[c.uri for c in checked]))
+    print(f"==> {chosen.metrics['reason']}", flush=True)
+    step("promote", promote(config.promote_params(), root=root, verification=chosen.metrics["verify"]))
     # the same run report the DAG's last task writes (this run's stage durations and cache hits)
     run_id = f"direct__{time.strftime('%Y-%m-%dT%H%M%S', time.gmtime())}"
     rows = run_report.stage_rows({name: r.to_dict() for name, r in results.items()})
     report = step("report", run_report.run_report(run_report.RunReportParams(env_id=config.env_id, run_id=run_id),
-                                                  root=root, verification=checked.uri, stages=rows))
+                                                  root=root, verification=chosen.metrics["verify"], stages=rows,
+                                                  selection=chosen.uri))
     print(f"==> run report: {report.metrics['report']}", flush=True)
     print(f"==> finished in {time.monotonic() - t0:.1f}s", flush=True)
     return {name: r.to_dict() for name, r in results.items()}

@@ -102,7 +102,11 @@ def _candidate(store: ArtifactStore, params: PromoteParams, verification: str) -
     if manifest.stage != "verify" or manifest.env_id != params.env_id:
         raise ValueError(f"{verification} is a {manifest.stage} artifact of {manifest.env_id}; promote takes a verify artifact of {params.env_id}")
     m = manifest.metrics
-    return {"env_id": params.env_id, "verify": verification, "checkpoint": m["lineage"]["checkpoint"],
+    # `checkpoint` is the train artifact (what retention and rollback keep); `step` which of its kept checkpoints
+    # (None: the final one); `checkpoint_ref` both in one (`<uri>@<step>`), as serve and warm starts take it.
+    lineage = m["lineage"]
+    return {"env_id": params.env_id, "verify": verification, "checkpoint": lineage["checkpoint"],
+            "step": lineage.get("step"), "checkpoint_ref": lineage.get("checkpoint_ref") or lineage["checkpoint"],
             "report": f"{store.files_uri(manifest)}/report.html", "verdict": m.get("verdict"),
             "verdict_reason": m.get("verdict_reason"), "checks": m.get("checks"),
             "success_rate": m.get("success_rate"), "successes": m.get("successes"), "episodes": m.get("episodes"),

@@ -90,6 +90,59 @@ def actions_figure(predicted: np.ndarray | None, demonstrated: np.ndarray) -> st
     return _png(fig)
 
 
+def selection_figure(rows: list[dict]) -> str | None:
+    """Closed-loop success (with its 95 % interval) and held-out validation loss against the checkpoint's step."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    rates = [r["success_rate"] if r["success_rate"] is not None else np.nan for r in rows]
+    lo = [r["success_rate"] - r["ci95"][0] if r.get("ci95") else 0.0 for r in rows]
+    hi = [r["ci95"][1] - r["success_rate"] if r.get("ci95") else 0.0 for r in rows]
+    ax.errorbar(steps, rates, yerr=[lo, hi], marker="o", capsize=3, color="tab:green", label="closed-loop success (95 % CI)")
+    chosen = [r for r in rows if r.get("selected")]
+    if chosen:
+        ax.plot([chosen[0]["step"]], [chosen[0]["success_rate"] or 0.0], marker="*", markersize=14, color="gold",
+                markeredgecolor="black", linestyle="none", label="selected")
+    ax.set_xlabel("step")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    losses = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    handles, labels = ax.get_legend_handles_labels()
+    if losses:
+        ax2 = ax.twinx()
+        line, = ax2.plot([s for s, _ in losses], [v for _, v in losses], marker="s", color="tab:red",
+                         label="held-out validation loss")
+        ax2.set_ylabel("validation loss")
+        handles.append(line)
+        labels.append(line.get_label())
+    ax.legend(handles, labels, fontsize=8, loc="best")
+    return _png(fig)
+
+
+def selection_section(selection: dict[str, Any]) -> str:
+    """The checkpoints verify evaluated, which one was selected and why (the run report inserts it)."""
+    rows = selection.get("candidates") or []
+    body = "".join(
+        f"<tr{' class=pass' if r.get('selected') else ''}><td class='num'>{r['step']}</td>"
+        f"<td class='num'>{r.get('successes')}/{r.get('episodes')}</td><td class='num'>{_pct(r.get('success_rate'))}</td>"
+        f"<td class='num'>{_fmt(r.get('val_loss'))}</td><td>{html.escape(str(r.get('verdict')))}</td>"
+        f"<td>{'selected' if r.get('selected') else ''}</td><td><code>{html.escape(r.get('verify') or '')}</code></td></tr>"
+        for r in rows)
+    figure = selection_figure(rows)
+    return ("<h2>Checkpoint selection</h2>"
+            f"<p>{html.escape(selection.get('reason') or '')}</p>"
+            + (_img_tag(figure, "closed-loop success and validation loss against step") if figure else "")
+            + "<table id='selection'><tr><th>step</th><th>successes</th><th>success rate</th><th>validation loss</th>"
+            f"<th>verdict</th><th></th><th>verification</th></tr>{body}</table>")
+
+
 def _table(rows: list[tuple[str, Any]]) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"

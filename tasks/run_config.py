@@ -113,6 +113,11 @@ class RunConfig:
     action_horizon: int = _opt(10, "pi0 action chunk length", "Training", "Action horizon", minimum=1, maximum=256)
     save_interval: int = _opt(1000, "checkpoint (resume point) every N steps; 0: only at the end", "Training",
                               "Checkpoint every N steps", minimum=0, maximum=10_000_000)
+    keep_period: int = _opt(5000, "also keep the checkpoint of every N-th step (openpi's keep_period) and verify each "
+                            "of them: the one with the most closed-loop successes (ties: lower validation loss) is "
+                            "the candidate for promotion; 0: only the final checkpoint. Each kept checkpoint costs "
+                            "one verify and its params in the store (about 6 GB for pi0 lora)", "Training",
+                            "Keep and evaluate a checkpoint every N steps", minimum=0, maximum=10_000_000)
     log_interval: int = _opt(100, "bring loss and grad norm to the host and log them every N steps", "Training",
                              "Log every N steps", minimum=1, maximum=100_000)
     num_workers: int = _opt(2, "data-loader worker processes (they load the next batch while a step runs)", "Training",
@@ -248,6 +253,10 @@ class RunConfig:
             error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(getattr(self, name)))
             if error is not None:
                 raise ConfigError(f"{name}: {error.message}")
+        if self.keep_period and self.val_interval and self.keep_period % self.val_interval:
+            raise ConfigError(f"keep_period={self.keep_period} is not a multiple of val_interval={self.val_interval}: the "
+                              "kept checkpoints would have no validation loss to break ties between equal success "
+                              "rates. Use a multiple (openpi's keep_period 5000 with val_interval 1000), or val_interval=0")
         # every stage's own checks, before any work starts
         self.download_params().validate()
         self.render_params().validate()
@@ -286,7 +295,7 @@ class RunConfig:
 
         return TrainParams(env_id=self.env_id, model=self.model, preset=self.preset, steps=self.steps or 0, batch_size=self.batch_size or 0,
                            learning_rate=self.learning_rate or 0.0, action_horizon=self.action_horizon,
-                           save_interval=self.save_interval, seed=self.seed, pretrained_uri=self.pretrained_uri or "",
+                           save_interval=self.save_interval, keep_period=self.keep_period, seed=self.seed, pretrained_uri=self.pretrained_uri or "",
                            from_scratch=self.from_scratch, log_interval=self.log_interval, num_workers=self.num_workers,
                            wandb=self.wandb, xla_mem_fraction=self.xla_mem_fraction, val_interval=self.val_interval,
                            val_batches=self.val_batches, fsdp_devices=self.fsdp_devices)
@@ -313,6 +322,7 @@ DEMO_PROFILE: dict[str, Any] = {
     "pretrained_uri": None,  # no released checkpoint fits the tiny model; it starts from scratch
     "steps": 4, "batch_size": 1,
     "save_interval": 0, "log_interval": 1, "num_workers": 0,  # a handful of steps: one checkpoint, every loss logged
+    "keep_period": 0,  # one checkpoint to verify: the demo's policy is not judged anyway
     "wandb": False,
     "demo_count": 4, "holdout_count": 1,
     "val_interval": 2, "val_batches": 1,

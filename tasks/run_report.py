@@ -3,7 +3,9 @@
 verify's `report.html` (frames, loss curve, predicted vs demonstrated actions, closed-loop episodes,
 lineage) belongs to a content-addressed artifact that every run reusing it shares; this stage copies it
 and adds what only this run knows: each stage's duration, whether it was a cache hit, and the artifact
-it used. `run.json` next to it holds the same table as data. Rerunning the stage rewrites both files
+it used, and, when verify evaluated several checkpoints of the training run, the selection among them
+(tasks/select_checkpoint.py: success and validation loss against step). `run.json` next to it holds the
+same table as data. Rerunning the stage rewrites both files
 (each in one atomic write), so a retried task leaves a whole report.
 """
 
@@ -50,29 +52,40 @@ def stage_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             label = f"{name}[{i}]" if isinstance(value, list) else name
             if isinstance(value, list) and r.get("split"):
                 label += f" ({r['split']}, episodes {r.get('metrics', {}).get('shard')})"
+            elif isinstance(value, list) and (r.get("metrics") or {}).get("checkpoint_step"):
+                label += f" (step {r['metrics']['checkpoint_step']})"
             rows.append({"stage": label, "seconds": round(float(r.get("seconds") or 0), 2),
                          "cache_hit": bool(r.get("cache_hit")), "uri": r.get("uri", "")})
     return rows
 
 
-def run_report(params: RunReportParams, root: str, verification: str, stages: list[dict[str, Any]]) -> StageResult:
+def run_report(params: RunReportParams, root: str, verification: str, stages: list[dict[str, Any]],
+               selection: str | None = None) -> StageResult:
     params.validate()
     t0 = time.monotonic()
     store = ArtifactStore(root)
     scratch = work_dir()
+    chosen = None
     try:
         _, verify_dir = store.fetch(verification, scratch)
         page = (verify_dir / "report.html").read_text()
+        if selection:
+            _, selection_dir = store.fetch(selection, scratch)
+            chosen = json.loads((selection_dir / "selection.json").read_text())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     section = report.stages_section(stages)
+    if chosen is not None:
+        section = report.selection_section(chosen) + section
     if report.STAGES_MARKER in page:
         page = page.replace(report.STAGES_MARKER, section)
     else:  # a report from before the marker existed
         page = page.replace("<h2>Camera frames</h2>", section + "<h2>Camera frames</h2>", 1)
     page = page.replace(" run report</title>", f" run report ({params.run_id})</title>", 1)
     run_uri = f"{store.root}/{check_segment(params.env_id, 'env id')}/runs/{run_segment(params.run_id)}"
-    summary = {"run_id": params.run_id, "env_id": params.env_id, "verify": verification, "stages": stages,
+    summary = {"run_id": params.run_id, "env_id": params.env_id, "verify": verification, "selection": selection,
+               "selected_step": next((c["step"] for c in (chosen or {}).get("candidates", []) if c.get("selected")), None),
+               "stages": stages,
                "cache_hits": sum(s["cache_hit"] for s in stages), "stage_seconds": round(sum(s["seconds"] for s in stages), 2),
                "finished_at": time.time()}  # retention keeps the newest runs' artifacts (tasks/maintenance.py)
     store.write_json(f"{run_uri}/run.json", summary)
@@ -92,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--verification", required=True, help="verify artifact URI")
     parser.add_argument("--stages", type=Path, required=True, help="JSON file: list of {stage, seconds, cache_hit, uri}")
+    parser.add_argument("--selection", default=None, help="select artifact URI (the checkpoint selection), if any")
     args = parser.parse_args(argv)
     result = run_report(RunReportParams(args.env_id, args.run_id), root=args.root, verification=args.verification,
-                        stages=json.loads(args.stages.read_text()))
+                        stages=json.loads(args.stages.read_text()), selection=args.selection)
     print(json.dumps(result.to_dict()))
     return 0
 

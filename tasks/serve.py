@@ -5,7 +5,7 @@ The checkpoint is fetched from the artifact store (or a `latest.json` pointer is
 with `create_trained_policy` and the TrainConfig that trained it. Observations are what verify feeds:
 `{"images": {<ManiSkill sensor>: HWC uint8 or CHW float}, "state": (state_dim,), "prompt": optional}`.
 
-CLI: python -m tasks.serve --root s3://bucket/prefix --env-id PickCube-v1 [--checkpoint URI] [--port 8000]
+CLI: python -m tasks.serve --root s3://bucket/prefix --env-id PickCube-v1 [--checkpoint URI[@STEP]] [--port 8000]
 """
 
 from __future__ import annotations
@@ -23,21 +23,25 @@ def resolve_checkpoint(store: ArtifactStore, env_id: str, checkpoint: str | None
         return checkpoint
     from tasks.artifacts import latest_uri
 
+    from tasks.train import checkpoint_ref
+
     latest = store.read_json(latest_uri(store, env_id))
     if not latest:
         raise ValueError(f"no promoted checkpoint for {env_id} under {store.root} (no latest.json); pass --checkpoint")
-    return latest["checkpoint"]
+    return checkpoint_ref(latest["checkpoint"], latest.get("step"))
 
 
 def main(argv: list[str] | None = None) -> int:
     from openpi.serving import websocket_policy_server
 
+    from tasks.train import fetch_checkpoint
     from tasks.verify import load_policy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=default_root())
     parser.add_argument("--env-id", required=True)
-    parser.add_argument("--checkpoint", help="train artifact URI; default: the promoted latest")
+    parser.add_argument("--checkpoint", help="train artifact URI (its final checkpoint), or <URI>@<step> for one of "
+                        "the checkpoints it kept; default: the promoted latest")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
@@ -45,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = get_spec(args.env_id)
     store = ArtifactStore(args.root)
     uri = resolve_checkpoint(store, spec.env_id, args.checkpoint)
-    manifest, local = store.fetch(uri, work_dir())
-    policy, config = load_policy(spec, manifest, local / "checkpoint")
+    manifest, local = fetch_checkpoint(store, uri, work_dir())
+    policy, config = load_policy(spec, manifest, local)
     metadata = {**(config.policy_metadata or {}), "checkpoint": uri, "action_horizon": config.model.action_horizon}
     logging.info("serving %s on %s:%d", uri, args.host, args.port)
     websocket_policy_server.WebsocketPolicyServer(policy, host=args.host, port=args.port, metadata=metadata).serve_forever()

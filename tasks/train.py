@@ -13,6 +13,11 @@ stats artifact as norm stats), `optimizer`, `sharding` and `checkpoints` (orbax,
   artifact is published.
 - The artifact: `checkpoint/` (`params/`, `assets/<env_id>/norm_stats.json`, `train_state/`),
   `train_log.jsonl` (per-step loss and timings) and `train_summary.json`.
+- Checkpoint candidates (`keep_period`, openpi's name for it): the checkpoints of every `keep_period`-th step
+  are kept too, as `candidates/<step>/` (`params/` and `assets/`: what `create_trained_policy` loads, without
+  the optimizer state), so that verify can evaluate each and the pipeline keep the one that succeeds most in
+  closed loop; training loss does not tell (openpi #544). A checkpoint is addressed as `<train uri>@<step>`
+  (`checkpoint_ref`); the plain URI is the final one.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from tasks.specs import get_spec
 
 STAGE = "train"
 PROGRESS_STAGE = "train-progress"
+CANDIDATES = "candidates"  # candidates/<step>/: the kept checkpoints of a train artifact (keep_period)
 CODE_VERSION = "3"  # 3: held-out validation loss (the held-out dataset is a parent)
 # Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
 # Not part of the key: where and how the same training runs (sharding over devices included), not what it learns.
@@ -56,6 +62,9 @@ class TrainParams:
     action_horizon: int = 10
     learning_rate: float = 0.0  # peak LR; 0: the preset's default
     save_interval: int = 0  # checkpoint (and resume point) every N steps; 0: only at the end
+    # Keep the checkpoint of every N-th step in the artifact as a candidate for selection by closed-loop success
+    # (openpi's keep_period: it keeps every 5000th); 0: the final checkpoint only.
+    keep_period: int = 0
     seed: int = 42
     # Initial weights: "base" (the family's released checkpoint, BASE_PARAMS), openpi params (gs://..., s3://..., a
     # path), a train artifact of this store, or "latest" (the task's promoted checkpoint). Required by lora.
@@ -87,8 +96,8 @@ class TrainParams:
             raise ValueError(f"action_horizon must be 1..256, got {self.action_horizon}")
         if not 0 <= self.learning_rate < 1:
             raise ValueError(f"learning_rate must be within [0, 1), got {self.learning_rate}")
-        if self.save_interval < 0 or self.log_interval < 1:
-            raise ValueError("save_interval must be >= 0 and log_interval >= 1")
+        if self.save_interval < 0 or self.log_interval < 1 or self.keep_period < 0:
+            raise ValueError("save_interval and keep_period must be >= 0 and log_interval >= 1")
         if self.val_interval < 0 or not 1 <= self.val_batches <= 1000:
             raise ValueError("val_interval must be >= 0 (0: off) and val_batches 1..1000")
         if not 1 <= self.fsdp_devices <= 512:
@@ -130,6 +139,8 @@ class TrainParams:
             d.pop(name)
         if d["model"] == "pi0":
             del d["model"]  # pi0 was the only family before `model` existed: its artifacts keep their keys
+        if not d["keep_period"]:
+            del d["keep_period"]  # nor do runs that keep only the final checkpoint change their keys
         return d
 
 
@@ -206,11 +217,14 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
         if not latest or not latest.get("checkpoint"):
             raise TrainError(f"pretrained_uri=latest, but no checkpoint of {params.env_id} has been promoted under "
                              f"{store.root} yet: give a checkpoint URI, or run the pipeline once without it")
-        uri = latest["checkpoint"]
+        uri = checkpoint_ref(latest["checkpoint"], latest.get("step"))
     prefix = f"{store.root}/{params.env_id}/{STAGE}/"
     if not uri.startswith(prefix):
         return uri, None  # an openpi params directory (pi0_base or a copy of it)
-    manifest = store.read_manifest(uri.rstrip("/"))
+    artifact, step = split_checkpoint_ref(uri.rstrip("/"))
+    manifest = store.read_manifest(artifact)
+    if manifest is not None:
+        checkpoint_dir_name(manifest, step)  # a step the artifact did not keep is refused here, before any work
     if manifest is None:
         raise TrainError(f"pretrained_uri {uri} is not a complete train artifact (no manifest.json): use a published "
                          "train artifact's URI")
@@ -222,7 +236,41 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
     if parent_model != params.model:
         raise TrainError(f"pretrained_uri {uri} holds {parent_model} weights, which do not load into a {params.model} "
                          f"model: warm-start from a {params.model} checkpoint, or set model={parent_model}")
-    return manifest.uri, manifest
+    return checkpoint_ref(manifest.uri, step if step != final_step(manifest) else None), manifest
+
+
+def final_step(manifest: Manifest) -> int:
+    return int(manifest.metrics.get("steps") or manifest.params.get("steps") or 0)
+
+
+def checkpoint_steps(manifest: Manifest) -> list[int]:
+    """The steps whose checkpoints a train artifact holds: its candidates (keep_period) and the final one."""
+    return [int(s) for s in manifest.metrics.get("checkpoint_steps") or [final_step(manifest)]]
+
+
+def checkpoint_ref(uri: str, step: int | None) -> str:
+    """How a kept checkpoint is named: `<train uri>@<step>`; the train URI alone is its final checkpoint."""
+    return f"{uri}@{int(step)}" if step else uri
+
+
+def split_checkpoint_ref(ref: str) -> tuple[str, int | None]:
+    uri, sep, step = ref.rpartition("@")
+    if not sep:
+        return ref, None
+    if not step.isdigit():
+        raise TrainError(f"checkpoint {ref!r}: what follows '@' must be a step number (e.g. {uri}@5000)")
+    return uri, int(step)
+
+
+def checkpoint_dir_name(manifest: Manifest, step: int | None) -> str:
+    """The folder of a train artifact holding the checkpoint of `step` (None or 0: the final one)."""
+    if not step or step == final_step(manifest):
+        return "checkpoint"
+    kept = checkpoint_steps(manifest)
+    if step not in kept:
+        raise TrainError(f"{manifest.uri} keeps no checkpoint of step {step}: it keeps steps {', '.join(map(str, kept))} "
+                         "(train with keep_period to keep more)")
+    return f"{CANDIDATES}/{step}"
 
 
 def check_weights_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -597,7 +645,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
             last_step = step + 1 == config.num_train_steps
             if not last_step:
                 batch = next(batches)  # the step runs on the device meanwhile (JAX dispatches asynchronously)
-            save = (step + 1) % config.save_interval == 0 or last_step
+            kept = bool(params.keep_period) and (step + 1) % params.keep_period == 0 and not last_step
+            save = (step + 1) % config.save_interval == 0 or last_step or kept
             if (step + 1) % config.log_interval == 0 or save:
                 flush(log_file)
             if val_batches and ((step + 1) % params.val_interval == 0 or last_step):
@@ -612,6 +661,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
                                {"step": step + 1, "wandb_id": wandb_run.id if wandb_run is not None else None,
                                 "saved_at": time.time()})  # the maintenance sweep ages resume points by it
                 log(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
+                if kept:
+                    keep_candidate(saved, out, step + 1)
                 t_mark = time.monotonic()  # checkpoint time is not step time
     with sharding.set_mesh(loop.mesh):
         final_probe = float(jax.device_get(probe_fn(state, probe_batch)))
@@ -621,6 +672,14 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         wandb_run.finish()
     final = ckpt_dir / str(config.num_train_steps)
     shutil.copytree(final, out / "checkpoint", ignore=shutil.ignore_patterns("train_log.jsonl"))
+    candidates = candidate_steps(params, config.num_train_steps)
+    for s in candidates:  # the ones kept before an earlier attempt died come from its resume points
+        if not (out / CANDIDATES / str(s)).is_dir():
+            if str(s) not in done:
+                raise TrainError(f"the candidate checkpoint of step {s} was lost with an earlier attempt (its resume point "
+                                 f"{progress_uri}/{s} is gone): rerun with keep_period=0, or delete {progress_uri} to "
+                                 "train again from the start")
+            keep_candidate(store.get_tree(f"{progress_uri}/{s}", scratch / "kept" / str(s)), out, s)
     records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "loss" in r]
     val_records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "val_loss" in r]
     # The first interval of an attempt includes jit compilation: throughput is measured after it.
@@ -645,10 +704,22 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         if intervals else None,
         "peak_rss_mb": round(peak_rss_mb()),
         "checkpoint_mb": round(dir_size_mb(out / "checkpoint"), 1),
+        "keep_period": params.keep_period, "checkpoint_steps": [*candidates, config.num_train_steps],
         "device": jax.devices()[0].device_kind, "dataset_repo_id": repo_id,
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def candidate_steps(params: TrainParams, num_train_steps: int) -> list[int]:
+    """The steps before the last whose checkpoints are kept in the artifact (keep_period)."""
+    return list(range(params.keep_period, num_train_steps, params.keep_period)) if params.keep_period else []
+
+
+def keep_candidate(saved: Path, out: Path, step: int) -> None:
+    """A checkpoint as verify and openpi's policy loader read it: params and assets, not the optimizer state."""
+    shutil.copytree(saved, out / CANDIDATES / str(step), ignore=shutil.ignore_patterns("train_state", "train_log.jsonl"),
+                    dirs_exist_ok=True)
 
 
 def init_description(init_weights: str, from_artifact: bool) -> str:
@@ -693,7 +764,10 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
         cache = out.parent / "inputs"
         dataset_manifest, dataset_dir = store.fetch(dataset, cache)
         _, stats_dir = store.fetch(stats, cache)
-        init_dir = store.fetch(init_manifest.uri, cache)[1] / "checkpoint" / "params" if init_manifest else None
+        init_dir = None
+        if init_manifest is not None:
+            folder = checkpoint_dir_name(init_manifest, split_checkpoint_ref(init_weights)[1])
+            init_dir = store.fetch(init_manifest.uri, cache, only=[f"{folder}/params"])[1] / folder / "params"
         holdout_dir = store.fetch(holdout, cache)[1] if holdout_manifest is not None else None
         return run_training(params, dataset_dir=dataset_dir, dataset_key=dataset_manifest.key, stats_dir=stats_dir,
                             out=out, store=store, progress_uri=progress_uri, init_weights=init_weights,
@@ -706,10 +780,14 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
     return result
 
 
-def fetch_checkpoint(store: ArtifactStore, uri: str, cache_dir: Path | None = None) -> tuple[Manifest, Path]:
-    """The checkpoint directory of a train artifact on local disk (what `create_trained_policy` takes)."""
-    manifest, local = store.fetch(uri, cache_dir or work_dir())
-    return manifest, local / "checkpoint"
+def fetch_checkpoint(store: ArtifactStore, ref: str, cache_dir: Path | None = None) -> tuple[Manifest, Path]:
+    """A checkpoint (`<train uri>` for the final one, `<train uri>@<step>` for a kept one) on local disk, as
+    `create_trained_policy` takes it; only that checkpoint and the training log are fetched."""
+    uri, step = split_checkpoint_ref(ref)
+    manifest = store.require(uri)
+    folder = checkpoint_dir_name(manifest, step)
+    _, local = store.fetch(uri, cache_dir or work_dir(), only=[folder, "train_log.jsonl"])
+    return manifest, local / folder
 
 
 logging.getLogger("absl").setLevel(logging.WARNING)

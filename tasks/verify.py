@@ -71,6 +71,8 @@ class VerifyParams:
     # 0: auto (tasks.rollout.auto_env_count). Not in the key: the same seeds and protocol (only the policy's noise
     # draws depend on the batching, as they do on any rerun).
     envs: int = 0
+    # Which of the train artifact's kept checkpoints to evaluate (its `checkpoint_steps`); 0: the final one.
+    step: int = 0
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -90,11 +92,15 @@ class VerifyParams:
             raise ValueError(f"unknown device {self.device!r}: use auto, cpu or gpu")
         if not 0 <= self.envs <= 64:
             raise ValueError(f"envs must be 0 (auto) .. 64, got {self.envs}")
+        if self.step < 0:
+            raise ValueError(f"step must be >= 0 (0: the final checkpoint), got {self.step}")
 
     def key_params(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("device")  # the resolved render backend is keyed instead (it is part of the protocol)
         d.pop("envs")  # how many envs play the seeds at once does not change what is measured
+        if not d["step"]:
+            del d["step"]  # the final checkpoint keeps the keys it had before candidates existed
         return d
 
 
@@ -415,13 +421,23 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
     params.validate()
     spec = get_spec(params.env_id)
     store = ArtifactStore(root)
-    train_manifest, holdout_manifest = store.require(checkpoint), store.require(holdout)
+    train_manifest, holdout_manifest = store.require(checkpoint.rpartition("@")[0] or checkpoint), store.require(holdout)
     if train_manifest.stage != "train" or holdout_manifest.stage != "convert":
         raise VerifyError(f"verify needs a train artifact and a convert artifact (held-out demos), got "
                           f"{train_manifest.stage} and {holdout_manifest.stage}")
     for m in (train_manifest, holdout_manifest):
         if m.env_id != params.env_id:
             raise VerifyError(f"{m.uri} belongs to {m.env_id}, not {params.env_id}")
+    from tasks.train import checkpoint_dir_name, checkpoint_ref, final_step, split_checkpoint_ref
+
+    uri, ref_step = split_checkpoint_ref(checkpoint)
+    if ref_step and params.step and ref_step != params.step:
+        raise VerifyError(f"checkpoint {checkpoint} names step {ref_step} but step={params.step} was asked for")
+    step = ref_step or params.step
+    step = 0 if step == final_step(train_manifest) else step  # the final checkpoint is the artifact itself
+    folder = checkpoint_dir_name(train_manifest, step)  # refuses a step the artifact did not keep
+    params = dataclasses.replace(params, step=step)
+    checkpoint = uri
     train_dataset = training_dataset(store, train_manifest)
     holdout_is_training_data = train_dataset.uri == holdout
     # Refusals before any compute: the protocol is fixed by the params and the lineage alone.
@@ -434,7 +450,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         from tasks import report
 
         cache = out.parent / "inputs"
-        _, train_dir = store.fetch(checkpoint, cache)
+        _, train_dir = store.fetch(checkpoint, cache, only=[folder, "train_log.jsonl"])
         _, holdout_dir = store.fetch(holdout, cache)
         horizon = int(train_manifest.params["action_horizon"])
         harness: dict[str, Any] | None = None
@@ -452,7 +468,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                                         params.oracle_episodes)
                 common.log(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
                            f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})")
-            policy, _ = load_policy(spec, train_manifest, train_dir / "checkpoint")
+            policy, _ = load_policy(spec, train_manifest, train_dir / folder)
             ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
             if envs is not None:
                 batched = BatchedPolicy(policy, envs.size)
@@ -490,8 +506,11 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             "holdout_is_training_data": holdout_is_training_data,
             "train": {k: train_manifest.metrics.get(k) for k in ("model", "preset", "normalization", "steps", "final_loss",
                                                                  "val_loss_final", "batch_size", "init")},
-            "lineage": {"checkpoint": checkpoint, "holdout": holdout, "train_parents": list(train_manifest.parents)},
+            "lineage": {"checkpoint": checkpoint, "step": step or None, "checkpoint_ref": checkpoint_ref(checkpoint, step),
+                        "holdout": holdout, "train_parents": list(train_manifest.parents)},
         }
+        metrics["checkpoint_step"] = step or final_step(train_manifest)
+        metrics["val_loss_at_step"] = val_loss_at(train_dir / "train_log.jsonl", metrics["checkpoint_step"])
         (out / "metrics.json").write_text(json.dumps(
             {**metrics, "closed_loop_episodes": cl_episodes, "harness_episodes": (harness or {}).get("per_episode", [])},
             indent=2))
@@ -506,6 +525,17 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
     key = {**params.key_params(), "render_backend": protocol.env_kwargs.get("render_backend"), "spec": spec.digest(STAGE)}
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key,
                      parents=[train_manifest, holdout_manifest], build=build, log=common.log)
+
+
+def val_loss_at(train_log: Path, step: int) -> float | None:
+    """The held-out validation loss training logged at `step` (None when none was logged there)."""
+    if not train_log.is_file():
+        return None
+    for line in train_log.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("step") == step and "val_loss" in record:
+            return float(record["val_loss"])
+    return None
 
 
 def verdict_line(metrics: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""The human approval before latest moves: Airflow's HITL step between verify and promote, through dag.test().
+"""The human approval before latest moves: Airflow's HITL step between select and promote, through dag.test().
 
 The DAG here is the SFT DAG's tail (the real `resolve`, `approve` and `promote` tasks of
-plugins/pipeline_tasks.py); its `verify` task hands over a verification published in the test, as in
+plugins/pipeline_tasks.py, `select` included); its `verify` task hands over a verification published in the test, as in
 tests/test_registry.py, because a tiny CPU model never passes the success floor that makes a candidate
 promotable. A person answers through Airflow's own REST API (the Core API app, in process, on the same
 metadata DB), as the Required Actions page does.
@@ -51,8 +51,9 @@ def approval_tail():
     config = t.resolve()
     checked = verify()
     config >> checked
-    promotion = t.promote(checked)
-    checked >> t.approve() >> promotion
+    selection = t.select([checked])  # the real select stage, over the one verification
+    promotion = t.promote(selection)
+    selection >> t.approve() >> promotion
 
 
 approval_tail()

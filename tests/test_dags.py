@@ -13,8 +13,9 @@ from tests.conftest import PROJECT
 SFT = "maniskill_openpi_sft"
 BACKFILL = "maniskill_openpi_backfill"
 # The smallest honest run: tiny preset, a few demos, short closed-loop evaluation.
-SMALL_RUN = {"demo_count": 3, "holdout_count": 1, "episodes_per_shard": 2, "steps": 2, "eval_episodes": 1,
-             "eval_max_steps": 10, "holdout_frames": 2}
+# keep_period 1: training keeps both steps' checkpoints, so verify is mapped over two and select picks one
+SMALL_RUN = {"demo_count": 3, "holdout_count": 1, "episodes_per_shard": 2, "steps": 2, "keep_period": 1, "val_interval": 1,
+             "eval_episodes": 1, "eval_max_steps": 10, "holdout_frames": 2}
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +44,18 @@ def test_sft_stage_order_and_mapping(dagbag):
     downstream = {t: dag.get_task(t).downstream_task_ids for t in dag.task_ids}
     assert downstream == {
         "resolve": {"download"}, "download": {"shards"}, "shards": {"render"}, "render": {"convert", "convert_holdout"},
-        "convert": {"stats", "train"}, "stats": {"train"}, "train": {"verify"}, "convert_holdout": {"train", "verify"},
-        "verify": {"approve", "promote"}, "approve": {"promote"}, "promote": {"report"}, "report": set()}
+        "convert": {"stats", "train"}, "stats": {"train"}, "train": {"candidates"}, "candidates": {"verify"},
+        "convert_holdout": {"train", "verify"}, "verify": {"select"}, "select": {"approve", "promote"},
+        "approve": {"promote"}, "promote": {"report"}, "report": set()}
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
+    assert "MappedOperator" in type(dag.get_task("verify")).__name__  # verify over the kept checkpoints
     # the backfill's group is the same pipeline, render per split
     bf = dagbag.dags[BACKFILL]
     down = {t.removeprefix("pipeline."): {d.removeprefix("pipeline.") for d in bf.get_task(t).downstream_task_ids}
             for t in bf.task_ids}
     assert down["registered_tasks"] == {"resolve"} and down["resolve"] == {"download"}
-    assert down["shards"] == {"render", "render_holdout"} and down["verify"] == {"approve", "promote"}
+    assert down["shards"] == {"render", "render_holdout"} and down["train"] == {"candidates"}
+    assert down["candidates"] == {"verify"} and down["verify"] == {"select"} and down["select"] == {"approve", "promote"}
     assert down["approve"] == {"promote"} and down["promote"] == {"report"}
     # both DAGs move the policy asset when they promote
     assert [a.name for a in dag.get_task("promote").outlets] == [a.name for a in bf.get_task("pipeline.promote").outlets]
@@ -160,10 +164,16 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     assert run.state == "success"
     stages = [s for _, s, _ in _manifests(store)]
     # 3 training demos in shards of 2 -> two train shards, plus the held-out shard
-    assert sorted(stages) == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
+    assert sorted(stages) == ["convert", "convert", "download", "render", "render", "render", "select", "stats", "train",
+                              "verify", "verify"]
     # 1 closed-loop episode of a 2-step tiny policy with no success threshold: verified "unchecked", not promoted
     xcoms = _run_xcoms(run.run_id)
-    assert xcoms["verify"][0]["metrics"]["verdict"] == "unchecked" and xcoms["verify"][0]["metrics"]["harness"]["ok"]
+    assert [v["metrics"]["checkpoint_step"] for v in xcoms["verify"]] == [1, 2]  # both kept checkpoints, mapped
+    assert all(v["metrics"]["verdict"] == "unchecked" and v["metrics"]["harness"]["ok"] for v in xcoms["verify"])
+    # the selection follows the rule: most successes, then the lower validation loss at that step, then the later step
+    ranked = sorted(xcoms["verify"], key=lambda v: (-v["metrics"]["successes"], v["metrics"]["val_loss_at_step"],
+                                                    -v["metrics"]["checkpoint_step"]))
+    assert xcoms["select"][0]["metrics"]["verify"] == ranked[0]["uri"]
     assert not xcoms["promote"][0]["metrics"]["promoted"] and "unchecked" in xcoms["promote"][0]["metrics"]["reason"]
     assert not (store / "PickCube-v1" / "latest.json").exists()
     with create_session() as session:
@@ -172,9 +182,11 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
         assert len([ti for ti in tis if ti.task_id == "render"]) == 3  # mapped: one task instance per shard
     run_json = json.loads(next(store.glob("PickCube-v1/runs/*/run.json")).read_text())
     assert run_json["run_id"] == run.run_id
-    # 1 download, 3 render shards, 2 converts, stats, train, verify, promote: each with its time and cache state
+    # 1 download, 3 render shards, 2 converts, stats, train, 2 verifies, select, promote: each with its time and cache
     assert [s["stage"].split("[")[0] for s in run_json["stages"]] == ["download", "render", "render", "render", "convert",
-                                                                      "convert_holdout", "stats", "train", "verify", "promote"]
+                                                                      "convert_holdout", "stats", "train", "verify",
+                                                                      "verify", "select", "promote"]
+    assert run_json["selected_step"] == ranked[0]["metrics"]["checkpoint_step"]
     assert all(s["seconds"] >= 0 and s["cache_hit"] in (True, False) for s in run_json["stages"])
 
 
@@ -202,18 +214,21 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
     report = next(store.glob("PickCube-v1/runs/*/report.html"))
     page = inspect_page(report, tmp_path / "report.png")
     assert run.run_id in page["title"]
-    assert {"verdict", "verdict-reason", "metrics", "stages", "frames", "loss", "actions", "episodes", "harness", "protocol",
-            "lineage"} <= set(page["ids"])
+    assert {"verdict", "verdict-reason", "metrics", "stages", "selection", "frames", "loss", "actions", "episodes",
+            "harness", "protocol", "lineage"} <= set(page["ids"])
     assert "UNCHECKED" in page["text"] and "PASSED" not in page["text"]
     images = page["images"]
     alts = [i["alt"] for i in images]
     assert "training and validation loss curves" in alts and "predicted vs demonstrated actions" in alts
+    assert "closed-loop success and validation loss against step" in alts  # the checkpoint selection's figure
+    selection = page["tables"]["selection"]
+    assert [row[0] for row in selection[1:]] == ["1", "2"] and sum(row[5] == "selected" for row in selection[1:]) == 1
     assert any(a.startswith("held-out frame") for a in alts) and any(a.startswith("rollout step") for a in alts)
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in images), images  # every figure decoded
     stages = page["tables"]["stages"]
-    assert stages[0] == ["stage", "seconds", "cache", "artifact"] and len(stages) == 11
+    assert stages[0] == ["stage", "seconds", "cache", "artifact"] and len(stages) == 13
     assert {row[0].split("[")[0] for row in stages[1:]} == {"download", "render", "convert", "convert_holdout", "stats",
-                                                            "train", "verify", "promote"}
+                                                            "train", "verify", "select", "promote"}
     assert all(float(row[1]) >= 0 and row[2] in ("ran", "cache hit") for row in stages[1:])
     assert "closed-loop success rate" in page["text"] and "checkpoint" in page["text"]  # metrics and lineage rows
     assert (tmp_path / "report.png").stat().st_size > 10_000
@@ -236,7 +251,7 @@ def test_more_demos_redo_only_what_changed(sft_run, dagbag):
     assert shards[(0, 1)]["uri"] == old_shards[(0, 1)]["uri"] and shards[(1, 3)]["uri"] == old_shards[(1, 3)]["uri"]
     assert not shards[(3, 5)]["cache_hit"] and not shards[(5, 6)]["cache_hit"]
     assert after["convert_holdout"][0]["cache_hit"]  # same held-out episodes -> same held-out dataset
-    for stage in ("download", "convert", "stats", "train", "verify"):
+    for stage in ("download", "convert", "stats", "train", "verify", "select"):
         assert not after[stage][0]["cache_hit"], stage
 
 
@@ -253,9 +268,10 @@ def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
     assert bf.state == "success"
     new = set(_manifests(store)) - before
     assert {env for env, _, _ in new} == {"PushCube-v1"}
-    assert sorted(s for _, s, _ in new) == ["convert", "convert", "download", "render", "render", "render", "stats", "train", "verify"]
+    assert sorted(s for _, s, _ in new) == ["convert", "convert", "download", "render", "render", "render", "select",
+                                            "stats", "train", "verify", "verify"]
     verified = [m for env, s, m in new if s == "verify"]
-    assert len(verified) == 1 and not (store / "PushCube-v1" / "latest.json").exists()  # unchecked: not promoted
+    assert len(verified) == 2 and not (store / "PushCube-v1" / "latest.json").exists()  # unchecked: not promoted
 
 
 def test_readme_picture_is_the_dag(dagbag):

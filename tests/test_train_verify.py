@@ -7,6 +7,7 @@ default, so the seed-overlap refusal is exercised on real demo JSON. Everything 
 loader, optimizer and orbax checkpoints, `create_trained_policy`, ManiSkill rollouts.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from tasks.promote import PromoteParams, promote
 from tasks.render import RenderParams, render
 from tasks.stats import StatsParams, stats
 from tasks.train import PROGRESS_STAGE, TrainError, TrainParams, train
+from tasks.specs import get_spec
 from tasks.verify import EVAL_SEED_BASE, VerifyError, VerifyParams, verdict_line, verify
 from tests.conftest import PROJECT, publish_dir
 
@@ -51,8 +53,9 @@ def data(s3_endpoint):
 
 @pytest.fixture(scope="module")
 def trained(data):
-    result = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, val_interval=1), root=data["root"],
-                   dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
+    """Two steps, both checkpoints kept (keep_period 1): step 1 as a candidate, step 2 as the final checkpoint."""
+    result = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, val_interval=1, keep_period=1),
+                   root=data["root"], dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
     return result
 
 
@@ -79,6 +82,9 @@ def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     assert "manifest.json" in keys and "train_log.jsonl" in keys
     assert f"checkpoint/assets/{ENV_ID}/norm_stats.json" in keys
     assert any(k.startswith("checkpoint/params/") for k in keys) and any(k.startswith("checkpoint/train_state/") for k in keys)
+    # the kept checkpoint of step 1: what openpi's loader reads (params, assets), without the optimizer state
+    assert m["checkpoint_steps"] == [1, 2] and f"candidates/1/assets/{ENV_ID}/norm_stats.json" in keys
+    assert any(k.startswith("candidates/1/params/") for k in keys) and not any(k.startswith("candidates/1/train_state") for k in keys)
     store = ArtifactStore(data["root"])
     log = [json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()]
     train_log = [r for r in log if "loss" in r]
@@ -90,7 +96,7 @@ def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     assert data["holdout"] in store.require(trained.uri).parents
     # the resume points are gone once the artifact is published
     assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
-    again = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, wandb=True, val_interval=1),
+    again = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, wandb=True, val_interval=1, keep_period=1),
                   root=data["root"], dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
     assert again.cache_hit and again.uri == trained.uri  # W&B on/off is not part of what is produced
 
@@ -168,6 +174,61 @@ def test_verify_reports_its_protocol_harness_check_and_verdict_in_words(trained,
     assert "verification FAILED" in verdict_line(f) and "0/1" in verdict_line(f)
     refused = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=failed.uri)
     assert not refused.metrics["promoted"] and "only a passed verification" in refused.metrics["reason"]
+
+
+def test_each_kept_checkpoint_is_verified_and_the_rule_picks_the_better(trained, data):
+    """verify on step 1 (a kept candidate) and step 2 (the final checkpoint), then select. Which is better is known
+    from what was measured: more closed-loop successes, and on a tie the lower validation loss training logged."""
+    from tasks.select_checkpoint import SelectParams, select
+
+    store = ArtifactStore(data["root"])
+    # the final checkpoint with the settings of the verify test above: the same artifact (step 2 is the plain URI)
+    params = VerifyParams(env_id=ENV_ID, holdout_frames=3, episodes=1, max_steps=10, seed=100)
+    final = verify(params, root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    assert verify(dataclasses.replace(params, step=2), root=data["root"], checkpoint=trained.uri,
+                  holdout=data["holdout"]).uri == final.uri
+    kept = verify(dataclasses.replace(params, step=1), root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    assert kept.uri != final.uri and kept.metrics["lineage"]["checkpoint_ref"] == f"{trained.uri}@1"
+    log = [json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()]
+    val = {r["step"]: r["val_loss"] for r in log if "val_loss" in r}
+    for result, step in ((kept, 1), (final, 2)):
+        assert result.metrics["checkpoint_step"] == step and result.metrics["val_loss_at_step"] == val[step]
+        assert result.metrics["protocol"] == final.metrics["protocol"]  # the same seeds, envs and step limit
+    # the two checkpoints act differently: the candidate really is step 1's weights, not the final ones
+    assert kept.metrics["action_mae"] != final.metrics["action_mae"]
+    better = min((kept, final), key=lambda r: (-r.metrics["successes"], r.metrics["val_loss_at_step"]))
+    chosen = select(SelectParams(env_id=ENV_ID), root=data["root"], verifications=[final.uri, kept.uri])
+    assert chosen.metrics["verify"] == better.uri and chosen.metrics["step"] == better.metrics["checkpoint_step"]
+    assert set(s3_keys(chosen.uri)) >= {"manifest.json", "selection.json", "selection.png"}
+    with pytest.raises(ValueError, match="keeps no checkpoint of step 3: it keeps steps 1, 2"):
+        verify(dataclasses.replace(params, step=3), root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+
+
+def test_a_promoted_kept_checkpoint_is_what_latest_serves_and_warm_starts_from(trained, data, tmp_path):
+    """latest names the train artifact and the step: serve and `pretrained_uri=latest` load step 1, not the final."""
+    from tasks.serve import resolve_checkpoint
+    from tasks.train import fetch_checkpoint, resolve_initial_weights
+    from tasks.verify import load_policy
+
+    store = ArtifactStore(data["root"])
+    passed = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100, step=1),
+                    root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    assert passed.metrics["verdict"] == "passed"
+    try:
+        assert promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=passed.uri).metrics["promoted"]
+        latest = store.read_json(latest_uri(store, ENV_ID))
+        assert latest["checkpoint"] == trained.uri and latest["step"] == 1
+        ref = resolve_checkpoint(store, ENV_ID, None)
+        assert ref == f"{trained.uri}@1"
+        weights, parent = resolve_initial_weights(TrainParams(env_id=ENV_ID, pretrained_uri="latest"), store)
+        assert weights == ref and parent.uri == trained.uri
+        manifest, ckpt = fetch_checkpoint(store, ref, tmp_path)
+        assert ckpt.name == "1" and not (tmp_path / manifest.key / "checkpoint").exists()  # only step 1 was fetched
+        policy, _ = load_policy(get_spec(ENV_ID), manifest, ckpt)
+        frame = {"images": {"base_camera": np.zeros((128, 128, 3), np.uint8)}, "state": np.zeros(get_spec(ENV_ID).state_dim)}
+        assert policy.infer(frame)["actions"].shape == (HORIZON, 7)
+    finally:
+        store.fs.rm(store._path(latest_uri(store, ENV_ID)))
 
 
 def test_promotion_keeps_the_better_latest_and_refuses_an_incomparable_protocol(trained, data):
@@ -272,9 +333,11 @@ def test_norm_stats_width_mismatch_is_refused_before_training(data, tmp_path):
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(data):
-    """SIGKILL after the step-1 checkpoint is uploaded; the rerun continues at step 1, not from scratch."""
+    """SIGKILL after the step-1 checkpoint is uploaded; the rerun continues at step 1, not from scratch, and the
+    checkpoints kept before the kill (keep_period) come back from their resume points into the artifact."""
     root = data["root"]
-    params = ["--env-id", ENV_ID, "--steps", "3", "--save-interval", "1", "--seed", "7", "--action-horizon", str(HORIZON)]
+    params = ["--env-id", ENV_ID, "--steps", "3", "--save-interval", "1", "--keep-period", "1", "--seed", "7",
+              "--action-horizon", str(HORIZON)]
     proc = subprocess.Popen([sys.executable, "-m", "tasks.train", "--root", root, "--dataset", data["dataset"],
                              "--stats", data["stats"], *params], cwd=PROJECT, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -296,9 +359,12 @@ def test_killed_training_resumes_from_its_last_checkpoint(data):
     progress_uri = f"{progress_root}/{run_dirs.pop()}"
     assert "1" in store.complete_trees(progress_uri)
 
-    result = train(TrainParams(env_id=ENV_ID, steps=3, save_interval=1, seed=7, action_horizon=HORIZON), root=root,
-                   dataset=data["dataset"], stats=data["stats"])
+    result = train(TrainParams(env_id=ENV_ID, steps=3, save_interval=1, keep_period=1, seed=7, action_horizon=HORIZON),
+                   root=root, dataset=data["dataset"], stats=data["stats"])
     assert result.metrics["resumed_from_step"] >= 1 and result.metrics["steps"] == 3
+    assert result.metrics["checkpoint_steps"] == [1, 2, 3]
+    keys = s3_keys(result.uri)
+    assert all(any(k.startswith(f"candidates/{s}/params/") for k in keys) for s in (1, 2))
     log = [json.loads(x) for x in store.fs.cat(store._path(result.files_uri) + "/train_log.jsonl").decode().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]  # one curve across both attempts, no restart
     assert not store.complete_trees(progress_uri)
