@@ -156,8 +156,9 @@ def test_graph_reads_as_the_pipeline(ui, artifacts):
     ui.show_graph(SFT)
     nodes = ui.driver.execute_script(
         "return [...document.querySelectorAll('.react-flow__node')].map(n => n.getAttribute('data-id'))")
-    assert {"resolve", "download", "shards", "render", "convert", "convert_holdout", "stats", "train", "verify",
-            "approve", "promote", "report"} <= set(nodes)
+    assert {"resolve", "download", "shards", "render", "convert", "convert_holdout", "stats", "train", "candidates",
+            "verify", "select", "approve", "promote", "report"} <= set(nodes)
     edges = ui.driver.execute_script("return document.querySelectorAll('.react-flow__edge').length")
-    assert edges == 15  # the data flow only (13) and verify -> approve -> promote: no fan-out from resolve, no fan-in to report
+    # the data flow only (15) and select -> approve -> promote: no fan-out from resolve, no fan-in to report
+    assert edges == 17
     ui.screenshot(artifacts / "graph.png")
