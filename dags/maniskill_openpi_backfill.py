@@ -61,9 +61,9 @@ def maniskill_openpi_backfill():
         holdout = t.convert.override(task_id="convert_holdout")(rendered_holdout, "holdout")
         checkpoint = t.train(dataset, t.stats(dataset), holdout)
         verifications = t.verify_each.override(task_id="verify")(t.candidates(checkpoint), holdout)
-        selection = t.select(verifications)
-        promotion = t.promote(selection)
-        selection >> t.approve() >> promotion  # a person may have to approve first (require_approval)
+        confirmation = t.confirm(t.select(verifications), holdout)
+        promotion = t.promote(confirmation)
+        confirmation >> t.approve() >> promotion  # a person may have to approve first (require_approval)
         t.report(promotion)
 
     pipeline.expand(env_id=registered_tasks())

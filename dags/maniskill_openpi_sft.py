@@ -30,7 +30,8 @@ DOC = f"""{__doc__}
 `download` → `shards` (the render plan) → `render` (mapped: one task per shard, on any worker) →
 `convert` / `convert_holdout` → `stats` → `train` (queue/pool `gpu`) → `candidates` (the checkpoints training
 kept: every `keep_period` steps, and the last) → `verify` (mapped: one task per checkpoint, queue/pool `gpu`) →
-`select` (the checkpoint with the most closed-loop successes; ties: lower validation loss) → `approve` (a
+`select` (the checkpoint with the most closed-loop successes; ties: lower validation loss) → `confirm` (the chosen
+checkpoint verified again on the protocol's own seeds, with the harness check; `gpu`) → `approve` (a
 person's approval in *Required Actions*, only when the run sets `require_approval` and the rule would promote) →
 `promote` (moves `latest` and updates the `{t.POLICY_ASSET.name}` asset) → `report` (the run report; its task page
 has a **Run report** link). `resolve` builds the run config first; the other tasks read it from its result.
@@ -59,9 +60,9 @@ def maniskill_openpi_sft():
     holdout = t.convert.override(task_id="convert_holdout")(rendered, "holdout")
     checkpoint = t.train(dataset, t.stats(dataset), holdout)
     verifications = t.verify.partial(holdout=holdout).expand(checkpoint=t.candidates(checkpoint))
-    selection = t.select(verifications)
-    promotion = t.promote(selection)
-    selection >> t.approve() >> promotion  # a person may have to approve first (require_approval)
+    confirmation = t.confirm(t.select(verifications), holdout)
+    promotion = t.promote(confirmation)
+    confirmation >> t.approve() >> promotion  # a person may have to approve first (require_approval)
     t.report(promotion)
 
 

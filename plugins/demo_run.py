@@ -79,9 +79,7 @@ def print_summary(summary: dict) -> None:
         cache = "" if r["cache_hit"] is None else ("hit" if r["cache_hit"] else "built")
         print(f"{name:<18} {r['state']:<9} {r['seconds']:>8}  {cache:<9} {r['uri'] or ''}")
     selection = (summary["tasks"].get("select", {}).get("metrics") or {})
-    # verify is mapped over the kept checkpoints: the one select chose is the run's verification
-    verified = [r for name, r in summary["tasks"].items() if name.split("[")[0] == "verify" and r.get("uri")]
-    verify = next((r for r in verified if r["uri"] == selection.get("verify")), verified[-1] if verified else {})
+    verify = summary["tasks"].get("confirm", {})  # the chosen checkpoint's verification on the protocol's seeds
     if verify.get("uri"):
         m = verify["metrics"]
         run_report = (summary["tasks"].get("report", {}).get("metrics") or {}).get("report")

@@ -1,6 +1,6 @@
 """The human approval in front of `latest`: Airflow's human-in-the-loop operator, asked only when it matters.
 
-`PromotionApproval` stands between select (the best of the verified checkpoints) and promote in both DAGs. With the run setting
+`PromotionApproval` stands between confirm (the selected checkpoint's verification) and promote in both DAGs. With the run setting
 `require_approval` off and no `PIPELINE_REQUIRE_APPROVAL=1` in the deployment (which no run's conf can
 override), it returns at once. With it on, it first asks promote's own rule (`tasks.promote.preview`) whether the candidate would
 replace latest: if not (a failed verdict, not shown better, another protocol), nobody is asked and promote
@@ -59,7 +59,7 @@ class PromotionApproval(HITLOperator):
         if not params.require_approval:
             return {"required": False, "asked": False, "reason": "the run does not require approval"}
         bind_s3_connection(config.s3_conn_id)
-        seen = preview(params, root=config.artifact_root, verification=_pull(ti, "select")["metrics"]["verify"])
+        seen = preview(params, root=config.artifact_root, verification=_pull(ti, "confirm")["uri"])
         if not seen["promotable"]:
             self.log.info("Not asking for approval: the promotion rule refuses the candidate (%s)", seen["reason"])
             return {"required": True, "asked": False, "reason": seen["reason"]}

@@ -140,15 +140,17 @@ def train(dataset: dict, norm_stats: dict, holdout: dict, ti=None) -> dict:
 
 @task
 def candidates(trained: dict) -> list[dict]:
-    """The checkpoints the training run kept (keep_period) and its final one: what verify evaluates."""
+    """The checkpoints the training run kept (keep_period) and its final one: what verify evaluates. With several,
+    each is scored on selection seeds, and `confirm` verifies the chosen one again on the protocol's seeds."""
     steps = trained["metrics"].get("checkpoint_steps") or [trained["metrics"]["steps"]]
-    return [{"uri": trained["uri"], "step": int(step)} for step in steps]
+    return [{"uri": trained["uri"], "step": int(step), "selection": len(steps) > 1} for step in steps]
 
 
 def _verify(config: RunConfig, checkpoint: dict, holdout: dict) -> dict:
     from tasks.verify import verify as stage
 
-    params = dataclasses.replace(config.verify_params(), step=int(checkpoint.get("step") or 0))
+    params = dataclasses.replace(config.verify_params(selection=bool(checkpoint.get("selection"))),
+                                 step=int(checkpoint.get("step") or 0))
     return _run(stage, params, config, checkpoint=checkpoint["uri"], holdout=holdout["uri"])
 
 
@@ -174,6 +176,14 @@ def select(verifications: list[dict], ti=None) -> dict:
     return _run(stage, SelectParams(env_id=config.env_id), config, verifications=[v["uri"] for v in _items(verifications)])
 
 
+@task(queue=GPU_QUEUE, pool=GPU_POOL)
+def confirm(selection: dict, holdout: dict, ti=None) -> dict:
+    """The selected checkpoint verified on the protocol's own seeds, with the harness check: the figures promote
+    judges are not the ones it was selected by. With one checkpoint it is the verification already made (a cache
+    hit)."""
+    return _verify(run_config(ti), {"uri": selection["metrics"]["checkpoint"], "step": 0}, holdout)
+
+
 def approve() -> "PromotionApproval":
     """The human approval between verify and promote (a no-op unless the run sets require_approval)."""
     from pipeline_approval import PromotionApproval
@@ -185,17 +195,16 @@ def approve() -> "PromotionApproval":
 
 
 @task(outlets=[POLICY_ASSET])
-def promote(selection: dict, ti=None) -> dict:
-    """Moves latest to the selected checkpoint when the rule (and, if the run requires it, a person in `approve`)
-    says so."""
+def promote(confirmation: dict, ti=None) -> dict:
+    """Moves latest to the selected checkpoint (its confirming verification) when the rule (and, if the run requires
+    it, a person in `approve`) says so."""
     from pipeline_approval import approval_answer
     from tasks.promote import promote as stage
 
     config = run_config(ti)
     actor = f"airflow {ti.dag_id} {ti.run_id}"  # the promotion history names the run that moved latest
     answer = approval_answer(_pull(ti, "approve"))
-    return _run(stage, config.promote_params(actor=actor, **answer), config,
-                verification=selection["metrics"]["verify"])
+    return _run(stage, config.promote_params(actor=actor, **answer), config, verification=confirmation["uri"])
 
 
 @task
@@ -210,9 +219,9 @@ def report(promotion: dict, ti=None, run_id=None) -> dict:
     else:
         rendered = _pull(ti, "render", mapped=True)
         verified = _pull(ti, "verify", mapped=True)
-    selection = _pull(ti, "select")
+    selection, confirmation = _pull(ti, "select"), _pull(ti, "confirm")
     results = {"download": _pull(ti, "download"), "render": rendered, "convert": _pull(ti, "convert"),
                "convert_holdout": _pull(ti, "convert_holdout"), "stats": _pull(ti, "stats"), "train": _pull(ti, "train"),
-               "verify": verified, "select": selection, "promote": promotion}
+               "verify": verified, "select": selection, "confirm": confirmation, "promote": promotion}
     return _run(stage, RunReportParams(env_id=config.env_id, run_id=run_id), config,
-                verification=selection["metrics"]["verify"], stages=stage_rows(results), selection=selection["uri"])
+                verification=confirmation["uri"], stages=stage_rows(results), selection=selection["uri"])

@@ -13,7 +13,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
-REPORT_TASK_IDS = ("verify", "report")
+REPORT_TASK_IDS = ("verify", "confirm", "report")
 
 
 def report_url(files_uri: str) -> str:
@@ -37,7 +37,7 @@ class RunReportLink(BaseOperatorLink):
         if ti_key.task_id.rsplit(".", 1)[-1] not in REPORT_TASK_IDS:
             return ""
         result = XCom.get_value(ti_key=ti_key, key="return_value")
-        if not result or not result.get("uri"):
+        if not isinstance(result, dict) or not result.get("uri"):  # the backfill's verify returns one per checkpoint
             return ""
         return report_url(result.get("files_uri") or result["uri"])
 

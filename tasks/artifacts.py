@@ -555,7 +555,8 @@ class ArtifactStore:
                 found[name] = json.loads(data.decode())
         return found
 
-    def get_tree(self, uri: str, local_dir: Path) -> Path:
+    def get_tree(self, uri: str, local_dir: Path, skip: Sequence[str] = ()) -> Path:
+        """Downloads an uploaded tree (`skip`: top-level folders to leave out)."""
         base = self._path(uri)
         local_dir = Path(local_dir)
         if local_dir.exists():
@@ -563,7 +564,7 @@ class ArtifactStore:
         local_dir.mkdir(parents=True)
         for path in self._retrying(f"list {uri}", lambda: self.fs.find(base)):
             rel = path[len(base.rstrip("/")) :].lstrip("/")  # fsspec returns paths in the form `base` has
-            if rel == COMPLETE:
+            if rel == COMPLETE or rel.split("/", 1)[0] in skip:
                 continue
             dst = local_dir / rel
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The whole pipeline for one task by calling the stage functions directly, in order, without Airflow.
 
 download -> render (held-out shard + train shards) -> convert (train, held-out) -> stats -> train ->
-verify (each kept checkpoint) -> select -> promote -> run report, driven by the same typed run config (tasks/run_config.py) and shard plan
+verify (each kept checkpoint) -> select -> confirm (verify the chosen one on the protocol's seeds) -> promote ->
+run report, driven by the same typed run config (tasks/run_config.py) and shard plan
 the DAGs use, so artifacts are shared with DAG runs (cache hits either way). Used to benchmark Airflow's
 overhead and to debug a stage by hand:
 
@@ -50,19 +51,23 @@ def run_pipeline(config: RunConfig) -> dict:
     ckpt = step("train", train(config.train_params(), root=root, dataset=dataset.uri, stats=norm.uri,
                                holdout=held_out.uri))
     steps = ckpt.metrics.get("checkpoint_steps") or [ckpt.metrics["steps"]]
+    scored = config.verify_params(selection=len(steps) > 1)  # several: selection seeds, confirmed below
     checked = []
     for i, s in enumerate(steps):
-        checked.append(step(f"verify[{i}]", verify(dataclasses.replace(config.verify_params(), step=s), root=root,
+        checked.append(step(f"verify[{i}]", verify(dataclasses.replace(scored, step=s), root=root,
                                                    checkpoint=ckpt.uri, holdout=held_out.uri)))
         print(f"==> step {s}: {verdict_line(checked[-1].metrics)}", flush=True)
     chosen = step("select", select(SelectParams(env_id=config.env_id), root=root, verifications=[c.uri for c in checked]))
     print(f"==> {chosen.metrics['reason']}", flush=True)
-    step("promote", promote(config.promote_params(), root=root, verification=chosen.metrics["verify"]))
+    confirmed = step("confirm", verify(config.verify_params(), root=root, checkpoint=chosen.metrics["checkpoint"],
+                                       holdout=held_out.uri))
+    print(f"==> {verdict_line(confirmed.metrics)}", flush=True)
+    step("promote", promote(config.promote_params(), root=root, verification=confirmed.uri))
     # the same run report the DAG's last task writes (this run's stage durations and cache hits)
     run_id = f"direct__{time.strftime('%Y-%m-%dT%H%M%S', time.gmtime())}"
     rows = run_report.stage_rows({name: r.to_dict() for name, r in results.items()})
     report = step("report", run_report.run_report(run_report.RunReportParams(env_id=config.env_id, run_id=run_id),
-                                                  root=root, verification=chosen.metrics["verify"], stages=rows,
+                                                  root=root, verification=confirmed.uri, stages=rows,
                                                   selection=chosen.uri))
     print(f"==> run report: {report.metrics['report']}", flush=True)
     print(f"==> finished in {time.monotonic() - t0:.1f}s", flush=True)

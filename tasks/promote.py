@@ -140,7 +140,7 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         if not promoted:
             break
         entry = {**candidate, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint"),
-                 "approved_by": params.approved_by or None}
+                 "previous_verify": (current or {}).get("verify"), "approved_by": params.approved_by or None}
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "promote", entry, current, params.actor)
             break

@@ -71,7 +71,7 @@ def history(store: ArtifactStore, env_id: str) -> list[dict[str, Any]]:
 @dataclasses.dataclass(frozen=True)
 class RollbackParams:
     env_id: str
-    to: str = ""  # a verify or checkpoint URI from the history; "": the entry latest replaced
+    to: str = ""  # a verify or checkpoint URI (or <train uri>@<step>) from the history; "": the entry latest replaced
     actor: str = ""  # who asks ("": the CLI's user@host); an Airflow task passes its dag and run id
 
     def validate(self) -> None:
@@ -83,14 +83,18 @@ def choose(records: list[dict[str, Any]], current: dict[str, Any] | None, to: st
     entries = [r["entry"] for r in records if r.get("entry")]
     if to:
         for entry in entries:
-            if to in (entry.get("verify"), entry.get("checkpoint")):
+            if to in (entry.get("verify"), entry.get("checkpoint"), entry.get("checkpoint_ref")):
                 return entry
         known = sorted({e.get("verify") for e in entries if e.get("verify")})
         raise RollbackError(f"{to} is in no promotion record; the history has the verify artifacts {known}")
     if current is None:
         raise RollbackError("there is no latest to roll back from; promote a checkpoint first")
+    # By the verification it replaced: two steps of one training run share their train artifact (`checkpoint`).
+    # Entries written before `previous_verify` existed are matched by their checkpoint.
     for entry in entries:
-        if current.get("previous") and entry.get("checkpoint") == current.get("previous"):
+        if current.get("previous_verify") and entry.get("verify") == current.get("previous_verify"):
+            return entry
+        if not current.get("previous_verify") and current.get("previous") and entry.get("checkpoint") == current.get("previous"):
             return entry
     raise RollbackError(f"the history has no entry for the checkpoint the current latest replaced "
                         f"({current.get('previous') or 'none: it was the first promotion'}); name one with --to")
@@ -111,7 +115,7 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
             raise RollbackError(f"the checkpoint {target['checkpoint']} of that entry is no longer in the store "
                                 "(removed by retention); pick a newer entry or retrain")
         entry = {**target, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint"),
-                 "rolled_back_from": (current or {}).get("verify")}
+                 "previous_verify": (current or {}).get("verify"), "rolled_back_from": (current or {}).get("verify")}
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "rollback", entry, current, params.actor)
             common.log(f"[rollback] latest of {params.env_id} is {target['checkpoint']} again "
@@ -137,15 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--root", default=common.default_root(), help="artifact root URI (file:///dir or s3://bucket/prefix)")
         p.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
         if name == "rollback":
-            p.add_argument("--to", default="", help="verify or checkpoint URI of a history entry (default: the entry "
-                                                    "the current latest replaced)")
+            p.add_argument("--to", default="", help="verify or checkpoint URI (<train uri>@<step> for a kept checkpoint) of "
+                                                    "a history entry (default: the entry the current latest replaced)")
     args = parser.parse_args(argv)
     if args.command == "history":
         get_spec(args.env_id)
         for r in history(ArtifactStore(args.root), args.env_id):
             e = r["entry"]
             print(json.dumps({"at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"])), "action": r["action"],
-                              "by": r["by"], "checkpoint": e.get("checkpoint"), "verify": e.get("verify"),
+                              "by": r["by"], "checkpoint": e.get("checkpoint_ref") or e.get("checkpoint"), "verify": e.get("verify"),
                               "success_rate": e.get("success_rate"), "verdict": e.get("verdict")}))
         return 0
     result = rollback(RollbackParams(env_id=args.env_id, to=args.to), root=args.root)

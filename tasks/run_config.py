@@ -300,12 +300,15 @@ class RunConfig:
                            wandb=self.wandb, xla_mem_fraction=self.xla_mem_fraction, val_interval=self.val_interval,
                            val_batches=self.val_batches, fsdp_devices=self.fsdp_devices)
 
-    def verify_params(self):
-        from tasks.verify import VerifyParams
+    def verify_params(self, selection: bool = False):
+        """verify's params; `selection`: for scoring one of several kept checkpoints (its own seeds, no harness check;
+        the chosen one is then verified with the plain params)."""
+        from tasks.verify import SELECTION_SEED_OFFSET, VerifyParams
 
         return VerifyParams(env_id=self.env_id, holdout_frames=self.holdout_frames, episodes=self.eval_episodes,
-                            envs=self.eval_envs,
-                            max_steps=self.eval_max_steps or 0, seed=self.seed, min_success_rate=self.min_success_rate)
+                            envs=self.eval_envs, max_steps=self.eval_max_steps or 0,
+                            seed=self.seed + (SELECTION_SEED_OFFSET if selection else 0), harness=not selection,
+                            min_success_rate=self.min_success_rate)
 
     def promote_params(self, actor: str = "", approved_by: str = "", rejected_by: str = ""):
         from tasks.promote import PromoteParams

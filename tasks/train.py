@@ -129,6 +129,12 @@ class TrainParams:
             raise TrainError(f"the tiny preset's dummy gemma variants match no released checkpoint ({uri}); it can "
                              "start from scratch or from a tiny train artifact (its URI or 'latest')")
 
+    def resolved_steps(self) -> int:
+        """`steps`, or the preset's default when 0."""
+        from tasks.train_configs import PRESET_DEFAULTS
+
+        return self.steps or PRESET_DEFAULTS[self.preset].num_train_steps
+
     def weights_uri(self) -> str:
         """pretrained_uri with 'base' spelled out as the family's released checkpoint."""
         return BASE_PARAMS[self.model] if self.pretrained_uri == BASE else self.pretrained_uri
@@ -139,7 +145,7 @@ class TrainParams:
             d.pop(name)
         if d["model"] == "pi0":
             del d["model"]  # pi0 was the only family before `model` existed: its artifacts keep their keys
-        if not d["keep_period"]:
+        if not candidate_steps(self, self.resolved_steps()):
             del d["keep_period"]  # nor do runs that keep only the final checkpoint change their keys
         return d
 
@@ -260,6 +266,12 @@ def split_checkpoint_ref(ref: str) -> tuple[str, int | None]:
     if not step.isdigit():
         raise TrainError(f"checkpoint {ref!r}: what follows '@' must be a step number (e.g. {uri}@5000)")
     return uri, int(step)
+
+
+def checkpoint_files(folder: str) -> list[str]:
+    """What loading one checkpoint needs from a train artifact: its params and assets (not the optimizer state) and
+    the training log."""
+    return [f"{folder}/params", f"{folder}/assets", "train_log.jsonl"]
 
 
 def checkpoint_dir_name(manifest: Manifest, step: int | None) -> str:
@@ -571,6 +583,13 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         # an old checkpoint must not lose it before its next save.
         store.write_json(f"{progress_uri}/{resume_step}/{COMPLETE}", {**done[str(resume_step)], "saved_at": time.time()})
         log(f"[train] resuming from the checkpoint at step {resume_step} ({progress_uri}/{resume_step})")
+    # The candidates an earlier attempt kept come back from their resume points at the end: check now that they
+    # still exist, rather than after hours of training.
+    lost = [s for s in candidate_steps(params, config.num_train_steps) if s <= resume_step and str(s) not in done]
+    if lost:
+        raise TrainError(f"the kept checkpoints of steps {lost} were lost with an earlier attempt (their resume points "
+                         f"under {progress_uri} are gone): rerun with keep_period=0, or delete {progress_uri} to train "
+                         "again from the start")
     manager, resuming = _checkpoints.initialize_checkpoint_dir(ckpt_dir, keep_period=None, overwrite=False, resume=True)
 
     loop = _Loop(config)
@@ -673,13 +692,11 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     final = ckpt_dir / str(config.num_train_steps)
     shutil.copytree(final, out / "checkpoint", ignore=shutil.ignore_patterns("train_log.jsonl"))
     candidates = candidate_steps(params, config.num_train_steps)
-    for s in candidates:  # the ones kept before an earlier attempt died come from its resume points
+    for s in candidates:  # the ones kept before an earlier attempt died come from its resume points (checked above)
         if not (out / CANDIDATES / str(s)).is_dir():
-            if str(s) not in done:
-                raise TrainError(f"the candidate checkpoint of step {s} was lost with an earlier attempt (its resume point "
-                                 f"{progress_uri}/{s} is gone): rerun with keep_period=0, or delete {progress_uri} to "
-                                 "train again from the start")
-            keep_candidate(store.get_tree(f"{progress_uri}/{s}", scratch / "kept" / str(s)), out, s)
+            restored = store.get_tree(f"{progress_uri}/{s}", scratch / "kept" / str(s), skip=("train_state",))
+            keep_candidate(restored, out, s)
+            shutil.rmtree(restored)
     records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "loss" in r]
     val_records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "val_loss" in r]
     # The first interval of an attempt includes jit compilation: throughput is measured after it.
@@ -786,7 +803,7 @@ def fetch_checkpoint(store: ArtifactStore, ref: str, cache_dir: Path | None = No
     uri, step = split_checkpoint_ref(ref)
     manifest = store.require(uri)
     folder = checkpoint_dir_name(manifest, step)
-    _, local = store.fetch(uri, cache_dir or work_dir(), only=[folder, "train_log.jsonl"])
+    _, local = store.fetch(uri, cache_dir or work_dir(), only=checkpoint_files(folder))
     return manifest, local / folder
 
 

@@ -42,8 +42,12 @@ from tasks.rollout import BatchedPolicy, Episode, auto_env_count, open_envs, pol
 from tasks.specs import TaskSpec, get_spec
 
 STAGE = "verify"
-CODE_VERSION = "3"  # 3: eval env from the render's env kwargs, oracle harness check, ManiSkill's success metrics
+CODE_VERSION = "4"  # 4: which kept checkpoint (step, its validation loss); 3: eval env from the render's env kwargs, ...
 EVAL_SEED_BASE = 1_000_000  # closed-loop seeds start here; demos are generated from small seeds (checked, not assumed)
+# Checkpoint selection scores the kept checkpoints on their own seeds, this far from the protocol's: the chosen one is
+# then verified again on the protocol's seeds, so its promotion figures are not the ones it was chosen by (the best of
+# several on the same seeds is biased upward, the winner's curse).
+SELECTION_SEED_OFFSET = 500_000
 STEP_LIMIT_HEADROOM = 0.15  # over the longest training episode, as openpi's LIBERO example keeps
 
 
@@ -73,6 +77,9 @@ class VerifyParams:
     envs: int = 0
     # Which of the train artifact's kept checkpoints to evaluate (its `checkpoint_steps`); 0: the final one.
     step: int = 0
+    # The oracle's harness check. Off for the selection among kept checkpoints: it does not depend on the policy, and
+    # the confirming verification of the chosen checkpoint runs it.
+    harness: bool = True
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -428,7 +435,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
     for m in (train_manifest, holdout_manifest):
         if m.env_id != params.env_id:
             raise VerifyError(f"{m.uri} belongs to {m.env_id}, not {params.env_id}")
-    from tasks.train import checkpoint_dir_name, checkpoint_ref, final_step, split_checkpoint_ref
+    from tasks.train import checkpoint_dir_name, checkpoint_files, checkpoint_ref, final_step, split_checkpoint_ref
 
     uri, ref_step = split_checkpoint_ref(checkpoint)
     if ref_step and params.step and ref_step != params.step:
@@ -450,7 +457,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         from tasks import report
 
         cache = out.parent / "inputs"
-        _, train_dir = store.fetch(checkpoint, cache, only=[folder, "train_log.jsonl"])
+        _, train_dir = store.fetch(checkpoint, cache, only=checkpoint_files(folder))
         _, holdout_dir = store.fetch(holdout, cache)
         horizon = int(train_manifest.params["action_horizon"])
         harness: dict[str, Any] | None = None
@@ -463,7 +470,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             longest_oracle = max(len(a) for a in demo_actions)
             envs = open_envs(n_envs, spec.env_id, protocol.env_kwargs, max(protocol.max_steps, longest_oracle), spec)
         try:
-            if envs is not None:  # the oracle first: it is cheap, and a broken harness makes the rest meaningless
+            if envs is not None and params.harness:  # the oracle first: a broken harness makes the rest meaningless
                 harness = harness_check(spec, envs, sources, demo_actions, horizon, protocol.execute_steps,
                                         params.oracle_episodes)
                 common.log(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "

@@ -1,7 +1,7 @@
-"""The human approval before latest moves: Airflow's HITL step between select and promote, through dag.test().
+"""The human approval before latest moves: Airflow's HITL step between confirm and promote, through dag.test().
 
 The DAG here is the SFT DAG's tail (the real `resolve`, `approve` and `promote` tasks of
-plugins/pipeline_tasks.py, `select` included); its `verify` task hands over a verification published in the test, as in
+plugins/pipeline_tasks.py); its `confirm` task hands over a verification published in the test, as in
 tests/test_registry.py, because a tiny CPU model never passes the success floor that makes a candidate
 promotable. A person answers through Airflow's own REST API (the Core API app, in process, on the same
 metadata DB), as the Required Actions page does.
@@ -44,16 +44,15 @@ from pipeline_params import sft_params
 
 @dag(dag_id="approval_tail", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), params=sft_params())
 def approval_tail():
-    @task(task_id="verify")
-    def verify() -> dict:  # stands in for the verify stage: its result, published by the test
+    @task(task_id="confirm")
+    def confirm() -> dict:  # stands in for the selected checkpoint's verification: its result, published by the test
         return {"uri": os.environ["APPROVAL_TEST_VERIFICATION"]}
 
     config = t.resolve()
-    checked = verify()
+    checked = confirm()
     config >> checked
-    selection = t.select([checked])  # the real select stage, over the one verification
-    promotion = t.promote(selection)
-    selection >> t.approve() >> promotion
+    promotion = t.promote(checked)
+    checked >> t.approve() >> promotion
 
 
 approval_tail()

@@ -45,8 +45,8 @@ def test_sft_stage_order_and_mapping(dagbag):
     assert downstream == {
         "resolve": {"download"}, "download": {"shards"}, "shards": {"render"}, "render": {"convert", "convert_holdout"},
         "convert": {"stats", "train"}, "stats": {"train"}, "train": {"candidates"}, "candidates": {"verify"},
-        "convert_holdout": {"train", "verify"}, "verify": {"select"}, "select": {"approve", "promote"},
-        "approve": {"promote"}, "promote": {"report"}, "report": set()}
+        "convert_holdout": {"train", "verify", "confirm"}, "verify": {"select"}, "select": {"confirm"},
+        "confirm": {"approve", "promote"}, "approve": {"promote"}, "promote": {"report"}, "report": set()}
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
     assert "MappedOperator" in type(dag.get_task("verify")).__name__  # verify over the kept checkpoints
     # the backfill's group is the same pipeline, render per split
@@ -55,7 +55,8 @@ def test_sft_stage_order_and_mapping(dagbag):
             for t in bf.task_ids}
     assert down["registered_tasks"] == {"resolve"} and down["resolve"] == {"download"}
     assert down["shards"] == {"render", "render_holdout"} and down["train"] == {"candidates"}
-    assert down["candidates"] == {"verify"} and down["verify"] == {"select"} and down["select"] == {"approve", "promote"}
+    assert down["candidates"] == {"verify"} and down["verify"] == {"select"} and down["select"] == {"confirm"}
+    assert down["confirm"] == {"approve", "promote"}
     assert down["approve"] == {"promote"} and down["promote"] == {"report"}
     # both DAGs move the policy asset when they promote
     assert [a.name for a in dag.get_task("promote").outlets] == [a.name for a in bf.get_task("pipeline.promote").outlets]
@@ -66,7 +67,7 @@ def test_gpu_stages_use_the_gpu_queue_and_pool_cpu_stages_do_not(dagbag):
         dag = dagbag.dags[dag_id]
         for t in dag.tasks:
             name = t.task_id.removeprefix(prefix)
-            if name in ("train", "verify"):
+            if name in ("train", "verify", "confirm"):
                 assert (t.queue, t.pool) == ("gpu", "gpu"), t.task_id
             else:
                 assert t.queue != "gpu" and t.pool != "gpu", t.task_id
@@ -165,15 +166,20 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     stages = [s for _, s, _ in _manifests(store)]
     # 3 training demos in shards of 2 -> two train shards, plus the held-out shard
     assert sorted(stages) == ["convert", "convert", "download", "render", "render", "render", "select", "stats", "train",
-                              "verify", "verify"]
+                              "verify", "verify", "verify"]
     # 1 closed-loop episode of a 2-step tiny policy with no success threshold: verified "unchecked", not promoted
     xcoms = _run_xcoms(run.run_id)
     assert [v["metrics"]["checkpoint_step"] for v in xcoms["verify"]] == [1, 2]  # both kept checkpoints, mapped
-    assert all(v["metrics"]["verdict"] == "unchecked" and v["metrics"]["harness"]["ok"] for v in xcoms["verify"])
+    assert all(v["metrics"]["verdict"] == "unchecked" and v["metrics"]["harness"] is None for v in xcoms["verify"])
     # the selection follows the rule: most successes, then the lower validation loss at that step, then the later step
     ranked = sorted(xcoms["verify"], key=lambda v: (-v["metrics"]["successes"], v["metrics"]["val_loss_at_step"],
                                                     -v["metrics"]["checkpoint_step"]))
     assert xcoms["select"][0]["metrics"]["verify"] == ranked[0]["uri"]
+    # the chosen checkpoint again, on the protocol's own seeds (not those it was chosen on), with the harness check
+    confirmed, scored = xcoms["confirm"][0]["metrics"], ranked[0]["metrics"]
+    assert confirmed["checkpoint_step"] == scored["checkpoint_step"] and confirmed["harness"]["ok"]
+    assert set(range(confirmed["protocol"]["seed_start"], confirmed["protocol"]["seed_start"] + 1)).isdisjoint(
+        range(scored["protocol"]["seed_start"], scored["protocol"]["seed_start"] + 1))
     assert not xcoms["promote"][0]["metrics"]["promoted"] and "unchecked" in xcoms["promote"][0]["metrics"]["reason"]
     assert not (store / "PickCube-v1" / "latest.json").exists()
     with create_session() as session:
@@ -185,7 +191,7 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     # 1 download, 3 render shards, 2 converts, stats, train, 2 verifies, select, promote: each with its time and cache
     assert [s["stage"].split("[")[0] for s in run_json["stages"]] == ["download", "render", "render", "render", "convert",
                                                                       "convert_holdout", "stats", "train", "verify",
-                                                                      "verify", "select", "promote"]
+                                                                      "verify", "select", "confirm", "promote"]
     assert run_json["selected_step"] == ranked[0]["metrics"]["checkpoint_step"]
     assert all(s["seconds"] >= 0 and s["cache_hit"] in (True, False) for s in run_json["stages"])
 
@@ -226,9 +232,9 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
     assert any(a.startswith("held-out frame") for a in alts) and any(a.startswith("rollout step") for a in alts)
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in images), images  # every figure decoded
     stages = page["tables"]["stages"]
-    assert stages[0] == ["stage", "seconds", "cache", "artifact"] and len(stages) == 13
+    assert stages[0] == ["stage", "seconds", "cache", "artifact"] and len(stages) == 14
     assert {row[0].split("[")[0] for row in stages[1:]} == {"download", "render", "convert", "convert_holdout", "stats",
-                                                            "train", "verify", "select", "promote"}
+                                                            "train", "verify", "select", "confirm", "promote"}
     assert all(float(row[1]) >= 0 and row[2] in ("ran", "cache hit") for row in stages[1:])
     assert "closed-loop success rate" in page["text"] and "checkpoint" in page["text"]  # metrics and lineage rows
     assert (tmp_path / "report.png").stat().st_size > 10_000
@@ -237,9 +243,10 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
 @pytest.mark.sim
 @pytest.mark.train
 def test_more_demos_redo_only_what_changed(sft_run, dagbag):
-    """Same seed, two more demos: held-out shard and the full training shard are reused; the rest is rebuilt."""
+    """Same seed, two more demos: held-out shard and the full training shard are reused; the rest is rebuilt.
+    Only the final checkpoint is kept this time: one verify, and confirm is that same verification."""
     run, store = sft_run
-    more = dagbag.dags[SFT].test(run_conf={**SMALL_RUN, "demo_count": SMALL_RUN["demo_count"] + 2,
+    more = dagbag.dags[SFT].test(run_conf={**SMALL_RUN, "demo_count": SMALL_RUN["demo_count"] + 2, "keep_period": 0,
                                            "artifact_root": f"file://{store}"})
     assert more.state == "success"
     before, after = _run_xcoms(run.run_id), _run_xcoms(more.run_id)
@@ -253,6 +260,7 @@ def test_more_demos_redo_only_what_changed(sft_run, dagbag):
     assert after["convert_holdout"][0]["cache_hit"]  # same held-out episodes -> same held-out dataset
     for stage in ("download", "convert", "stats", "train", "verify", "select"):
         assert not after[stage][0]["cache_hit"], stage
+    assert len(after["verify"]) == 1 and after["confirm"][0]["cache_hit"] and after["confirm"][0]["uri"] == after["verify"][0]["uri"]
 
 
 @pytest.mark.sim
@@ -269,9 +277,9 @@ def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
     new = set(_manifests(store)) - before
     assert {env for env, _, _ in new} == {"PushCube-v1"}
     assert sorted(s for _, s, _ in new) == ["convert", "convert", "download", "render", "render", "render", "select",
-                                            "stats", "train", "verify", "verify"]
+                                            "stats", "train", "verify", "verify", "verify"]
     verified = [m for env, s, m in new if s == "verify"]
-    assert len(verified) == 2 and not (store / "PushCube-v1" / "latest.json").exists()  # unchecked: not promoted
+    assert len(verified) == 3 and not (store / "PushCube-v1" / "latest.json").exists()  # unchecked: not promoted
 
 
 def test_readme_picture_is_the_dag(dagbag):

@@ -144,14 +144,18 @@ def test_the_run_succeeds_with_gpu_tasks_on_the_gpu_worker_and_every_stage_on_s3
     dep, run = deployment, faulted_run
     for t in run["tis"]:
         assert t["state"] == "success", run["summary"]
-        if t["task_id"] in ("train", "verify"):
+        if t["task_id"] in ("train", "verify", "confirm"):
             assert (t["queue"], t["pool"], t["hostname"]) == ("gpu", "gpu", "gpu-worker"), t
         else:
             assert (t["queue"], t["hostname"]) == ("default", "cpu-worker"), t
     s3 = boto3.client("s3")
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])]
     stages = sorted(k.split("/")[2] for k in keys if k.endswith("/manifest.json"))  # runs/<env>/<stage>/<key>/
+    # one kept checkpoint (the demo profile): confirm is the verification already made, a cache hit
     assert stages == ["convert", "convert", "download", "render", "render", "render", "select", "stats", "train", "verify"]
+    confirmed = next(t for t in run["tis"] if t["task_id"] == "confirm")
+    assert dep.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['run_id']}/taskInstances/confirm/xcomEntries/"
+                              "return_value")["value"]["cache_hit"], confirmed
     # the tiny policy's success is not judged in the demo profile: verified "unchecked", so latest is not written
     base = f"/api/v2/dags/{DAG_ID}/dagRuns/{run['run_id']}/taskInstances"
     promoted = dep.request("GET", f"{base}/promote/xcomEntries/return_value")

@@ -157,8 +157,8 @@ def test_graph_reads_as_the_pipeline(ui, artifacts):
     nodes = ui.driver.execute_script(
         "return [...document.querySelectorAll('.react-flow__node')].map(n => n.getAttribute('data-id'))")
     assert {"resolve", "download", "shards", "render", "convert", "convert_holdout", "stats", "train", "candidates",
-            "verify", "select", "approve", "promote", "report"} <= set(nodes)
+            "verify", "select", "confirm", "approve", "promote", "report"} <= set(nodes)
     edges = ui.driver.execute_script("return document.querySelectorAll('.react-flow__edge').length")
-    # the data flow only (15) and select -> approve -> promote: no fan-out from resolve, no fan-in to report
-    assert edges == 17
+    # the data flow only (17) and confirm -> approve -> promote: no fan-out from resolve, no fan-in to report
+    assert edges == 19
     ui.screenshot(artifacts / "graph.png")
