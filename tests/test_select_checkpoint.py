@@ -94,3 +94,22 @@ def test_verifications_that_cannot_be_compared_are_refused(local_root):
         select(SelectParams(env_id=ENV_ID), root=local_root, verifications=[ckpt.uri])
     with pytest.raises(SelectError, match="no verifications"):
         select(SelectParams(env_id=ENV_ID), root=local_root, verifications=[])
+
+
+def test_latest_moves_between_steps_of_one_run_and_rolls_back_to_the_earlier_step(local_root):
+    """Two kept checkpoints of one training run share their train artifact: latest, the history and a rollback tell
+    them apart by their verification and step."""
+    from tasks.artifacts import latest_uri
+    from tasks.promote import PromoteParams, promote
+    from tasks.registry import RollbackParams, rollback
+
+    store = ArtifactStore(local_root)
+    ckpt = _train(store)
+    early, late = _verified(store, ckpt, 1000, 2, 0.4, verdict="passed"), _verified(store, ckpt, 3000, 9, 0.2, verdict="passed")
+    for uri in (early, late):
+        assert promote(PromoteParams(env_id=ENV_ID), root=local_root, verification=uri).metrics["promoted"]
+    latest = store.read_json(latest_uri(store, ENV_ID))
+    assert (latest["verify"], latest["step"], latest["previous_verify"]) == (late, None, early)
+    rollback(RollbackParams(env_id=ENV_ID), root=local_root)
+    latest = store.read_json(latest_uri(store, ENV_ID))
+    assert (latest["verify"], latest["step"], latest["checkpoint_ref"]) == (early, 1000, f"{ckpt.uri}@1000")
