@@ -180,7 +180,7 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
         assert len([ti for ti in tis if ti.task_id == "render"]) == 3  # mapped: one task instance per shard
     run_json = json.loads(next(store.glob("PickCube-v1/runs/*/run.json")).read_text())
     assert run_json["run_id"] == run.run_id
-    # 1 download, 3 render shards, 2 converts, stats, train, 2 verifies, select, promote: each with its time and cache
+    # 1 download, 3 render shards, 2 converts, stats, train, verify, select, confirm, promote: each with its time and cache
     assert [s["stage"].split("[")[0] for s in run_json["stages"]] == ["download", "render", "render", "render", "convert",
                                                                       "convert_holdout", "stats", "train", "verify",
                                                                       "select", "confirm", "promote"]
