@@ -1,11 +1,15 @@
-"""Every benchmark in bench/ runs at a smoke size, so none can rot unnoticed (they measure nothing here).
-
-P4 (bench_overhead: tasks.pipeline vs the demo DAG run, each from scratch) is two whole pipelines; its two entry
-points are run on one store by tests/test_entry_points.py instead, which costs one.
+"""Every benchmark in bench/ runs at a smoke size, so none rots unnoticed (they measure nothing here).
 
 Each runs as a user runs it (`python -m bench.<name> <size>`), with its data under a private
 PIPELINE_BENCH_OUT, and must print its side-by-side result and append it to results.jsonl. The real
 figures come from `bench/run_all.sh` and are recorded in docs/benchmarks.md.
+
+The smokes cost a quarter of the suite (each benchmark plans, renders and trains its own data in a fresh
+process), so they are a tier of their own, `bench`, which `tools/test.sh` runs only when asked
+(`tools/test.sh -m bench`): they guard scripts, not the product. P7, the closed-loop evaluation benchmark, runs
+in the default set (marker `sim` only), since it also drives verify's batched rollouts on a trained checkpoint.
+P4 (tasks.pipeline vs the demo DAG run) has no smoke: both its entry points run in tests/test_dags.py, on the
+SFT run's store.
 """
 
 import json
@@ -17,7 +21,7 @@ import pytest
 
 from tests.conftest import PROJECT
 
-pytestmark = [pytest.mark.sim, pytest.mark.bench]
+pytestmark = pytest.mark.sim
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +38,12 @@ def run_bench(name: str, *args: int, out) -> list[dict]:
 
 
 @pytest.mark.parametrize("name, args, title", [
-    ("bench_render", (2,), "P1 render"),
-    ("bench_convert", (2,), "P2 convert"),
-    ("bench_stats", (2,), "P3 norm stats"),
-    ("bench_train", (2, 1), "P6 training throughput"),
-    ("bench_eval", (3, 2, 2, 5), "P7 closed-loop evaluation"),  # after bench_train: evaluates its checkpoint
+    pytest.param("bench_render", (2,), "P1 render", marks=pytest.mark.bench),
+    pytest.param("bench_convert", (2,), "P2 convert", marks=pytest.mark.bench),
+    pytest.param("bench_stats", (2,), "P3 norm stats", marks=pytest.mark.bench),
+    pytest.param("bench_train", (2, 1), "P6 training throughput", marks=pytest.mark.bench),
+    # evaluates bench_train's checkpoint when that ran first, else trains a one-step one itself
+    pytest.param("bench_eval", (3, 2, 2, 5), "P7 closed-loop evaluation", marks=pytest.mark.train),
 ])
 def test_ratio_benchmarks_run_at_smoke_size(name, args, title, bench_out):
     results = run_bench(name, *args, out=bench_out)
@@ -46,6 +51,7 @@ def test_ratio_benchmarks_run_at_smoke_size(name, args, title, bench_out):
     assert mine and mine[-1]["ratio"] > 0 and all(row[1] >= 0 for row in mine[-1]["rows"])
 
 
+@pytest.mark.bench
 def test_memory_benchmark_runs_at_smoke_size(bench_out):
     results = run_bench("bench_memory", 2, 4, 2, out=bench_out)
     memory = [r for r in results if r["name"] == "memory"][-1]

@@ -359,3 +359,37 @@ def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
     assert run.state == "success"
     assert store.read_json(f"{root}/{ENV_ID}/latest.json")["checkpoint"] == a["checkpoint"]
     assert history(store, ENV_ID)[0]["by"] == f"airflow maniskill_openpi_rollback {run.run_id}"
+
+
+@pytest.mark.sim
+@pytest.mark.train
+def test_the_direct_pipeline_and_the_demo_runner_find_every_artifact_of_the_dag_run(sft_run, tmp_path, capsys):
+    """The pipeline without a deployment, both ways, on the SFT run's store: `python -m tasks.pipeline` (the stage
+    functions called in order) and the demo runner (plugins/demo_run.py, what tools/demo.sh runs). Same run config,
+    same shard plan, same keys: every stage is a cache hit of the DAG run's artifacts and only a run report is
+    written, so a stage debugged by hand with tasks.pipeline is the stage the DAG runs, and neither entry point can
+    rot unnoticed. (bench/bench_overhead.py times the two on separate stores: P4 in docs/benchmarks.md.)"""
+    import demo_run
+
+    from tasks.pipeline import run_pipeline
+    from tasks.run_config import RunConfig
+
+    run, store = sft_run
+    root = f"file://{store}"
+    dag_results = _run_xcoms(run.run_id)
+    direct = run_pipeline(RunConfig.build({**SMALL_RUN, "artifact_root": root}, profile="demo"))
+    assert not direct["report"]["cache_hit"]
+    assert all(r["cache_hit"] for name, r in direct.items() if name != "report"), {n: r["cache_hit"] for n, r in direct.items()}
+    assert direct["train"]["uri"] == dag_results["train"][0]["uri"] and direct["confirm"]["uri"] == dag_results["confirm"][0]["uri"]
+    assert "verification UNCHECKED" in capsys.readouterr().out
+
+    summary_path = tmp_path / "summary.json"
+    confs = [arg for k, v in SMALL_RUN.items() for arg in ("--conf", f"{k}={v}")]
+    assert demo_run.main(["--env-id", "PickCube-v1", "--root", root, *confs, "--json", str(summary_path)]) == 0
+    tasks = json.loads(summary_path.read_text())["tasks"]
+    stages = {name: r for name, r in tasks.items() if r["cache_hit"] is not None and name != "report"}
+    assert {name.split("[")[0] for name in stages} == {"download", "render", "convert", "convert_holdout", "stats",
+                                                       "train", "verify", "select", "confirm", "promote"}
+    assert all(r["cache_hit"] for r in stages.values()), {n: r["cache_hit"] for n, r in stages.items()}
+    printed = capsys.readouterr().out
+    assert "checkpoint selection: one checkpoint evaluated" in printed and "run report:" in printed
