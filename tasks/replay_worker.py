@@ -26,25 +26,28 @@ def main(argv: list[str] | None = None) -> int:
     from mani_skill.trajectory import replay_trajectory
 
     from tasks.specs import SpecError, TaskSpec, check_spec
-    from tasks.task_probe import probe_env
+    from tasks.task_probe import probed_env
 
     meta = json.loads(open(args.traj_path.replace(".h5", ".json")).read())
     env_id = meta["env_info"]["env_id"]
     kwargs = meta["env_info"]["env_kwargs"]
     # The spec against the env, before any rendering: a wrong camera, a state key the RGB observation lacks or a
-    # wrong fps fails here with the valid choices. (The probe pays SAPIEN's start-up; the replay's env is then cheap.)
+    # wrong fps fails here with the valid choices. The probe env stays open during the replay so that the replay's
+    # env reuses its render pipelines instead of compiling them again (see probed_env).
     # The replay's env kwargs (a hub demo's robot_uids or task kwargs included), less what the replay itself sets.
     replay_sets = ("obs_mode", "control_mode", "sim_backend", "num_envs", "render_mode", "reward_mode")
-    layout = probe_env(env_id, args.control_mode, {k: v for k, v in kwargs.items() if k not in replay_sets})
-    try:
-        check_spec(TaskSpec.from_json(args.spec), layout)
-    except SpecError as e:
-        print(e, file=sys.stderr)
-        return 3
-    replay_trajectory.main(replay_trajectory.Args(
-        traj_path=args.traj_path, sim_backend="physx_cpu", obs_mode=args.obs_mode,
-        target_control_mode=args.control_mode, save_traj=True, allow_failure=True, num_envs=1,
-    ))
+    probe_kwargs = {k: v for k, v in kwargs.items() if k not in replay_sets}
+    # the replay's env renders in rgb_array mode (its human render camera): the probe builds that pipeline too
+    with probed_env(env_id, args.control_mode, {**probe_kwargs, "render_mode": "rgb_array"}) as layout:
+        try:
+            check_spec(TaskSpec.from_json(args.spec), layout)
+        except SpecError as e:
+            print(e, file=sys.stderr)
+            return 3
+        replay_trajectory.main(replay_trajectory.Args(
+            traj_path=args.traj_path, sim_backend="physx_cpu", obs_mode=args.obs_mode,
+            target_control_mode=args.control_mode, save_traj=True, allow_failure=True, num_envs=1,
+        ))
     return 0
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ CLI: `python -m tasks.specs derive ENV_ID` and `python -m tasks.specs check [ENV
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,18 @@ WRIST_WORDS = ("hand", "wrist")
 
 
 def probe_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: dict | None = None) -> EnvLayout:
+    with probed_env(env_id, control_mode, env_kwargs) as layout:
+        return layout
+
+
+@contextlib.contextmanager
+def probed_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: dict | None = None) -> Iterator[EnvLayout]:
+    """`probe_env` with the probed env left open until the block ends.
+
+    SAPIEN frees its compiled render pipelines with the last env that uses them, and building them again costs
+    ~7 s per process on software Vulkan (measured: a PickCube replay env made after the probe env was closed took
+    7.5 s, made while it was open 0.3 s). A render worker replays inside the block.
+    """
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the environments)
 
@@ -54,9 +68,9 @@ def probe_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: d
         widths = {f"{group}/{name}": int(value.shape[-1]) for group in STATE_GROUPS
                   for name, value in obs.get(group, {}).items() if len(value.shape) >= 2}
         robot = base.robot_uids if isinstance(base.robot_uids, str) else ",".join(base.robot_uids)
-        return EnvLayout(env_id=env_id, robot=robot, control_mode=control_mode,
-                         control_freq=int(round(base.control_freq)), action_dim=int(env.action_space.shape[-1]),
-                         sensors=sensors, obs_widths=widths)
+        yield EnvLayout(env_id=env_id, robot=robot, control_mode=control_mode,
+                        control_freq=int(round(base.control_freq)), action_dim=int(env.action_space.shape[-1]),
+                        sensors=sensors, obs_widths=widths)
     finally:
         env.close()
 
@@ -64,9 +78,10 @@ def probe_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: d
 def check_registered(env_ids: list[str] | None = None) -> dict[str, list[str]]:
     """Problems per registered task ({} entries are fine)."""
     found = {}
-    for env_id in env_ids or sorted(TASK_SPECS):
-        spec = TASK_SPECS[env_id]
-        found[env_id] = spec_problems(spec, probe_env(env_id, spec.control_mode))
+    with contextlib.ExitStack() as opened:  # envs held open: later probes reuse the render pipelines (probed_env)
+        for env_id in env_ids or sorted(TASK_SPECS):
+            spec = TASK_SPECS[env_id]
+            found[env_id] = spec_problems(spec, opened.enter_context(probed_env(env_id, spec.control_mode)))
     return found
 
 

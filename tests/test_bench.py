@@ -43,7 +43,7 @@ def run_bench(name: str, *args: int, out) -> list[dict]:
     pytest.param("bench_stats", (2,), "P3 norm stats", marks=pytest.mark.bench),
     pytest.param("bench_train", (2, 1), "P6 training throughput", marks=pytest.mark.bench),
     # evaluates bench_train's checkpoint when that ran first, else trains a one-step one itself
-    pytest.param("bench_eval", (3, 2, 2, 5), "P7 closed-loop evaluation", marks=pytest.mark.train),
+    pytest.param("bench_eval", (3, 2, 2, 5), "P7 closed-loop evaluation", marks=[pytest.mark.bench, pytest.mark.train]),
 ])
 def test_ratio_benchmarks_run_at_smoke_size(name, args, title, bench_out):
     results = run_bench(name, *args, out=bench_out)
