@@ -102,26 +102,3 @@ def rendered_set(demo_set) -> tuple[str, str]:
 
     root, demos = demo_set
     return root, render(RenderParams(env_id="PickCube-v1"), root=root, demos=demos).uri
-
-
-@pytest.fixture(scope="session")
-def deployment(tmp_path_factory, s3_endpoint):
-    """A real Airflow deployment on loopback (tests/integration/deployment.py), shared by the integration and UI
-    tiers; S3 and W&B reach the workers through Airflow connections only."""
-    import json
-
-    from tests.integration.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY, Deployment
-
-    dep = Deployment(tmp_path_factory.mktemp("deployment"))
-    try:
-        dep.start()
-        key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-        dep.airflow("connections", "add", CONN_ID, "--conn-type", "aws", "--conn-login", key, "--conn-password", secret,
-                    "--conn-extra", json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}))
-        dep.airflow("connections", "add", WANDB_CONN_ID, "--conn-type", "generic", "--conn-password", WANDB_KEY,
-                    "--conn-extra", json.dumps({"mode": "offline"}))
-        for dag_id in ("maniskill_openpi_sft", "maniskill_openpi_backfill"):
-            dep.wait_for_dag(dag_id)
-        yield dep
-    finally:
-        dep.stop()
