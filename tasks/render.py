@@ -105,10 +105,14 @@ def lavapipe_icd() -> Path | None:
     return icd if icd.is_file() else None
 
 
-def worker_env(device: str) -> tuple[dict[str, str], str]:
+def worker_env(device: str, workers: int = 0) -> tuple[dict[str, str], str]:
+    """The render workers' environment; `workers` of them share the cores (0: one per core)."""
     env = dict(os.environ)
-    # One thread per worker process: the workers, not the threads, use the cores.
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LP_NUM_THREADS="1")
+    cores = os.cpu_count() or 1
+    # One thread per worker process: the workers, not the threads, use the cores. Fewer workers than cores (a shard
+    # with fewer episodes): lavapipe's rasterizer threads take the cores they leave (one worker on 2 cores: its
+    # SAPIEN start-up 7.6 s -> 4.5 s). Pixels do not depend on the thread count.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LP_NUM_THREADS=str(max(1, cores // (workers or cores))))
     if device == "auto":
         device = "gpu" if gpu_available() else "cpu"
     if device == "cpu":
@@ -175,11 +179,8 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
         scratch = out.parent / "replay"
         scratch.mkdir()
         n_workers = max(1, min(params.workers or os.cpu_count() or 1, len(shard)))
-        env, device = worker_env(params.device)
         groups = balanced_groups([int(e.get("elapsed_steps", 1)) for e in shard], n_workers)
-        # Fewer episodes than cores: lavapipe's rasterizer threads take the cores the workers leave (one worker
-        # on 2 cores: its SAPIEN start-up 7.6 s -> 4.5 s). Pixels do not depend on the thread count.
-        env["LP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(groups)))
+        env, device = worker_env(params.device, len(groups))
         procs, outputs, logs = [], [], []
         t0 = time.monotonic()
         for w, idx in enumerate(groups):

@@ -78,10 +78,18 @@ def probed_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: 
 def check_registered(env_ids: list[str] | None = None) -> dict[str, list[str]]:
     """Problems per registered task ({} entries are fine)."""
     found = {}
-    with contextlib.ExitStack() as opened:  # envs held open: later probes reuse the render pipelines (probed_env)
+    # Each env is closed only once the next one is open: the next probe reuses the render pipelines (probed_env),
+    # and at most two envs are held however many tasks are registered.
+    held = contextlib.ExitStack()
+    try:
         for env_id in env_ids or sorted(TASK_SPECS):
             spec = TASK_SPECS[env_id]
-            found[env_id] = spec_problems(spec, opened.enter_context(probed_env(env_id, spec.control_mode)))
+            with contextlib.ExitStack() as opening:
+                found[env_id] = spec_problems(spec, opening.enter_context(probed_env(env_id, spec.control_mode)))
+                held.close()
+                held = opening.pop_all()
+    finally:
+        held.close()
     return found
 
 

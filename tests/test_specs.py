@@ -59,6 +59,20 @@ def test_render_work_is_split_evenly_and_in_order():
     assert [i for g in groups for i in g] == list(range(9)) and len(groups) == 3
 
 
+def test_render_workers_share_the_cores_with_lavapipes_threads(monkeypatch, tmp_path):
+    """One rasterizer thread per worker when every core has one; a shard with fewer episodes gives the rest to lavapipe."""
+    from tasks.render import worker_env
+
+    icd = tmp_path / "lvp_icd.json"
+    icd.write_text("{}")  # only its presence is read here
+    monkeypatch.setenv("PIPELINE_LAVAPIPE_ICD", str(icd))
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    threads = {workers: worker_env("cpu", workers)[0]["LP_NUM_THREADS"] for workers in (0, 8, 3, 1)}
+    assert threads == {0: "1", 8: "1", 3: "2", 1: "8"}
+    env, device = worker_env("cpu", 1)
+    assert device == "cpu" and env["VK_ICD_FILENAMES"] == str(icd) and env["OMP_NUM_THREADS"] == "1"
+
+
 def _layout(**changes) -> "EnvLayout":
     from tasks.specs import EnvLayout
 
