@@ -10,8 +10,8 @@ import h5py
 
 from bench.common import ENV_ID, OUT, local, rendered, report, timer
 from tasks.convert import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY, ConvertParams, dataset_features, write_dataset
-from tasks.demo_files import read_episode
-from tasks.specs import get_spec
+from tasks.core.demo_files import read_episode
+from tasks.core.specs import get_spec
 
 
 def naive_convert(h5_path, root, spec) -> int:

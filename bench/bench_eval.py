@@ -2,7 +2,7 @@
 
 openpi's `examples/libero/main.py` plays one episode at a time in one env: reset, then per step pop an action
 from the plan, and when the plan is empty ask the policy for a chunk (one observation, one inference) and
-keep `replan_steps` of it. Ours (tasks/rollout.py, what verify runs) steps `envs` envs in worker processes
+keep `replan_steps` of it. Ours (tasks/sim/rollout.py, what verify runs) steps `envs` envs in worker processes
 together and asks the policy once per tick for all envs that need a chunk.
 
 Two policies, the same seeds on both sides, in one run:
@@ -30,7 +30,7 @@ def sequential_client(env, spec, policy_for, episodes) -> list[dict]:
     import numpy as np
     from mani_skill.utils.common import to_numpy
 
-    from tasks.rollout import observation_input
+    from tasks.sim.rollout import observation_input
 
     results = []
     for index, (seed, max_steps, options) in enumerate(episodes):
@@ -55,10 +55,10 @@ def main(argv: list[str]) -> int:
     n_envs = int(argv[2]) if len(argv) > 2 else 2
     max_steps = int(argv[3]) if len(argv) > 3 else 50
     from bench.bench_train import prepared_inputs
-    from tasks.artifacts import ArtifactStore
-    from tasks.rollout import (BatchedPolicy, Episode, EnvWorkers, make_eval_env, observation_input, policy_input,
+    from tasks.core.store import ArtifactStore
+    from tasks.sim.rollout import (BatchedPolicy, Episode, EnvWorkers, make_eval_env, observation_input, policy_input,
                                run_episodes)
-    from tasks.specs import get_spec
+    from tasks.core.specs import get_spec
     from tasks.train import TrainParams, fetch_checkpoint, train
     from tasks.verify import (EVAL_SEED_BASE, DemoReplayPolicy, eval_env_kwargs, holdout_demo_actions, load_policy,
                               read_sources)

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 
 from bench.common import ENV_ID, OUT, local, peak_rss_mb, rendered
-from tasks.demo_files import sidecar
+from tasks.core.demo_files import sidecar
 
 
 def replicate(src: Path, dst: Path, episodes: int) -> None:
@@ -30,7 +30,7 @@ def replicate(src: Path, dst: Path, episodes: int) -> None:
 
 def child(stage: str, path: str) -> None:
     from tasks.convert import ConvertParams, write_dataset
-    from tasks.specs import get_spec
+    from tasks.core.specs import get_spec
     from tasks.stats import compute_norm_stats
 
     spec = get_spec(ENV_ID)

@@ -38,23 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     jax_cache = tempfile.mkdtemp(prefix="jax-")
     # Same private tokenizer cache for both sides (the offline stand-in the tiny preset uses).
     os.environ["OPENPI_DATA_HOME"] = str(PROJECT / ".cache" / "demo" / "openpi")
-    from tasks.tokenizer import seed_offline_tokenizer
+    from tasks.policy.tokenizer import seed_offline_tokenizer
 
     seed_offline_tokenizer()
     settings = {**PARAMS, "demo_count": count, "eval_episodes": episodes}
     env_direct = f"PIPELINE_JAX_CACHE={jax_cache}-a"
     env_dag = f"PIPELINE_JAX_CACHE={jax_cache}-b"
     with timer() as direct:
-        subprocess.run(f"{env_direct} {sys.executable} -m tasks.pipeline --profile demo --env-id {ENV_ID} --root {direct_root} "
+        subprocess.run(f"{env_direct} {sys.executable} -m tasks.flows.pipeline --profile demo --env-id {ENV_ID} --root {direct_root} "
                        + " ".join(f"--set {k}={v}" for k, v in settings.items()), shell=True, check=True, cwd=PROJECT)
     with timer() as via_dag:
-        subprocess.run(f"{env_dag} {sys.executable} plugins/demo_run.py --env-id {ENV_ID} --root {dag_root} "
+        subprocess.run(f"{env_dag} {sys.executable} tools/demo_run.py --env-id {ENV_ID} --root {dag_root} "
                        + " ".join(f"--conf {k}={v}" for k, v in settings.items()), shell=True, check=True, cwd=PROJECT)
     overhead = via_dag["s"] - direct["s"]
     allowed = 0.05 * direct["s"] + 20
     name = f"P4 pipeline overhead, {ENV_ID}, {count}+{PARAMS['holdout_count']} demos, tiny preset {PARAMS['steps']} steps"
     print(f"\n{name}")
-    for label, value in (("stage functions called directly (tasks.pipeline)", direct["s"]),
+    for label, value in (("stage functions called directly (tasks.flows.pipeline)", direct["s"]),
                          ("through the DAG (dag.test, SQLite)", via_dag["s"]),
                          ("overhead", overhead), ("allowed: 5 % + 20 s", allowed)):
         print(f"  {label:<48} {value:10.2f} s")

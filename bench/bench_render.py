@@ -35,7 +35,7 @@ def main(count: int = 20) -> dict:
     shutil.rmtree(OUT / "p1_ours", ignore_errors=True)
     ours_store = store_root("p1_ours")
     # same demos, copied into a fresh store so nothing is cached
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
 
     store = ArtifactStore(store_root("store"))
     manifest = store.require(d.uri)

@@ -10,7 +10,7 @@ import numpy as np
 
 from bench.common import ENV_ID, OUT, local, rendered, report, timer
 from tasks.convert import ACTION_KEY, ConvertParams, write_dataset
-from tasks.specs import get_spec
+from tasks.core.specs import get_spec
 from tasks.stats import compute_norm_stats
 
 HORIZON = 10
@@ -25,7 +25,7 @@ def loader_stats(repo_root, spec):
     from openpi.training import config as _config
     from openpi.training import data_loader as _data_loader
 
-    from tasks.openpi_data import data_transforms, repack_transform
+    from tasks.policy.transforms import data_transforms, repack_transform
 
     cfg = _config.DataConfig(repo_id=f"{repo_root.parent.name}/{repo_root.name}", action_sequence_keys=(ACTION_KEY,), prompt_from_task=True)
     ds = _data_loader.TransformedDataset(_data_loader.create_torch_dataset(cfg, HORIZON, pi0_config.Pi0Config(action_horizon=HORIZON)),

@@ -1,6 +1,6 @@
 """P6: training throughput, our train stage vs a loop in the style of openpi's `scripts/train.py`.
 
-Same tiny config (tasks/train_configs.py), same dataset and norm stats, same batch size, steps, log interval
+Same tiny config (tasks/policy/configs.py), same dataset and norm stats, same batch size, steps, log interval
 and seed, one after the other in this process. openpi's script (not in the `rpent-openpi` wheel) builds the
 train state, jits `train_step`, then per step: run the step, append its info, every `log_interval` steps
 bring the stacked infos to the host, fetch the next batch, save a checkpoint at the end. Both sides are
@@ -43,7 +43,7 @@ def openpi_style_loop(params, dataset, norm, work) -> dict:
     from openpi.training import data_loader as _data_loader
     from openpi.training import sharding
 
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
     from tasks.convert import repo_id_for
     from tasks.train import _Loop, link_dataset, openpi_train_config
 
@@ -86,8 +86,8 @@ def openpi_style_loop(params, dataset, norm, work) -> dict:
 
 
 def main(steps: int = 16, log_interval: int = 5) -> dict:
-    from tasks.artifacts import ArtifactStore, work_dir
-    from tasks.tokenizer import seed_offline_tokenizer
+    from tasks.core.store import ArtifactStore, work_dir
+    from tasks.policy.tokenizer import seed_offline_tokenizer
     from tasks.train import TrainParams, train
 
     os.environ.setdefault("OPENPI_DATA_HOME", str(OUT / "openpi"))

@@ -1,6 +1,6 @@
 """Runs the whole pipeline for every registered ManiSkill task (or the chosen ones), one mapped group each.
 
-Add a TaskSpec to tasks/specs.py and trigger this DAG: the new task runs every stage; the tasks that
+Add a TaskSpec to tasks/core/specs.py and trigger this DAG: the new task runs every stage; the tasks that
 were already trained find every artifact in the store (same inputs, same keys) and finish as cache hits.
 Airflow's own date backfill (`airflow backfill create`) of the SFT DAG works too, for the same reason.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task, task_group
 
-import pipeline_tasks as t
-from pipeline_params import common_params, profile_doc, resolve_run_config
-from tasks.specs import TASK_SPECS
+from tasks.airflow_tasks import stage_tasks as t
+from tasks.airflow_tasks.params import common_params, profile_doc, resolve_run_config
+from tasks.core.specs import TASK_SPECS
 
 DOC = f"""{__doc__}
 ### When it runs
@@ -35,14 +35,14 @@ group, render goes through the split's shards in turn and verify through the kep
     default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "retry_exponential_backoff": True},
     params={"env_ids": Param([], type=["array", "null"], items={"type": "string", "enum": sorted(TASK_SPECS)},
                              examples=sorted(TASK_SPECS), title="Tasks", section="Task and demos",
-                             description="ManiSkill tasks to run (registered in tasks/specs.py); none: every one"),
+                             description="ManiSkill tasks to run (registered in tasks/core/specs.py); none: every one"),
             **common_params()},
     doc_md=DOC,
 )
 def maniskill_openpi_backfill():
     @task(retries=0)  # bad params cannot get better by retrying
     def registered_tasks(params=None, dag_run=None) -> list[str]:
-        from tasks.specs import TASK_SPECS as registry  # read at run time: a spec added since parsing counts
+        from tasks.core.specs import TASK_SPECS as registry  # read at run time: a spec added since parsing counts
 
         chosen = list(params["env_ids"] or []) or sorted(registry)
         for env_id in chosen:  # refuse bad params before any task starts work

@@ -13,7 +13,7 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from tasks.common import default_root
+from tasks.core.cli import default_root
 
 DOC = f"""{__doc__}
 ### When it runs
@@ -50,7 +50,7 @@ remove without removing it (`python -m tasks.maintenance` does a dry run unless 
 def maniskill_openpi_maintenance():
     @task
     def sweep(params=None) -> dict:
-        from pipeline_glue import run_stage_task
+        from tasks.airflow_tasks.glue import run_stage_task
         from tasks.maintenance import MaintenanceParams, maintain
 
         return run_stage_task(maintain, MaintenanceParams(keep_runs=params["keep_runs"], grace_hours=params["grace_hours"],

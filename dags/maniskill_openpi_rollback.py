@@ -3,7 +3,7 @@
 By hand only (no schedule): pick the task and, optionally, the verify or checkpoint URI of the entry to
 restore (empty: the checkpoint the current latest replaced). The rollback is a compare-and-swap like a
 promotion, refuses an entry whose checkpoint retention removed, and is recorded in the history with this
-run as its author. See tasks/registry.py (`python -m tasks.registry history|rollback` does the same).
+run as its author. See tasks/rollback.py (`python -m tasks.rollback history|rollback` does the same).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from pipeline_tasks import POLICY_ASSET
-from tasks.common import default_root
-from tasks.specs import TASK_SPECS
+from tasks.airflow_tasks.stage_tasks import POLICY_ASSET
+from tasks.core.cli import default_root
+from tasks.core.specs import TASK_SPECS
 
 
 @dag(
@@ -43,8 +43,8 @@ def maniskill_openpi_rollback():
     # checkpoint cannot get better by retrying.
     @task(retries=0, outlets=[POLICY_ASSET])
     def rollback(params=None, dag_run=None) -> dict:
-        from pipeline_glue import run_stage_task
-        from tasks.registry import RollbackParams, rollback as stage
+        from tasks.airflow_tasks.glue import run_stage_task
+        from tasks.rollback import RollbackParams, rollback as stage
 
         return run_stage_task(stage, RollbackParams(env_id=params["env_id"], to=params["to"] or "",
                                                     actor=f"airflow maniskill_openpi_rollback {dag_run.run_id}"),

@@ -24,10 +24,10 @@ import h5py
 import numpy as np
 import PIL.Image
 
-from tasks import common
-from tasks.artifacts import ArtifactStore, StageResult, run_stage
-from tasks.demo_files import DemoFileError, read_episode, sidecar
-from tasks.specs import TaskSpec, get_spec
+from tasks.core import cli
+from tasks.core.store import ArtifactStore, StageResult, run_stage
+from tasks.core.demo_files import DemoFileError, read_episode, sidecar
+from tasks.core.specs import TaskSpec, get_spec
 
 STAGE = "convert"
 CODE_VERSION = "1"
@@ -200,10 +200,10 @@ def convert(params: ConvertParams, root: str, rendered: list[str]) -> StageResul
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
                      params={**params.key_params(), "spec": spec.digest(STAGE)}, parents=parents, build=build,
-                     log=common.log)
+                     log=cli.log)
 
 
-main = common.cli(__doc__.splitlines()[0], ConvertParams, convert, inputs={"rendered": True})
+main = cli.cli(__doc__.splitlines()[0], ConvertParams, convert, inputs={"rendered": True})
 
 if __name__ == "__main__":
     raise SystemExit(main())

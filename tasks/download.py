@@ -19,10 +19,10 @@ from pathlib import Path
 
 import fsspec
 
-from tasks import common
-from tasks.artifacts import ArtifactStore, StageResult, run_stage
-from tasks.demo_files import DemoFileError, load_episodes, write_subset
-from tasks.specs import get_spec
+from tasks.core import cli
+from tasks.core.store import ArtifactStore, StageResult, run_stage
+from tasks.core.demo_files import DemoFileError, load_episodes, write_subset
+from tasks.core.specs import get_spec
 
 STAGE = "download"
 CODE_VERSION = "1"
@@ -180,10 +180,10 @@ def download(params: DownloadParams, root: str) -> StageResult:
         return metrics
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params=dataclasses.asdict(params), parents=[], build=build, log=common.log)
+                     params=dataclasses.asdict(params), parents=[], build=build, log=cli.log)
 
 
-main = common.cli(__doc__.splitlines()[0], DownloadParams, download)
+main = cli.cli(__doc__.splitlines()[0], DownloadParams, download)
 
 if __name__ == "__main__":
     raise SystemExit(main())

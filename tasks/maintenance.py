@@ -33,12 +33,12 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from tasks import common
-from tasks.artifacts import (IN_USE, IN_USE_REFRESH_SECONDS, MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore,
+from tasks.core import cli
+from tasks.core.store import (IN_USE, IN_USE_REFRESH_SECONDS, MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore,
                              Manifest, StageResult)
 
 PROGRESS = "train-progress"  # training's resume points (tasks.train.PROGRESS_STAGE; a stage is not imported here)
-HISTORY = "promotions"  # the promotion records (tasks.registry.HISTORY)
+HISTORY = "promotions"  # the promotion records (tasks.rollback.HISTORY)
 NOT_ARTIFACTS = ("runs", "latest.json", PROGRESS, HISTORY)  # per-task entries that are not stage folders
 
 
@@ -156,7 +156,7 @@ def roots(store: ArtifactStore, env_ids: set[str], runs: dict[str, list], keep_r
         for field in ("checkpoint", "verify", "previous"):
             if latest.get(field):
                 keep.setdefault(latest[field], f"latest.json {field}")
-        # The newest promotion records: what a rollback can restore (tasks/registry.py).
+        # The newest promotion records: what a rollback can restore (tasks/rollback.py).
         base = f"{store.root}/{env_id}/{HISTORY}"
         for name in sorted(store.children(base), reverse=True)[:keep_runs]:  # names start with the UTC time
             record = store.read_json(f"{base}/{name}") or {}
@@ -255,9 +255,9 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
                 if uri not in spared:
                     spared.add(uri)
                     stack += list(doomed[uri].manifest.parents) if uri in doomed else []
-            common.log(f"[maintenance] keeping {e.uri}: marked in use during this sweep, or a parent of one")
+            cli.log(f"[maintenance] keeping {e.uri}: marked in use during this sweep, or a parent of one")
             continue
-        common.log(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
+        cli.log(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
                    f"{datetime.fromtimestamp(e.manifest.created_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
         if not params.dry_run:
             store.remove(f"{e.uri}/{MANIFEST}")  # invisible first, then the files
@@ -265,20 +265,20 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
         removed.append(e.uri)
         freed += e.bytes
     for path in orphans:
-        common.log(f"[maintenance] {verb} orphan payload {path}")
+        cli.log(f"[maintenance] {verb} orphan payload {path}")
         if not params.dry_run:
             store.remove(path)
     for p in stale_progress:
-        common.log(f"[maintenance] {verb} resume points {p.uri} (steps {', '.join(p.steps)}; newest saved "
+        cli.log(f"[maintenance] {verb} resume points {p.uri} (steps {', '.join(p.steps)}; newest saved "
                    f"{datetime.fromtimestamp(p.saved_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
         if not params.dry_run:
             store.remove(p.uri)
     for run_uri in stale_runs:
-        common.log(f"[maintenance] {verb} run report {run_uri}")
+        cli.log(f"[maintenance] {verb} run report {run_uri}")
         if not params.dry_run:
             store.remove(run_uri)
     for uri in sorted(u for u in reason if u in by_uri):
-        common.log(f"[maintenance] keeping {uri}: {reason[uri]}")
+        cli.log(f"[maintenance] keeping {uri}: {reason[uri]}")
     after = storage_report([e for e in entries if e.uri not in set(removed)]) if not params.dry_run else before
     summary = {"dry_run": params.dry_run, "kept": sorted(u for u in reason if u in by_uri), "removed": removed,
                "orphan_payloads": orphans, "run_reports_removed": stale_runs,
@@ -287,9 +287,9 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
     for env, stages in before.items():
         for stage, row in stages.items():
             left = (after.get(env, {}).get(stage) or {"artifacts": 0, "bytes": 0})
-            common.log(f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
+            cli.log(f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
                        f"  -> {left['artifacts']:>4} artifacts {left['bytes'] / 2**20:>10.1f} MB")
-    common.log(f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
+    cli.log(f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
                f"{len(removed)} artifacts, {len(orphans)} orphan payloads, {len(stale_runs)} run reports, "
                f"{len(stale_progress)} resume point folders")
     return StageResult(uri=store.root, digest="", cache_hit=False, seconds=time.monotonic() - t0,
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=common.default_root(), help="artifact root URI (file:///abs/dir or s3://bucket/prefix)")
+    parser.add_argument("--root", default=cli.default_root(), help="artifact root URI (file:///abs/dir or s3://bucket/prefix)")
     parser.add_argument("--keep-runs", type=int, default=MaintenanceParams.keep_runs,
                         help="newest run reports per task whose artifacts are kept, besides latest's (default %(default)s)")
     parser.add_argument("--grace-hours", type=float, default=MaintenanceParams.grace_hours,

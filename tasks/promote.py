@@ -12,8 +12,8 @@ a deployed policy. With n episodes each, the test can only succeed if n is large
 against 0/2 gives p = 0.17, at n = 50 (the production profile) 45/50 beats 35/50 (p = 0.01). When the
 episode count makes a promotion impossible, the reason says so.
 
-Each promotion adds a record to the task's history (tasks/registry.py: who, when, what, what it replaced),
-from which `python -m tasks.registry rollback` or the rollback DAG restores an earlier entry.
+Each promotion adds a record to the task's history (tasks/rollback.py: who, when, what, what it replaced),
+from which `python -m tasks.rollback rollback` or the rollback DAG restores an earlier entry.
 
 With `require_approval` (the DAGs' approve task, Airflow's human-in-the-loop step, sets it), a candidate that
 passes all of the above still waits for a person: it is promoted only with `approved_by` (who approved), and
@@ -30,10 +30,10 @@ import dataclasses
 import time
 from typing import Any
 
-from tasks import common
-from tasks.artifacts import ArtifactStore, StageResult, latest_uri
-from tasks.registry import record
-from tasks.specs import get_spec
+from tasks.core import cli
+from tasks.core.store import ArtifactStore, StageResult, latest_uri
+from tasks.rollback import record
+from tasks.core.specs import get_spec
 from tasks.verify import protocol_differences
 
 ALPHA = 0.05  # significance level of the promotion test
@@ -144,10 +144,10 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "promote", entry, current, params.actor)
             break
-        common.log(f"[promote] {uri} changed while deciding (another run promoted); deciding again")
+        cli.log(f"[promote] {uri} changed while deciding (another run promoted); deciding again")
     else:
         raise RuntimeError(f"{uri} kept changing during 20 promotion attempts; rerun promote")
-    common.log(f"[promote] {'promoted' if promoted else 'kept current latest'}: {reason}")
+    cli.log(f"[promote] {'promoted' if promoted else 'kept current latest'}: {reason}")
     latest = store.read_json(uri)
     return StageResult(uri=uri, digest=digest, cache_hit=not promoted,
                        metrics={"promoted": promoted, "reason": reason, "approval_required": params.require_approval,
@@ -156,7 +156,7 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
                        seconds=time.monotonic() - t0)
 
 
-main = common.cli(__doc__.splitlines()[0], PromoteParams, promote, inputs={"verification": False})
+main = cli.cli(__doc__.splitlines()[0], PromoteParams, promote, inputs={"verification": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

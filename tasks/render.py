@@ -23,10 +23,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from tasks import common
-from tasks.artifacts import ArtifactStore, StageResult, run_stage, work_dir
-from tasks.demo_files import episodes_fingerprint, load_episodes, sidecar, write_subset
-from tasks.specs import CONTROL_MODES, get_spec
+from tasks.core import cli
+from tasks.core.store import ArtifactStore, StageResult, run_stage, work_dir
+from tasks.core.demo_files import episodes_fingerprint, load_episodes, sidecar, write_subset
+from tasks.core.specs import CONTROL_MODES, get_spec
 
 STAGE = "render"
 CODE_VERSION = "2"  # 2: keyed on the shard's episodes
@@ -57,7 +57,7 @@ class RenderParams:
         if self.control_mode and self.control_mode != spec.control_mode:
             raise ValueError(f"control mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} "
                              f"({spec.control_mode!r}), which training and evaluation use: leave control_mode empty "
-                             "or change the spec in tasks/specs.py")
+                             "or change the spec in tasks/core/specs.py")
         if self.shard_start < 0 or (self.shard_stop != -1 and self.shard_stop <= self.shard_start):
             raise ValueError(f"bad shard [{self.shard_start}, {self.shard_stop}): need 0 <= start < stop (or stop=-1 for 'to the end')")
         if not 0.0 <= self.min_success_ratio <= 1.0:
@@ -83,7 +83,7 @@ def plan_shards(demo_count: int, holdout_count: int, episodes_per_shard: int) ->
 
     Held-out episodes come first so that a demo set that grows (more demos, same seed) keeps every
     episode where it was: the held-out shard and the full training shards keep their keys and are cache
-    hits; only the last partial shard and the new ones are rendered. The DAGs and tasks/pipeline.py
+    hits; only the last partial shard and the new ones are rendered. The DAGs and tasks/flows/pipeline.py
     share this plan, so the same demo set always gives the same render keys, whichever way it is run.
     """
     shards = [{"start": 0, "stop": holdout_count, "split": "holdout"}]
@@ -197,7 +197,7 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
             sidecar(sub).write_text(json.dumps(meta))
             log_path = scratch / f"part{w}.log"
             logs.append(log_path)
-            cmd = [sys.executable, "-m", "tasks.replay_worker", str(sub), "--control-mode", spec.control_mode,
+            cmd = [sys.executable, "-m", "tasks.sim.replay_worker", str(sub), "--control-mode", spec.control_mode,
                    "--spec", spec.to_json()]
             procs.append(subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT))
             outputs.append(scratch / f"part{w}.rgb.{spec.control_mode}.physx_cpu.h5")
@@ -237,10 +237,10 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
 
     # Keyed on the shard's own episodes, not the whole demo set: see plan_shards.
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=params.key_params(),
-                     parents=[parent], build=build, log=common.log, key_inputs=[episodes_fingerprint(src, shard)])
+                     parents=[parent], build=build, log=cli.log, key_inputs=[episodes_fingerprint(src, shard)])
 
 
-main = common.cli(__doc__.splitlines()[0], RenderParams, render, inputs={"demos": False})
+main = cli.cli(__doc__.splitlines()[0], RenderParams, render, inputs={"demos": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks import common, report
-from tasks.artifacts import ArtifactStore, StageResult, check_segment, work_dir
-from tasks.specs import get_spec
+from tasks.core import cli, report
+from tasks.core.store import ArtifactStore, StageResult, check_segment, work_dir
+from tasks.core.specs import get_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ def run_report(params: RunReportParams, root: str, verification: str, stages: li
                "finished_at": time.time()}  # retention keeps the newest runs' artifacts (tasks/maintenance.py)
     store.write_json(f"{run_uri}/run.json", summary)
     store.write_bytes(f"{run_uri}/report.html", page.encode())
-    common.log(f"[run_report] {run_uri}/report.html ({len(stages)} stages, {summary['cache_hits']} cache hits)")
+    cli.log(f"[run_report] {run_uri}/report.html ({len(stages)} stages, {summary['cache_hits']} cache hits)")
     return StageResult(uri=run_uri, digest="", cache_hit=False, seconds=time.monotonic() - t0, files_uri=run_uri,
                        metrics={"report": f"{run_uri}/report.html", "stages": len(stages), "cache_hits": summary["cache_hits"],
                                 "stage_seconds": summary["stage_seconds"]})
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=common.default_root())
+    parser.add_argument("--root", default=cli.default_root())
     parser.add_argument("--env-id", required=True)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--verification", required=True, help="verify artifact URI")

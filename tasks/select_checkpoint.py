@@ -25,9 +25,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tasks import common
-from tasks.artifacts import ArtifactStore, Manifest, StageResult, run_stage
-from tasks.specs import get_spec
+from tasks.core import cli
+from tasks.core.store import ArtifactStore, Manifest, StageResult, run_stage
+from tasks.core.specs import get_spec
 
 STAGE = "select"
 CODE_VERSION = "1"
@@ -112,22 +112,22 @@ def select(params: SelectParams, root: str, verifications: list[str]) -> StageRe
         row["selected"] = row is best
 
     def build(out: Path) -> dict:
-        from tasks import report
+        from tasks.core import report
 
         (out / "selection.json").write_text(json.dumps({"reason": reason, "candidates": rows}, indent=2))
         figure = report.selection_figure(rows)
         if figure:
             (out / "selection.png").write_bytes(base64.b64decode(figure))
-        common.log(f"[select] {reason}")
+        cli.log(f"[select] {reason}")
         return {"verify": best["verify"], "step": best["step"], "checkpoint": best["checkpoint"], "reason": reason,
                 "candidates": [{k: r[k] for k in ("step", "successes", "episodes", "val_loss", "verdict", "selected")}
                                for r in rows]}
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params={},
-                     parents=manifests, build=build, log=common.log)
+                     parents=manifests, build=build, log=cli.log)
 
 
-main = common.cli(__doc__.splitlines()[0], SelectParams, select, inputs={"verifications": True})
+main = cli.cli(__doc__.splitlines()[0], SelectParams, select, inputs={"verifications": True})
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tasks.artifacts import ArtifactStore, work_dir
-from tasks.common import default_root
-from tasks.specs import get_spec
+from tasks.core.store import ArtifactStore, work_dir
+from tasks.core.cli import default_root
+from tasks.core.specs import get_spec
 
 
 def resolve_checkpoint(store: ArtifactStore, env_id: str, checkpoint: str | None) -> str:
     if checkpoint:
         return checkpoint
-    from tasks.artifacts import latest_uri
+    from tasks.core.store import latest_uri
 
     from tasks.train import checkpoint_ref
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import common
-from tasks.artifacts import ArtifactStore, StageResult, run_stage
+from tasks.core import cli
+from tasks.core.store import ArtifactStore, StageResult, run_stage
 from tasks.convert import ACTION_KEY, STATE_KEY
-from tasks.specs import TaskSpec, get_spec
+from tasks.core.specs import TaskSpec, get_spec
 
 STAGE = "stats"
 CODE_VERSION = "1"
@@ -71,7 +71,7 @@ def iter_episode_columns(dataset_root: Path, repo_id: str = "maniskill/stats") -
 
 def transformed_batches(spec: TaskSpec, dataset_root: Path, horizon: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of model-ready `state` (B, S) and `actions` (B, H, A), in dataset order, through ManiSkillInputs."""
-    from tasks.openpi_data import data_transforms
+    from tasks.policy.transforms import data_transforms
 
     transform = data_transforms(spec).inputs[0]
     pending_state, pending_actions, n = [], [], 0
@@ -109,7 +109,7 @@ def check_stats(spec: TaskSpec, norm_stats: dict, min_std: float) -> None:
             dims = ", ".join(f"{names[key][i]} (std {std[i]:.2e})" for i in flat)
             raise StatsError(f"{key} dimensions with near-zero std (< {min_std}) in {spec.env_id}: {dims}. "
                              "They are constant in the demos and would be scaled by ~1/std during normalisation; "
-                             "drop them from state_keys in tasks/specs.py or collect more varied demos.")
+                             "drop them from state_keys in tasks/core/specs.py or collect more varied demos.")
 
 
 def compute_norm_stats(spec: TaskSpec, dataset_root: Path, horizon: int, batch_size: int) -> tuple[dict, int]:
@@ -144,10 +144,10 @@ def stats(params: StatsParams, root: str, dataset: str) -> StageResult:
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
                      params={**dataclasses.asdict(params), "spec": spec.digest(STAGE)}, parents=[parent], build=build,
-                     log=common.log)
+                     log=cli.log)
 
 
-main = common.cli(__doc__.splitlines()[0], StatsParams, stats, inputs={"dataset": False})
+main = cli.cli(__doc__.splitlines()[0], StatsParams, stats, inputs={"dataset": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks import common
-from tasks.artifacts import (COMPLETE, ArtifactStore, Manifest, StageResult, artifact_uri, latest_uri, run_stage,
+from tasks.core import cli
+from tasks.core.store import (COMPLETE, ArtifactStore, Manifest, StageResult, artifact_uri, latest_uri, run_stage,
                              work_dir)
-from tasks.run_config import BASE, BASE_PARAMS, LATEST, MODELS, PRESETS
-from tasks.specs import get_spec
+from tasks.core.run_config import BASE, BASE_PARAMS, LATEST, MODELS, PRESETS
+from tasks.core.specs import get_spec
 
 STAGE = "train"
 PROGRESS_STAGE = "train-progress"
@@ -131,7 +131,7 @@ class TrainParams:
 
     def resolved_steps(self) -> int:
         """`steps`, or the preset's default when 0."""
-        from tasks.train_configs import PRESET_DEFAULTS
+        from tasks.policy.configs import PRESET_DEFAULTS
 
         return self.steps or PRESET_DEFAULTS[self.preset].num_train_steps
 
@@ -187,7 +187,7 @@ def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: boo
         got = norm_stats[key].mean.shape[-1]
         if got != width:
             raise TrainError(f"norm stats {key} width {got} != model input width {width} for {spec.env_id} "
-                             f"({'state_keys' if key == 'state' else 'action_dim'} in tasks/specs.py); "
+                             f"({'state_keys' if key == 'state' else 'action_dim'} in tasks/core/specs.py); "
                              "recompute the stats from a dataset converted with the current TaskSpec")
         if got > model_action_dim:
             raise TrainError(f"{key} width {got} exceeds the model's action_dim {model_action_dim}")
@@ -326,7 +326,7 @@ print("ok" if np.array_equal(fresh, cached) else "mismatch")
 _CACHE_CHECKED: dict[str, bool] = {}  # cache dir -> verdict, so a process checks each backend once
 
 
-def enable_compilation_cache(cache_dir: Path, log=common.log) -> bool:
+def enable_compilation_cache(cache_dir: Path, log=cli.log) -> bool:
     """JAX's persistent compilation cache, only where executables loaded from it compute what fresh ones do.
 
     With JAX 0.5.3 on the CPU they do not: an executable loaded from the cache returns one constant from
@@ -498,7 +498,7 @@ def openpi_train_config(params: TrainParams, *, repo_id: str = "maniskill/unset"
     `weights_path`: the local or remote params directory the initial weights load from (default: the params'
     pretrained_uri as given, for inspection; training passes the resolved one).
     """
-    from tasks.train_configs import for_task
+    from tasks.policy.configs import for_task
 
     return for_task(params.env_id, params.preset, model=params.model, repo_id=repo_id, assets_dir=assets_dir,
                     checkpoint_base_dir=checkpoint_base_dir, exp_name="run", action_horizon=params.action_horizon,
@@ -530,7 +530,7 @@ def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key
 
 def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, stats_dir: Path, out: Path,
                  store: ArtifactStore, progress_uri: str, init_weights: str = "", init_params_dir: Path | None = None,
-                 holdout_dir: Path | None = None, holdout_key: str = "", log=common.log) -> dict[str, Any]:
+                 holdout_dir: Path | None = None, holdout_key: str = "", log=cli.log) -> dict[str, Any]:
     """Trains into `out/` (checkpoint, log, summary), resuming from `progress_uri` when a checkpoint is there.
 
     `holdout_dir`: the held-out dataset; with `val_interval`, its loss is logged every `val_interval` steps and at
@@ -548,8 +548,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     from openpi.training import sharding
 
     from tasks.convert import repo_id_for
-    from tasks.tokenizer import ensure_tokenizer
-    from tasks.train_configs import MODEL_ACTION_DIM, uses_quantile_norm
+    from tasks.policy.tokenizer import ensure_tokenizer
+    from tasks.policy.configs import MODEL_ACTION_DIM, uses_quantile_norm
 
     spec = get_spec(params.env_id)
     check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM, quantile=params.model != "pi0")
@@ -748,7 +748,7 @@ def init_description(init_weights: str, from_artifact: bool) -> str:
 
 def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str | None = None) -> StageResult:
     params.validate()
-    from tasks.tokenizer import is_offline_stand_in
+    from tasks.policy.tokenizer import is_offline_stand_in
 
     if params.preset != "tiny" and is_offline_stand_in():
         raise TrainError(
@@ -792,7 +792,7 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
                             holdout_key=holdout_manifest.key if holdout_manifest is not None else "")
 
     result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
-                       parents=parents, build=build, log=common.log)
+                       parents=parents, build=build, log=cli.log)
     store.delete_tree(progress_uri)  # the published artifact supersedes the resume points
     return result
 
@@ -808,7 +808,7 @@ def fetch_checkpoint(store: ArtifactStore, ref: str, cache_dir: Path | None = No
 
 
 logging.getLogger("absl").setLevel(logging.WARNING)
-main = common.cli(__doc__.splitlines()[0], TrainParams, train,
+main = cli.cli(__doc__.splitlines()[0], TrainParams, train,
                   inputs={"dataset": False, "stats": False, "holdout": "optional"})
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """verify: load a trained checkpoint the way users serve it, and measure it on held-out data and in the sim.
 
 1. `policy_config.create_trained_policy` loads the checkpoint (what openpi's policy server does), with
-   the same TrainConfig the train stage used (tasks/train_configs.py).
+   the same TrainConfig the train stage used (tasks/policy/configs.py).
 2. Open-loop, on held-out real frames: a dataset converted from demos that training never saw (the
    pipeline makes it from a disjoint seed range). For evenly spaced frames, the predicted action chunk is
    compared with the demonstrated one: shape `(action_horizon, action_dim)`, finiteness, error per
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from tasks import common
-from tasks.artifacts import ArtifactStore, Manifest, StageResult, run_stage
-from tasks.rollout import BatchedPolicy, Episode, auto_env_count, open_envs, policy_input, run_episodes
-from tasks.specs import TaskSpec, get_spec
+from tasks.core import cli
+from tasks.core.store import ArtifactStore, Manifest, StageResult, run_stage
+from tasks.sim.rollout import BatchedPolicy, Episode, auto_env_count, open_envs, policy_input, run_episodes
+from tasks.core.specs import TaskSpec, get_spec
 
 STAGE = "verify"
 CODE_VERSION = "4"  # 4: which kept checkpoint (step, its validation loss); 3: eval env from the render's env kwargs, ...
@@ -72,7 +72,7 @@ class VerifyParams:
     min_success_rate: float = 0.0  # pass threshold on closed-loop success (success_once); 0: none
     device: str = "auto"  # rollout render backend: auto (the training frames' backend) | cpu | gpu
     # Closed-loop envs stepped together (worker processes; one batched policy call per replanning step);
-    # 0: auto (tasks.rollout.auto_env_count). Not in the key: the same seeds and protocol (only the policy's noise
+    # 0: auto (tasks.sim.rollout.auto_env_count). Not in the key: the same seeds and protocol (only the policy's noise
     # draws depend on the batching, as they do on any rerun).
     envs: int = 0
     # Which of the train artifact's kept checkpoints to evaluate (its `checkpoint_steps`); 0: the final one.
@@ -308,8 +308,8 @@ def load_policy(spec: TaskSpec, train_manifest: Manifest, checkpoint_dir: Path):
     """The trained policy through openpi's own loader, with the TrainConfig that trained it."""
     from openpi.policies import policy_config
 
-    from tasks.tokenizer import ensure_tokenizer, is_offline_stand_in
-    from tasks.train_configs import for_task
+    from tasks.policy.tokenizer import ensure_tokenizer, is_offline_stand_in
+    from tasks.policy.configs import for_task
 
     ensure_tokenizer()
     p = train_manifest.params
@@ -341,7 +341,7 @@ def holdout_demo_actions(holdout_dir: Path, sources: EvalSources) -> list[np.nda
 
 def harness_check(spec: TaskSpec, envs, sources: EvalSources, demo_actions: list[np.ndarray], horizon: int,
                   execute_steps: int, limit: int = 0) -> dict[str, Any]:
-    """Runs the oracle on held-out demos (on `envs`, tasks.rollout's) and refuses a harness that cannot reproduce them."""
+    """Runs the oracle on held-out demos (on `envs`, tasks.sim.rollout's) and refuses a harness that cannot reproduce them."""
     picked = list(zip(sources.holdout_episodes, demo_actions))[: limit or None]
     oracles = [DemoReplayPolicy(actions, horizon, execute_steps) for _, actions in picked]
     episodes = run_episodes(envs, lambda indices, inputs: [oracles[i].infer(x)["actions"] for i, x in zip(indices, inputs)],
@@ -385,7 +385,7 @@ def open_loop(policy, spec: TaskSpec, holdout_dir: Path, horizon: int, n_frames:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from tasks.convert import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
-    from tasks.openpi_data import to_hwc_uint8
+    from tasks.policy.transforms import to_hwc_uint8
 
     ds = LeRobotDataset("maniskill/holdout", root=holdout_dir,
                         delta_timestamps={ACTION_KEY: [t / spec.fps for t in range(horizon)]})
@@ -454,7 +454,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         check_seeds_disjoint(protocol.seeds, sources.demo_seeds)
 
     def build(out: Path) -> dict:
-        from tasks import report
+        from tasks.core import report
 
         cache = out.parent / "inputs"
         _, train_dir = store.fetch(checkpoint, cache, only=checkpoint_files(folder))
@@ -473,7 +473,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             if envs is not None and params.harness:  # the oracle first: a broken harness makes the rest meaningless
                 harness = harness_check(spec, envs, sources, demo_actions, horizon, protocol.execute_steps,
                                         params.oracle_episodes)
-                common.log(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
+                cli.log(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
                            f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})")
             policy, _ = load_policy(spec, train_manifest, train_dir / folder)
             ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
@@ -484,7 +484,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                                            [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
                                            protocol.execute_steps, rollout_frames)
                 rollout_s = time.monotonic() - t_rollout
-                common.log(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")
+                cli.log(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")
         finally:
             if envs is not None:
                 envs.close()
@@ -526,12 +526,12 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                             predicted=ol["predicted"], demonstrated=ol["demonstrated"],
                             samples=ol["samples"], rollout_frames=rollout_frames, episodes=cl_episodes,
                             harness_episodes=(harness or {}).get("per_episode", []))
-        common.log(f"[verify] verification {verdict.upper()}: {reason}")
+        cli.log(f"[verify] verification {verdict.upper()}: {reason}")
         return metrics
 
     key = {**params.key_params(), "render_backend": protocol.env_kwargs.get("render_backend"), "spec": spec.digest(STAGE)}
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key,
-                     parents=[train_manifest, holdout_manifest], build=build, log=common.log)
+                     parents=[train_manifest, holdout_manifest], build=build, log=cli.log)
 
 
 def val_loss_at(train_log: Path, step: int) -> float | None:
@@ -554,7 +554,7 @@ def verdict_line(metrics: dict[str, Any]) -> str:
     return f"verification {verdict.upper()} ({metrics.get('verdict_reason', '')}); {closed}"
 
 
-main = common.cli(__doc__.splitlines()[0], VerifyParams, verify, inputs={"checkpoint": False, "holdout": False})
+main = cli.cli(__doc__.splitlines()[0], VerifyParams, verify, inputs={"checkpoint": False, "holdout": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

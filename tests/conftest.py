@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks.artifacts import ArtifactStore, Manifest, list_files, stage_key, tool_versions
+from tasks.core.store import ArtifactStore, Manifest, list_files, stage_key, tool_versions
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -37,10 +37,10 @@ def _offline_env(tmp_path_factory):
     os.environ["PIPELINE_WORK_DIR"] = str(tmp_path_factory.mktemp("work"))
     os.environ.setdefault("WANDB_MODE", "offline")
     # openpi's tokenizer cache, private to the test session and seeded with the offline stand-in
-    # (the real PaliGemma tokenizer cannot be fetched here); see tasks/tokenizer.py.
+    # (the real PaliGemma tokenizer cannot be fetched here); see tasks/policy/tokenizer.py.
     os.environ["OPENPI_DATA_HOME"] = str(tmp_path_factory.mktemp("openpi_data_home"))
     os.environ.setdefault("PIPELINE_JAX_CACHE", str(tmp_path_factory.mktemp("jax_cache")))
-    from tasks.tokenizer import seed_offline_tokenizer
+    from tasks.policy.tokenizer import seed_offline_tokenizer
 
     seed_offline_tokenizer()
 

@@ -1,7 +1,7 @@
 """The human approval before latest moves: Airflow's HITL step between confirm and promote, through dag.test().
 
 The DAG here is the SFT DAG's tail (the real `resolve`, `approve` and `promote` tasks of
-plugins/pipeline_tasks.py); its `confirm` task hands over a verification published in the test, as in
+tasks/airflow_tasks/stage_tasks.py); its `confirm` task hands over a verification published in the test, as in
 tests/test_registry.py, because a tiny CPU model never passes the success floor that makes a candidate
 promotable. A person answers through Airflow's own REST API (the Core API app, in process, on the same
 metadata DB), as the Required Actions page does.
@@ -38,8 +38,8 @@ import os
 import pendulum
 from airflow.sdk import dag, task
 
-import pipeline_tasks as t
-from pipeline_params import sft_params
+from tasks.airflow_tasks import stage_tasks as t
+from tasks.airflow_tasks.params import sft_params
 
 
 @dag(dag_id="approval_tail", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), params=sft_params())
@@ -118,8 +118,8 @@ def _conf(root: str, **extra) -> dict:
 
 
 def test_approval_is_asked_only_when_required_and_an_approval_moves_latest(approval_dag, tmp_path):
-    from tasks.artifacts import ArtifactStore
-    from tasks.registry import history
+    from tasks.core.store import ArtifactStore
+    from tasks.rollback import history
 
     root = f"file://{tmp_path}/store"
     store = ArtifactStore(root)
@@ -156,7 +156,7 @@ def test_a_rejection_keeps_latest_and_says_who_rejected(approval_dag, tmp_path):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
 
     root = f"file://{tmp_path}/store"
     store = ArtifactStore(root)

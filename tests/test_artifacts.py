@@ -7,7 +7,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks.artifacts import ArtifactError, ArtifactStore, run_stage, stage_key
+from tasks.core.store import ArtifactError, ArtifactStore, run_stage, stage_key
 
 
 def _build(files: dict[str, bytes]):
@@ -58,7 +58,7 @@ def test_stage_publishes_manifest_and_second_run_is_a_cache_hit(local_root):
 
 def test_stages_mark_what_they_reuse_and_read_in_use(local_root, monkeypatch, capsys):
     """The marks the maintenance sweep keeps recent inputs by: on a cache hit, and refreshed through a long build."""
-    import tasks.artifacts as artifacts
+    import tasks.core.store as artifacts
 
     store = ArtifactStore(local_root)
     parent = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
@@ -175,7 +175,7 @@ def test_latest_pointer_is_replaced_only_from_the_version_read(local_root, s3_ro
 def test_only_unreachable_endpoint_errors_are_retried():
     import botocore.exceptions
 
-    from tasks.artifacts import is_transient
+    from tasks.core.store import is_transient
 
     assert is_transient(botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())

@@ -9,12 +9,12 @@ import boto3
 import h5py
 import pytest
 
-from tasks.artifacts import ArtifactStore
+from tasks.core.store import ArtifactStore
 from tasks.convert import ConvertError, ConvertParams, convert
-from tasks.demo_files import DemoFileError
+from tasks.core.demo_files import DemoFileError
 from tasks.download import DownloadError, DownloadParams, download
 from tasks.render import RenderError, RenderParams, render
-from tasks.specs import SpecError
+from tasks.core.specs import SpecError
 from tasks.stats import StatsParams, stats
 from tests.conftest import publish_dir
 

@@ -101,9 +101,9 @@ def test_params_form_validates(dagbag):
 
 
 def test_production_form_defaults_reach_the_presets_steps_and_batch():
-    from pipeline_params import resolve_run_config, sft_params
+    from tasks.airflow_tasks.params import resolve_run_config, sft_params
 
-    from tasks.run_config import RunConfig
+    from tasks.core.run_config import RunConfig
     from tasks.train import openpi_train_config
 
     form = {k: p.resolve() for k, p in sft_params("production").items()}
@@ -120,7 +120,7 @@ def test_production_form_defaults_reach_the_presets_steps_and_batch():
 
 def test_resolve_refuses_bad_combinations_and_typos_before_work():
     from airflow.sdk.exceptions import AirflowFailException
-    from pipeline_params import resolve_run_config, sft_params
+    from tasks.airflow_tasks.params import resolve_run_config, sft_params
 
     defaults = {k: p.value for k, p in sft_params().items()}
     # AirflowFailException: the task fails at once, without its retries
@@ -289,9 +289,9 @@ def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
 
 
 def test_readme_picture_is_the_dag(dagbag):
-    from dag_diagram import mermaid
+    from tools.dag_diagram import mermaid
 
-    assert mermaid(dagbag.dags[SFT]) in (PROJECT / "README.md").read_text(), "regenerate: python plugins/dag_diagram.py"
+    assert mermaid(dagbag.dags[SFT]) in (PROJECT / "README.md").read_text(), "regenerate: python tools/dag_diagram.py"
 
 
 def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
@@ -307,7 +307,7 @@ def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
 
 def test_wandb_connection_becomes_the_train_tasks_environment(monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
-    from pipeline_glue import bind_wandb_connection
+    from tasks.airflow_tasks.glue import bind_wandb_connection
 
     for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_ENTITY"):
         monkeypatch.delenv(var, raising=False)
@@ -344,9 +344,9 @@ def test_maintenance_dag_reports_the_store_of_real_runs(sft_run, dagbag):
 
 
 def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
     from tasks.promote import PromoteParams, promote
-    from tasks.registry import history
+    from tasks.rollback import history
     from tests.test_registry import ENV_ID, _verified
 
     root = f"file://{tmp_path}/store"
@@ -364,15 +364,15 @@ def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
 @pytest.mark.sim
 @pytest.mark.train
 def test_the_direct_pipeline_and_the_demo_runner_find_every_artifact_of_the_dag_run(sft_run, tmp_path, capsys):
-    """The pipeline without a deployment, both ways, on the SFT run's store: `python -m tasks.pipeline` (the stage
-    functions called in order) and the demo runner (plugins/demo_run.py, what tools/demo.sh runs). Same run config,
+    """The pipeline without a deployment, both ways, on the SFT run's store: `python -m tasks.flows.pipeline` (the stage
+    functions called in order) and the demo runner (tools/demo_run.py, what tools/demo.sh runs). Same run config,
     same shard plan, same keys: every stage is a cache hit of the DAG run's artifacts and only a run report is
-    written, so a stage debugged by hand with tasks.pipeline is the stage the DAG runs, and neither entry point can
+    written, so a stage debugged by hand with tasks.flows.pipeline is the stage the DAG runs, and neither entry point can
     rot unnoticed. (bench/bench_overhead.py times the two on separate stores: P4 in docs/benchmarks.md.)"""
-    import demo_run
+    from tools import demo_run
 
-    from tasks.pipeline import run_pipeline
-    from tasks.run_config import RunConfig
+    from tasks.flows.pipeline import run_pipeline
+    from tasks.core.run_config import RunConfig
 
     run, store = sft_run
     root = f"file://{store}"

@@ -9,11 +9,11 @@ import boto3
 import numpy as np
 import pytest
 
-from tasks.artifacts import ArtifactStore, sha256_file
+from tasks.core.store import ArtifactStore, sha256_file
 from tasks.convert import ACTION_KEY, ConvertParams, convert
 from tasks.download import DownloadParams, download
 from tasks.render import RenderParams, render
-from tasks.specs import get_spec
+from tasks.core.specs import get_spec
 from tasks.stats import StatsParams, stats
 
 pytestmark = pytest.mark.sim
@@ -92,7 +92,7 @@ def openpi_dataset(s3_pipeline, tmp_path_factory):
     from openpi.training import data_loader as _data_loader
 
     from tasks.convert import repo_id_for
-    from tasks.openpi_data import data_transforms, repack_transform
+    from tasks.policy.transforms import data_transforms, repack_transform
 
     store = ArtifactStore(s3_pipeline["root"])
     manifest, local = store.fetch(s3_pipeline["dataset"].uri, tmp_path_factory.mktemp("fetch"))
@@ -155,7 +155,7 @@ SPEC_FIELD_READERS = {
 def test_each_spec_field_is_in_the_keys_of_exactly_the_stages_that_read_it():
     import dataclasses
 
-    from tasks.specs import STAGE_SPEC_FIELDS
+    from tasks.core.specs import STAGE_SPEC_FIELDS
 
     spec = get_spec(ENV_ID)
     edits = {"prompt": "lift the cube", "state_keys": ("agent/qpos[0:9]", "extra/tcp_pose", "extra/goal_pos[0:2]"),

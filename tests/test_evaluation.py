@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tasks.promote import ALPHA, better_p_value, decide
-from tasks.run_config import RunConfig
+from tasks.core.run_config import RunConfig
 from tasks.verify import (EVAL_SEED_BASE, DemoReplayPolicy, EvalProtocol, HarnessError, VerifyError,
                           check_seeds_disjoint, default_step_limit, protocol_differences, summarize, verdict_of,
                           wilson_interval)
@@ -118,7 +118,7 @@ def test_the_production_profile_evaluates_enough_episodes_for_the_rule_to_promot
 
 def test_cpu_rendered_evaluation_on_a_worker_without_lavapipe_is_refused_with_the_fix(monkeypatch, tmp_path):
     """A GPU worker evaluating frames rendered on the CPU needs the software Vulkan driver: found, or refused clearly."""
-    from tasks.rollout import ensure_software_vulkan
+    from tasks.sim.rollout import ensure_software_vulkan
 
     monkeypatch.delenv("VK_ICD_FILENAMES", raising=False)
     monkeypatch.setenv("PIPELINE_LAVAPIPE_ICD", str(tmp_path / "missing.json"))
@@ -141,7 +141,7 @@ def test_protocol_differences_are_listed_in_words():
 @pytest.fixture(scope="module")
 def eval_data(demo_set, rendered_set, tmp_path_factory):
     """A held-out shard (episodes 0-1) and a training dataset of the same demo set, converted by the stages."""
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
     from tasks.convert import ConvertParams, convert
     from tasks.render import RenderParams, render
     from tasks.verify import read_sources
@@ -160,9 +160,9 @@ def eval_data(demo_set, rendered_set, tmp_path_factory):
 def test_eval_env_first_frame_and_state_equal_the_dataset_pixel_for_pixel(eval_data):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.openpi_data import to_hwc_uint8
-    from tasks.specs import get_spec
-    from tasks.rollout import make_eval_env, observation_input
+    from tasks.policy.transforms import to_hwc_uint8
+    from tasks.core.specs import get_spec
+    from tasks.sim.rollout import make_eval_env, observation_input
     from tasks.verify import eval_env_kwargs
 
     spec, sources = get_spec(ENV_ID), eval_data["sources"]
@@ -191,12 +191,12 @@ def test_a_camera_size_is_recorded_in_the_dataset_and_evaluation_renders_at_it(d
     """production renders at pi0's 224x224; whatever the size, verify's env must produce the frames trained on."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
     from tasks.convert import ConvertParams, convert
-    from tasks.openpi_data import to_hwc_uint8
+    from tasks.policy.transforms import to_hwc_uint8
     from tasks.render import RenderParams, render
-    from tasks.specs import get_spec
-    from tasks.rollout import make_eval_env, observation_input
+    from tasks.core.specs import get_spec
+    from tasks.sim.rollout import make_eval_env, observation_input
     from tasks.verify import eval_env_kwargs, read_sources
 
     root, demos = demo_set
@@ -221,8 +221,8 @@ def test_a_camera_size_is_recorded_in_the_dataset_and_evaluation_renders_at_it(d
 
 @pytest.mark.sim
 def test_oracle_harness_check_passes_on_cpu_and_a_wrong_control_mode_is_caught(eval_data):
-    from tasks.rollout import EnvWorkers, LocalEnv, make_eval_env
-    from tasks.specs import get_spec
+    from tasks.sim.rollout import EnvWorkers, LocalEnv, make_eval_env
+    from tasks.core.specs import get_spec
     from tasks.verify import eval_env_kwargs, harness_check, holdout_demo_actions
 
     spec, sources = get_spec(ENV_ID), eval_data["sources"]
@@ -248,7 +248,7 @@ def test_oracle_harness_check_passes_on_cpu_and_a_wrong_control_mode_is_caught(e
 
 @pytest.mark.sim
 def test_demo_seeds_and_the_longest_episode_come_from_the_artifacts_json(eval_data, demo_set, rendered_set):
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
 
     store = ArtifactStore(demo_set[0])
     demos = store.read_json(store.files_uri(store.require(demo_set[1])) + "/trajectory.json")
@@ -280,8 +280,8 @@ def test_an_eval_worker_that_fails_or_dies_is_reported_at_once_and_the_rest_are_
     worker process is gone within the close deadline either way."""
     import time
 
-    from tasks.rollout import EnvWorkers, RolloutError
-    from tasks.specs import get_spec
+    from tasks.sim.rollout import EnvWorkers, RolloutError
+    from tasks.core.specs import get_spec
     from tasks.verify import eval_env_kwargs
 
     spec, kwargs = get_spec(ENV_ID), eval_env_kwargs(eval_data["sources"], "auto")

@@ -20,7 +20,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks.artifacts import ArtifactError, ArtifactStore
+from tasks.core.store import ArtifactError, ArtifactStore
 from tasks.download import DownloadParams, download
 from tests.faults import FlakyProxy
 
@@ -94,7 +94,7 @@ def assert_one_clean_artifact(root: str, result: dict, reference_digest: str) ->
     key_dir = result["uri"].removeprefix("s3://").partition("/")[2]
     payload = result["files_uri"].rsplit("/", 1)[-1]
     keys = s3_keys(root, f"{ENV_ID}/download/")
-    # in-use.json: a run that came second and cache-hit marks the artifact it reused (see tasks/artifacts.py)
+    # in-use.json: a run that came second and cache-hit marks the artifact it reused (see tasks/core/store.py)
     stray = [k for k in keys if k not in (f"{key_dir}/manifest.json", f"{key_dir}/in-use.json")
              and not k.startswith(f"{key_dir}/{payload}/")]
     assert payload.startswith("payload-") and f"{key_dir}/manifest.json" in keys and not stray, f"leftovers: {stray}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import IN_USE, MANIFEST, ArtifactStore
+from tasks.core.store import IN_USE, MANIFEST, ArtifactStore
 from tasks.download import DownloadParams, download
 from tasks.maintenance import MaintenanceParams, maintain, payload_time
 from tasks.render import RenderParams, render

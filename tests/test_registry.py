@@ -1,4 +1,4 @@
-"""The promotion history and rollbacks of latest.json (tasks/registry.py), through promote itself.
+"""The promotion history and rollbacks of latest.json (tasks/rollback.py), through promote itself.
 
 The verify artifacts here are published by the artifact store with the metrics the verify stage writes
 (verdict, successes, episodes, protocol, lineage); the real verify stage feeds promote end to end in
@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from tasks.artifacts import ArtifactStore, run_stage
+from tasks.core.store import ArtifactStore, run_stage
 from tasks.maintenance import MaintenanceParams, maintain
 from tasks.promote import PromoteParams, promote
-from tasks.registry import RollbackError, RollbackParams, history, main, rollback
+from tasks.rollback import RollbackError, RollbackParams, history, main, rollback
 
 ENV_ID = "PickCube-v1"
 PROTOCOL = {"env_id": ENV_ID, "env_kwargs": {"control_mode": "pd_ee_delta_pose"}, "seed_start": 1_000_000,

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from tasks.run_config import BASE, DEMO_PROFILE, PI0_BASE_PARAMS, PI05_BASE_PARAMS, ConfigError, RunConfig, asset_overrides
+from tasks.core.run_config import BASE, DEMO_PROFILE, PI0_BASE_PARAMS, PI05_BASE_PARAMS, ConfigError, RunConfig, asset_overrides
 from tasks.train import TrainError, openpi_train_config
 
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tasks.artifacts import ArtifactStore, run_stage
+from tasks.core.store import ArtifactStore, run_stage
 from tasks.select_checkpoint import SelectError, SelectParams, choose, main, select
 from tests.test_registry import ENV_ID, PROTOCOL
 
@@ -99,9 +99,9 @@ def test_verifications_that_cannot_be_compared_are_refused(local_root):
 def test_latest_moves_between_steps_of_one_run_and_rolls_back_to_the_earlier_step(local_root):
     """Two kept checkpoints of one training run share their train artifact: latest, the history and a rollback tell
     them apart by their verification and step."""
-    from tasks.artifacts import latest_uri
+    from tasks.core.store import latest_uri
     from tasks.promote import PromoteParams, promote
-    from tasks.registry import RollbackParams, rollback
+    from tasks.rollback import RollbackParams, rollback
 
     store = ArtifactStore(local_root)
     ckpt = _train(store)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.specs import TASK_SPECS, SpecError, StateKey, TaskSpec, get_spec
+from tasks.core.specs import TASK_SPECS, SpecError, StateKey, TaskSpec, get_spec
 
 
 def test_registry_has_the_required_tasks():
@@ -74,7 +74,7 @@ def test_render_workers_share_the_cores_with_lavapipes_threads(monkeypatch, tmp_
 
 
 def _layout(**changes) -> "EnvLayout":
-    from tasks.specs import EnvLayout
+    from tasks.core.specs import EnvLayout
 
     layout = dict(env_id="PickCube-v1", robot="panda", control_mode="pd_ee_delta_pose", control_freq=20, action_dim=7,
                   sensors={"base_camera": (128, 128)},
@@ -83,13 +83,13 @@ def _layout(**changes) -> "EnvLayout":
 
 
 def test_a_spec_that_fits_its_env_has_no_problems():
-    from tasks.specs import spec_problems
+    from tasks.core.specs import spec_problems
 
     assert spec_problems(get_spec("PickCube-v1"), _layout()) == []
 
 
 def test_spec_problems_name_the_valid_choices():
-    from tasks.specs import check_spec, spec_problems
+    from tasks.core.specs import check_spec, spec_problems
 
     spec = TaskSpec(env_id="PickCube-v1", prompt="pick", cameras=(("hand_camera", "left_wrist_0_rgb"),),
                     state_keys=("agent/qpos[0:9]", "extra/obj_pose", "extra/tcp_pose"), state_widths=(9, 7, 6),
@@ -114,7 +114,7 @@ def test_spec_refuses_unknown_slots_doubled_slots_and_empty_prompts():
 
 
 def test_derive_helpers_map_wrist_cameras_and_slice_constant_dims():
-    from tasks.task_probe import camera_slots, varying_slices
+    from tasks.sim.probe import camera_slots, varying_slices
 
     assert camera_slots(["base_camera", "hand_camera"]) == ([("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")], [])
     assert camera_slots(["side", "base_camera", "a_wrist", "b_wrist", "c_wrist"]) == (
@@ -126,7 +126,7 @@ def test_derive_helpers_map_wrist_cameras_and_slice_constant_dims():
 
 
 def test_cameras_of_different_sizes_are_refused_with_the_fix():
-    from tasks.specs import spec_problems
+    from tasks.core.specs import spec_problems
 
     spec = TaskSpec(env_id="PickCube-v1", prompt="pick", cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
                     state_keys=("agent/qpos[0:9]",), state_widths=(9,))

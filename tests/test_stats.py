@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from openpi.shared.normalize import NormStats
 
-from tasks.specs import get_spec
+from tasks.core.specs import get_spec
 from tasks.stats import StatsError, action_chunks, check_stats
 
 SPEC = get_spec("PickCube-v1")

@@ -3,8 +3,8 @@
 import pytest
 from openpi.models import pi0_config
 
-from tasks.specs import TASK_SPECS
-from tasks.train_configs import MODELS, PRESETS, ConfigError, config_name, for_task, get_config, registry
+from tasks.core.specs import TASK_SPECS
+from tasks.policy.configs import MODELS, PRESETS, ConfigError, config_name, for_task, get_config, registry
 
 
 def test_every_task_has_every_preset():
@@ -70,7 +70,7 @@ def test_the_compilation_cache_is_only_enabled_where_cached_executables_sample_c
 def test_pi05_configs_follow_openpis_pi05_family():
     """pi0.5 as openpi builds it: pi05=True, state as discrete prompt tokens, 200 tokens, quantile normalisation,
     pi05_base weights for the real presets, openpi's default EMA for full."""
-    from tasks.train_configs import uses_quantile_norm
+    from tasks.policy.configs import uses_quantile_norm
 
     lora = get_config("pi05_lora_pickcube_v1")
     assert lora.model.pi05 and lora.model.discrete_state_input and lora.model.max_token_len == 200
@@ -91,7 +91,7 @@ def test_pi05_data_config_normalises_by_quantiles_from_our_stats(tmp_path):
     import numpy as np
     from openpi.shared import normalize
 
-    from tasks.specs import get_spec
+    from tasks.core.specs import get_spec
 
     spec = get_spec("PickCube-v1")
     stats = {k: normalize.NormStats(mean=np.zeros(w), std=np.ones(w), q01=-np.ones(w), q99=np.ones(w))
@@ -110,7 +110,7 @@ def test_quantile_normalisation_refuses_moving_action_dims_whose_percentiles_coi
     import numpy as np
     from openpi.shared import normalize
 
-    from tasks.specs import get_spec
+    from tasks.core.specs import get_spec
     from tasks.train import TrainError, check_norm_stats
 
     spec = get_spec("PickCube-v1")

@@ -21,15 +21,15 @@ import boto3
 import numpy as np
 import pytest
 
-from tasks.artifacts import ArtifactStore
+from tasks.core.store import ArtifactStore
 from tasks.convert import ConvertParams, convert
 from tasks.download import DownloadParams, download
-from tasks.artifacts import latest_uri
+from tasks.core.store import latest_uri
 from tasks.promote import PromoteParams, promote
 from tasks.render import RenderParams, render
 from tasks.stats import StatsParams, stats
 from tasks.train import PROGRESS_STAGE, TrainError, TrainParams, train
-from tasks.specs import get_spec
+from tasks.core.specs import get_spec
 from tasks.verify import EVAL_SEED_BASE, VerifyError, VerifyParams, verdict_line, verify
 from tests.conftest import PROJECT, publish_dir
 
@@ -106,9 +106,9 @@ def test_checkpoint_loads_with_create_trained_policy_and_infers_on_a_real_frame(
     from openpi.policies import policy_config
     from openpi.shared import normalize
 
-    from tasks.specs import get_spec
+    from tasks.core.specs import get_spec
     from tasks.train import fetch_checkpoint
-    from tasks.train_configs import for_task
+    from tasks.policy.configs import for_task
 
     store = ArtifactStore(data["root"])
     _, ckpt = fetch_checkpoint(store, trained.uri, tmp_path)
@@ -303,7 +303,7 @@ def test_real_presets_refuse_the_offline_tokenizer_and_unreachable_weights(data,
         assert time.monotonic() - t0 < 10
     # A cache that holds a (real-looking) tokenizer, no pi0_base and no network: refused naming the weights.
     monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "openpi"))
-    from tasks.tokenizer import tokenizer_path
+    from tasks.policy.tokenizer import tokenizer_path
 
     tokenizer_path().parent.mkdir(parents=True)
     tokenizer_path().write_bytes(b"not the stand-in")
@@ -375,7 +375,7 @@ def test_pi05_tiny_trains_with_quantile_norm_reads_state_as_tokens_and_verifies(
     a checkpoint that create_trained_policy loads with the config that trained it, and a verify run."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.specs import get_spec
+    from tasks.core.specs import get_spec
     from tasks.train import fetch_checkpoint
     from tasks.verify import load_policy
 

@@ -1,6 +1,6 @@
 """Writes docs/tasks.md: every registered ManiSkill task through download -> render -> convert -> stats.
 
-Runs the pipeline's own stages (tasks.task_probe.coverage_row) on a few planner demos per task into a
+Runs the pipeline's own stages (tasks.sim.probe.coverage_row) on a few planner demos per task into a
 scratch store and tabulates what a user adding or choosing a task wants to know: planner success rate,
 replay success ratio, frames, state width, cameras, longest converted episode (verify's step limit is
 1.15x that) and seconds on this machine.
@@ -21,8 +21,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from tasks.specs import NOT_REGISTERED, TASK_SPECS  # noqa: E402
-from tasks.task_probe import coverage_row  # noqa: E402
+from tasks.core.specs import NOT_REGISTERED, TASK_SPECS  # noqa: E402
+from tasks.sim.probe import coverage_row  # noqa: E402
 
 
 def table(rows: list[dict], demos: int) -> str:

@@ -67,7 +67,7 @@ class Deployment:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipeline_glue.worker_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tasks.airflow_tasks.glue.worker_hostname",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),

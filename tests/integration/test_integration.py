@@ -29,7 +29,7 @@ import time
 import boto3
 import pytest
 
-from tasks.artifacts import ArtifactStore
+from tasks.core.store import ArtifactStore
 from tasks.maintenance import scan
 from tests.integration.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY, recovery_settings
 
@@ -70,7 +70,7 @@ def faulted_run(deployment, s3_endpoint) -> dict:
 
     _wait_running(dep, run_id, "render", timeout=600)
     deadline = time.monotonic() + 120  # into the rendering proper: the render task has started its replay workers
-    while not any("tasks.replay_worker" in cmd for cmd in dep.processes("cpu-worker")) and time.monotonic() < deadline:
+    while not any("tasks.sim.replay_worker" in cmd for cmd in dep.processes("cpu-worker")) and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(3)
     rendering = _wait_running(dep, run_id, "render", timeout=60)  # the ones running at the kill
@@ -115,7 +115,7 @@ def _assert_store_whole(root: str, cache) -> None:
 def test_a_worker_killed_mid_render_is_replaced_and_its_tasks_retried_in_time(faulted_run, tmp_path):
     run = faulted_run
     # a render was really under way: its replay worker processes died with the container
-    assert any("tasks.replay_worker" in cmd for cmd in run["killed_processes"]), run["killed_processes"]
+    assert any("tasks.sim.replay_worker" in cmd for cmd in run["killed_processes"]), run["killed_processes"]
     renders = {t["map_index"]: t for t in run["tis"] if t["task_id"] == "render"}
     assert len(renders) == 3 and all(t["state"] == "success" for t in renders.values()), run["summary"]
     for index in run["killed_renders"]:

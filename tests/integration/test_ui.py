@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.run_config import PRESETS, SECTIONS, RunConfig
-from tasks.specs import TASK_SPECS
+from tasks.core.run_config import PRESETS, SECTIONS, RunConfig
+from tasks.core.specs import TASK_SPECS
 from tests.browser import AirflowUI, chromium_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser,

@@ -18,11 +18,11 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from tasks.artifacts import ArtifactError, StageResult
+from tasks.core.store import ArtifactError, StageResult
 from tasks.convert import ConvertError
 from tasks.download import DownloadError
 from tasks.render import RenderError
-from tasks.tokenizer import TokenizerError
+from tasks.policy.tokenizer import TokenizerError
 
 # ValueError covers SpecError, StatsError, TrainError, VerifyError, ConfigError and bad params.
 NON_RETRYABLE = (ValueError, ArtifactError, ConvertError, RenderError, DownloadError, TokenizerError)

@@ -251,7 +251,7 @@ class ArtifactStore:
                         "then rerun: completed artifacts are kept and incomplete ones are ignored. "
                         "PIPELINE_S3_RETRY_SECONDS sets how long to wait."
                     ) from e
-                from tasks.common import log
+                from tasks.core.cli import log
 
                 log(f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in {delay:.1f}s")
                 if hasattr(self.fs, "invalidate_cache"):

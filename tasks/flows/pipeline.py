@@ -2,11 +2,11 @@
 
 download -> render (held-out shard + train shards) -> convert (train, held-out) -> stats -> train ->
 verify (each kept checkpoint) -> select -> confirm (verify the chosen one on the protocol's seeds) -> promote ->
-run report, driven by the same typed run config (tasks/run_config.py) and shard plan
+run report, driven by the same typed run config (tasks/core/run_config.py) and shard plan
 the DAGs use, so artifacts are shared with DAG runs (cache hits either way). Used to benchmark Airflow's
 overhead and to debug a stage by hand:
 
-    python -m tasks.pipeline --profile demo --set steps=10 --set demo_count=8
+    python -m tasks.flows.pipeline --profile demo --set steps=10 --set demo_count=8
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tasks.download import download
 from tasks.promote import promote
 from tasks.render import plan_shards, render
 from tasks.select_checkpoint import SelectParams, select
-from tasks.run_config import PROFILES, RunConfig, active_profile
+from tasks.core.run_config import PROFILES, RunConfig, active_profile
 from tasks.stats import stats
 from tasks.train import train
 from tasks.verify import verdict_line, verify
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="run defaults: production (openpi's LoRA recipe from pi0_base) or demo (tiny, CPU); "
                              "default: $PIPELINE_PROFILE, else production")
-    parser.add_argument("--env-id", default=None, help="ManiSkill task (registered in tasks/specs.py)")
+    parser.add_argument("--env-id", default=None, help="ManiSkill task (registered in tasks/core/specs.py)")
     parser.add_argument("--root", default=None, help="artifact root (file:///dir or s3://bucket/prefix)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any run setting of tasks/run_config.py, e.g. --set steps=10 --set demo_count=8")
+                        help="any run setting of tasks/core/run_config.py, e.g. --set steps=10 --set demo_count=8")
     args = parser.parse_args(argv)
     values = parse_settings(args.set)
     if args.env_id:

@@ -1,7 +1,7 @@
 """The run configuration: one typed, validated object per pipeline run, with two profiles.
 
 Every default of a run lives here, once. The DAGs' params forms are generated from this class
-(plugins/pipeline_params.py), `tasks/pipeline.py` and the demo build it directly, and each stage's
+(tasks/airflow_tasks/params.py), `tasks/flows/pipeline.py` and the demo build it directly, and each stage's
 params are derived from it (`download_params()`, `render_params()`, ...), so no other file translates
 run settings into stage settings.
 
@@ -29,12 +29,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.specs import CONTROL_MODES, TASK_SPECS, get_spec
+from tasks.core.specs import CONTROL_MODES, TASK_SPECS, get_spec
 
 PROFILE_ENV = "PIPELINE_PROFILE"
 PROFILES = ("production", "demo")
-PRESETS = ("tiny", "lora", "full")  # see tasks/train_configs.py; here so that DAG parsing need not import openpi
-# openpi's model families we train (tasks/train_configs.py). pi0-FAST is not among them: openpi's gemma_fast has
+PRESETS = ("tiny", "lora", "full")  # see tasks/policy/configs.py; here so that DAG parsing need not import openpi
+# openpi's model families we train (tasks/policy/configs.py). pi0-FAST is not among them: openpi's gemma_fast has
 # no small variant, so it could only be tested at 2B parameters, which no CPU test tier can train or roll out.
 MODELS = ("pi0", "pi05")
 DEMO_SOURCES = ("motionplanning", "hub", "s3")
@@ -65,7 +65,7 @@ def _opt(default: Any, description: str, section: str, title: str, **schema: Any
 class RunConfig:
     """One pipeline run for one ManiSkill task. Field defaults are the production profile's."""
 
-    env_id: str = _opt("PickCube-v1", "ManiSkill task (registered in tasks/specs.py)", "Task and demos", "Task",
+    env_id: str = _opt("PickCube-v1", "ManiSkill task (registered in tasks/core/specs.py)", "Task and demos", "Task",
                        enum=sorted(TASK_SPECS))
     demo_source: str = _opt("motionplanning", "motionplanning: generate offline with ManiSkill's planner; hub: ManiSkill's "
                             "download_demo; s3: a mirrored demo folder (demo_source_uri)", "Task and demos", "Demo source",
@@ -195,7 +195,7 @@ class RunConfig:
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)} (set {PROFILE_ENV})")
         values = {f.name: f.default for f in cls.settings()}
-        from tasks.common import default_root
+        from tasks.core.cli import default_root
 
         values.update(artifact_root=default_root(), s3_conn_id=os.environ.get("PIPELINE_S3_CONN_ID") or None,
                       wandb_conn_id=os.environ.get("PIPELINE_WANDB_CONN_ID") or None,
@@ -238,8 +238,8 @@ class RunConfig:
             raise ConfigError(
                 f"control_mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} ({spec.control_mode!r}): "
                 f"every stage (render, training, evaluation) uses the spec's control mode, so set control_mode to "
-                f"{FROM_SPEC!r} (the form's default) or change control_mode in tasks/specs.py")
-        from tasks.artifacts import ArtifactError, ArtifactStore
+                f"{FROM_SPEC!r} (the form's default) or change control_mode in tasks/core/specs.py")
+        from tasks.core.store import ArtifactError, ArtifactStore
 
         try:
             ArtifactStore.validate_root(self.artifact_root)

@@ -155,7 +155,7 @@ class TaskSpec:
 
 @dataclasses.dataclass(frozen=True)
 class EnvLayout:
-    """What a ManiSkill env offers in RGB observation mode (read by `tasks.task_probe.probe_env`)."""
+    """What a ManiSkill env offers in RGB observation mode (read by `tasks.sim.probe.probe_env`)."""
 
     env_id: str
     robot: str
@@ -205,7 +205,7 @@ def check_spec(spec: TaskSpec, layout: EnvLayout) -> None:
     problems = spec_problems(spec, layout)
     if problems:
         raise SpecError(f"the TaskSpec of {spec.env_id} does not fit the env: " + "; ".join(problems)
-                        + ". Fix it in tasks/specs.py (`python -m tasks.specs derive " + spec.env_id + "` proposes one)")
+                        + ". Fix it in tasks/core/specs.py (`python -m tasks.core.specs derive " + spec.env_id + "` proposes one)")
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
@@ -239,7 +239,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             # components, which the stats stage would refuse. Position only.
             state_keys=("agent/qpos[0:9]", "extra/tcp_pose[0:3]"),
         ),
-        # The rest were derived by `python -m tasks.specs derive ENV_ID` (3 planner demos each; docs/tasks.md has
+        # The rest were derived by `python -m tasks.core.specs derive ENV_ID` (3 planner demos each; docs/tasks.md has
         # the measured planner and replay success rates and episode lengths).
         TaskSpec(
             env_id="LiftPegUpright-v1",
@@ -298,14 +298,14 @@ def get_spec(env_id: str) -> TaskSpec:
     except KeyError:
         raise SpecError(
             f"unknown env id {env_id!r}: registered tasks are {sorted(TASK_SPECS)}. "
-            "Add a TaskSpec for it in tasks/specs.py (it needs a ManiSkill motion-planning solution "
+            "Add a TaskSpec for it in tasks/core/specs.py (it needs a ManiSkill motion-planning solution "
             "or downloadable demos)."
         ) from None
 
 
 if __name__ == "__main__":
-    # `python -m tasks.specs derive ENV_ID` / `check`: the env-reading half lives in tasks.task_probe (it needs
+    # `python -m tasks.core.specs derive ENV_ID` / `check`: the env-reading half lives in tasks.sim.probe (it needs
     # ManiSkill; this registry does not).
-    from tasks.task_probe import main
+    from tasks.sim.probe import main
 
     raise SystemExit(main())

@@ -78,7 +78,7 @@ def read_episode(h5: h5py.File, episode_id: int, camera: str, h5_path: Path) -> 
     cameras = sorted(c for c in obs["sensor_data"] if "rgb" in obs["sensor_data"][c]) if "sensor_data" in obs else []
     if cameras and camera not in cameras:
         raise DemoFileError(f"{h5_path}: no camera {camera!r} in the rendered episodes; they have {cameras}. "
-                            "Fix the camera names of the TaskSpec in tasks/specs.py")
+                            "Fix the camera names of the TaskSpec in tasks/core/specs.py")
     if not cameras:
         raise DemoFileError(
             f"{h5_path}: episode {episode_id} has no images at obs/sensor_data/{camera}/rgb - this looks like a "

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.specs import TaskSpec
+from tasks.core.specs import TaskSpec
 
 
 def _png(fig) -> str:

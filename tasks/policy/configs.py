@@ -41,9 +41,9 @@ from openpi.training import config as _config
 from openpi.training import optimizer as _optimizer
 from openpi.training import weight_loaders
 
-from tasks.openpi_data import ManiSkillDataConfig
-from tasks.run_config import BASE_PARAMS, MODELS, PRESETS
-from tasks.specs import TASK_SPECS, TaskSpec, get_spec
+from tasks.policy.transforms import ManiSkillDataConfig
+from tasks.core.run_config import BASE_PARAMS, MODELS, PRESETS
+from tasks.core.specs import TASK_SPECS, TaskSpec, get_spec
 
 # pi0 pads state and actions to this width; the stats stage refuses anything wider.
 MODEL_ACTION_DIM = 32

@@ -11,8 +11,8 @@ verify or checkpoint URI is named), through the same compare-and-swap as promote
 refuses entries whose checkpoint no longer exists in the store (a retention sweep keeps the artifacts of the
 newest `keep_runs` records, see tasks/maintenance.py).
 
-    python -m tasks.registry history --env-id PickCube-v1 [--root ROOT]
-    python -m tasks.registry rollback --env-id PickCube-v1 [--to VERIFY_OR_CHECKPOINT_URI] [--root ROOT]
+    python -m tasks.rollback history --env-id PickCube-v1 [--root ROOT]
+    python -m tasks.rollback rollback --env-id PickCube-v1 [--to VERIFY_OR_CHECKPOINT_URI] [--root ROOT]
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import time
 import uuid
 from typing import Any
 
-from tasks import common
-from tasks.artifacts import PAYLOAD_TIME_FORMAT, ArtifactStore, StageResult, latest_uri
-from tasks.specs import get_spec
+from tasks.core import cli
+from tasks.core.store import PAYLOAD_TIME_FORMAT, ArtifactStore, StageResult, latest_uri
+from tasks.core.specs import get_spec
 
 HISTORY = "promotions"  # per-task folder of promotion records (not a stage)
 ACTIONS = ("promote", "rollback")
@@ -109,7 +109,7 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
         current, version = store.read_json_versioned(uri)
         target = choose(history(store, params.env_id), current, params.to)
         if current and current.get("verify") == target.get("verify"):
-            common.log(f"[rollback] {target.get('verify')} is latest already")
+            cli.log(f"[rollback] {target.get('verify')} is latest already")
             break
         if store.read_manifest(target["checkpoint"]) is None:
             raise RollbackError(f"the checkpoint {target['checkpoint']} of that entry is no longer in the store "
@@ -118,10 +118,10 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
                  "previous_verify": (current or {}).get("verify"), "rolled_back_from": (current or {}).get("verify")}
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "rollback", entry, current, params.actor)
-            common.log(f"[rollback] latest of {params.env_id} is {target['checkpoint']} again "
+            cli.log(f"[rollback] latest of {params.env_id} is {target['checkpoint']} again "
                        f"(was {(current or {}).get('checkpoint')})")
             break
-        common.log(f"[rollback] {uri} changed while rolling back; deciding again")
+        cli.log(f"[rollback] {uri} changed while rolling back; deciding again")
     else:
         raise RuntimeError(f"{uri} kept changing during 20 rollback attempts; rerun")
     latest = store.read_json(uri) or {}
@@ -133,12 +133,12 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.registry", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.rollback", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("history", "list the task's promotion records, newest first"),
                        ("rollback", "make an earlier promoted checkpoint latest again")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--root", default=common.default_root(), help="artifact root URI (file:///dir or s3://bucket/prefix)")
+        p.add_argument("--root", default=cli.default_root(), help="artifact root URI (file:///dir or s3://bucket/prefix)")
         p.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
         if name == "rollback":
             p.add_argument("--to", default="", help="verify or checkpoint URI (<train uri>@<step> for a kept checkpoint) of "

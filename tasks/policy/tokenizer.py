@@ -9,7 +9,7 @@ the task prompts and writes it to that cache path. It is only for models trained
 (the tiny preset): its token ids mean nothing to pretrained pi0 weights, so it is never written into a
 user's default cache — the caller must point `OPENPI_DATA_HOME` somewhere private first.
 
-CLI: `python -m tasks.tokenizer --seed-offline` (with OPENPI_DATA_HOME set).
+CLI: `python -m tasks.policy.tokenizer --seed-offline` (with OPENPI_DATA_HOME set).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def seed_offline_tokenizer(vocab_size: int = 400) -> Path:
     """Writes a small SentencePiece model trained on the registered task prompts to openpi's cache path."""
     import sentencepiece as spm
 
-    from tasks.specs import TASK_SPECS
+    from tasks.core.specs import TASK_SPECS
 
     if "OPENPI_DATA_HOME" not in os.environ:
         raise TokenizerError("refusing to seed the offline tokenizer into the default ~/.cache/openpi: set OPENPI_DATA_HOME "
@@ -64,7 +64,7 @@ def seed_offline_tokenizer(vocab_size: int = 400) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(model.getvalue())
     tmp.replace(path)
-    (path.parent / OFFLINE_MARKER).write_text("tasks.tokenizer offline stand-in, not the PaliGemma tokenizer\n")
+    (path.parent / OFFLINE_MARKER).write_text("tasks.policy.tokenizer offline stand-in, not the PaliGemma tokenizer\n")
     return path
 
 
@@ -79,7 +79,7 @@ def ensure_tokenizer(timeout_s: float = 5.0) -> Path:
         raise TokenizerError(
             f"the PaliGemma tokenizer is not in openpi's cache ({path}) and storage.googleapis.com is unreachable ({e}). "
             f"Copy paligemma_tokenizer.model to {path}, or for the offline tiny preset run "
-            "`OPENPI_DATA_HOME=<private dir> python -m tasks.tokenizer --seed-offline`"
+            "`OPENPI_DATA_HOME=<private dir> python -m tasks.policy.tokenizer --seed-offline`"
         ) from e
     return path  # openpi downloads it on first use
 

@@ -1,6 +1,6 @@
 """Draws a DAG as a Mermaid flowchart from Airflow's own task graph (README shows it; a test keeps it current).
 
-`python plugins/dag_diagram.py [dag_id]` prints the ```mermaid block.
+`python tools/dag_diagram.py [dag_id]` prints the ```mermaid block.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def mermaid(dag) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    sys.path[:0] = [str(PROJECT), str(PROJECT / "plugins")]
+    sys.path[:0] = [str(PROJECT)]
     import contextlib
     import io
 

@@ -1,6 +1,6 @@
 """The pipeline's Airflow tasks, defined once and used by both DAGs (queue, pool, retries and outlets set here).
 
-Each task calls one stage from tasks/ with the run's typed config (tasks/run_config.py). The config is
+Each task calls one stage from tasks/ with the run's typed config (tasks/core/run_config.py). The config is
 built and validated once, by the first task (`resolve`), and every later task reads it from that task's
 XCom at run time instead of taking it as an argument: an argument would draw an edge from `resolve` to
 every task and bury the pipeline's shape in the graph. The stage results (artifact URI, digest, cache
@@ -15,10 +15,10 @@ from typing import Any
 
 from airflow.sdk import Asset, task
 
-from pipeline_glue import bind_wandb_connection, run_stage_task
-from pipeline_params import resolve_run_config
+from tasks.airflow_tasks.glue import bind_wandb_connection, run_stage_task
+from tasks.airflow_tasks.params import resolve_run_config
 from tasks.render import plan_shards
-from tasks.run_config import RunConfig
+from tasks.core.run_config import RunConfig
 
 # GPU stages go to their own Celery queue and pool; both are configurable, and the embedded default
 # (dag.test, LocalExecutor) runs them without either existing. Render goes there only when asked to.
@@ -186,7 +186,7 @@ def confirm(selection: dict, holdout: dict, ti=None) -> dict:
 
 def approve() -> "PromotionApproval":
     """The human approval between verify and promote (a no-op unless the run sets require_approval)."""
-    from pipeline_approval import PromotionApproval
+    from tasks.airflow_tasks.approval import PromotionApproval
 
     # The DAG's retries: what fails before the question (reading the run's results, S3) is worth retrying; an
     # answer, once given, is never lost (a retry could only re-ask if recording the answer itself failed).
@@ -198,7 +198,7 @@ def approve() -> "PromotionApproval":
 def promote(confirmation: dict, ti=None) -> dict:
     """Moves latest to the selected checkpoint (its confirming verification) when the rule (and, if the run requires
     it, a person in `approve`) says so."""
-    from pipeline_approval import approval_answer
+    from tasks.airflow_tasks.approval import approval_answer
     from tasks.promote import promote as stage
 
     config = run_config(ti)

@@ -2,7 +2,7 @@
 demo profile: local artifact root, CPU, the tiny preset, PickCube-v1, a handful of offline demos.
 
 Prints one line per finished task as the run goes, then a stage table (duration, cache hit, artifact),
-the run report's path and the key metrics. `python plugins/demo_run.py --help` for the knobs; any
+the run report's path and the key metrics. `python tools/demo_run.py --help` for the knobs; any
 `--conf key=value` is passed to the DAG's params form.
 """
 
@@ -22,7 +22,7 @@ DAG_ID = "maniskill_openpi_sft"
 
 
 def _prepare_env(home: Path) -> None:
-    # The demo profile (tasks/run_config.py): the DAG's params form, parsed below, takes its defaults from it.
+    # The demo profile (tasks/core/run_config.py): the DAG's params form, parsed below, takes its defaults from it.
     os.environ["PIPELINE_PROFILE"] = "demo"
     os.environ.setdefault("AIRFLOW_HOME", str(home / "airflow"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -45,9 +45,9 @@ def run_demo(conf: dict) -> dict:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from tasks.tokenizer import seed_offline_tokenizer
+    from tasks.policy.tokenizer import seed_offline_tokenizer
 
-    from tasks.run_config import RunConfig
+    from tasks.core.run_config import RunConfig
 
     if conf.get("preset", RunConfig.defaults("demo")["preset"]) == "tiny":
         seed_offline_tokenizer()

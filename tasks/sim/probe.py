@@ -6,9 +6,9 @@
 - `check_registered`: every registered TaskSpec against its env, with messages that name the valid choices.
 - `derive`: probes the env, generates a few demos with ManiSkill's motion planner and renders them through the
   pipeline's own download and render stages, then measures the converted episodes (lengths, constant
-  dimensions) and writes a TaskSpec to paste into tasks/specs.py, each choice explained in a comment.
+  dimensions) and writes a TaskSpec to paste into tasks/core/specs.py, each choice explained in a comment.
 
-CLI: `python -m tasks.specs derive ENV_ID` and `python -m tasks.specs check [ENV_ID ...]`.
+CLI: `python -m tasks.core.specs derive ENV_ID` and `python -m tasks.core.specs check [ENV_ID ...]`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.specs import OPENPI_CAMERAS, TASK_SPECS, EnvLayout, SpecError, TaskSpec, spec_problems
+from tasks.core.specs import OPENPI_CAMERAS, TASK_SPECS, EnvLayout, SpecError, TaskSpec, spec_problems
 
 # Observation arrays a policy may take as state. qvel is left out (openpi's LIBERO and DROID policies use
 # positions only; velocities from a replay are noisy) and so are scalars.
@@ -48,7 +48,7 @@ def probed_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: 
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the environments)
 
-    from tasks.rollout import ensure_software_vulkan
+    from tasks.sim.rollout import ensure_software_vulkan
 
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k.endswith(("-v0", "-v1", "-v2")) and "Cube" in k)
@@ -129,7 +129,7 @@ class Derived:
 
     def code(self) -> str:
         s = self.spec
-        lines = [f"TaskSpec(  # derived by `python -m tasks.specs derive {s.env_id}`",
+        lines = [f"TaskSpec(  # derived by `python -m tasks.core.specs derive {s.env_id}`",
                  f"    env_id={s.env_id!r},",
                  f"    prompt={s.prompt!r},",
                  f"    cameras={s.cameras!r},",
@@ -159,7 +159,7 @@ def derive(env_id: str, demos: int = 3, seed: int = 0, control_mode: str = "pd_e
     """Proposes a TaskSpec for `env_id` from the env and from demos rendered by the pipeline's own stages."""
     import h5py
 
-    from tasks.artifacts import ArtifactStore
+    from tasks.core.store import ArtifactStore
     from tasks.download import DownloadParams, download
     from tasks.render import RenderParams, render
 
@@ -234,7 +234,7 @@ def derive(env_id: str, demos: int = 3, seed: int = 0, control_mode: str = "pd_e
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.specs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.core.specs", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("derive", help="propose a TaskSpec for a ManiSkill env id from the env and a few rendered demos")
     d.add_argument("env_id", help="a ManiSkill env id with a motion-planning solution, e.g. LiftPegUpright-v1")

@@ -1,4 +1,4 @@
-"""The params form of the pipeline DAGs, generated from the run configuration (tasks/run_config.py).
+"""The params form of the pipeline DAGs, generated from the run configuration (tasks/core/run_config.py).
 
 The form's defaults are those of the deployment's profile (`PIPELINE_PROFILE`: production, or demo for
 tools/demo.sh and the tests); titles, descriptions, sections and bounds come from the RunConfig fields,
@@ -15,7 +15,7 @@ from typing import Any
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
-from tasks.run_config import RunConfig, active_profile, asset_overrides, check_keys
+from tasks.core.run_config import RunConfig, active_profile, asset_overrides, check_keys
 
 def _params(profile: str | None) -> dict[str, Param]:
     defaults = RunConfig.defaults(profile or active_profile())
@@ -35,7 +35,7 @@ def sft_params(profile: str | None = None) -> dict[str, Param]:
 
 def profile_doc() -> str:
     """The DAG docs' profile section, generated from the run config so it cannot drift from it."""
-    from tasks.run_config import DEMO_PROFILE, PROFILES
+    from tasks.core.run_config import DEMO_PROFILE, PROFILES
 
     active = active_profile()
     defaults = {p: RunConfig.defaults(p) for p in PROFILES}

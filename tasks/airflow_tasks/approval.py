@@ -49,8 +49,8 @@ class PromotionApproval(HITLOperator):
                          **kwargs)
 
     def execute(self, context):
-        from pipeline_glue import bind_s3_connection
-        from pipeline_tasks import _pull, run_config
+        from tasks.airflow_tasks.glue import bind_s3_connection
+        from tasks.airflow_tasks.stage_tasks import _pull, run_config
         from tasks.promote import preview
 
         ti = context["ti"]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import StageResult
+from tasks.core.store import StageResult
 
 DEFAULT_ROOT_ENV = "PIPELINE_ARTIFACT_ROOT"
 

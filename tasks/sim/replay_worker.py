@@ -1,6 +1,6 @@
 """One render worker: ManiSkill's own `replay_trajectory` on a slice of a demo file, in its own process.
 
-Before replaying it checks the task's TaskSpec against the env (tasks.specs.spec_problems) and exits 3 with
+Before replaying it checks the task's TaskSpec against the env (tasks.core.specs.spec_problems) and exits 3 with
 the problems, which the render stage reports.
 
 The render stage starts several of these so that every core renders (software Vulkan renders one frame
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mani_skill.trajectory import replay_trajectory
 
-    from tasks.specs import SpecError, TaskSpec, check_spec
-    from tasks.task_probe import probed_env
+    from tasks.core.specs import SpecError, TaskSpec, check_spec
+    from tasks.sim.probe import probed_env
 
     meta = json.loads(open(args.traj_path.replace(".h5", ".json")).read())
     env_id = meta["env_info"]["env_id"]

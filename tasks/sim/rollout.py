@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.specs import TaskSpec
+from tasks.core.specs import TaskSpec
 
 
 class RolloutError(RuntimeError):
