@@ -9,7 +9,8 @@ import sys
 import h5py
 
 from bench.common import ENV_ID, OUT, local, rendered, report, timer
-from tasks.convert import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY, ConvertParams, dataset_features, write_dataset
+from tasks.convert import ConvertParams, dataset_features, write_dataset
+from tasks.core.dataset import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
 from tasks.core.demo_files import read_episode
 from tasks.core.specs import get_spec
 

@@ -20,7 +20,7 @@ import collections
 import sys
 import time
 
-from bench.common import ENV_ID, OUT, report, store_root
+from bench.common import ENV_ID, OUT, report
 
 HORIZON, EXECUTE = 10, 5
 
@@ -59,9 +59,10 @@ def main(argv: list[str]) -> int:
     from tasks.sim.rollout import (BatchedPolicy, Episode, EnvWorkers, make_eval_env, observation_input, policy_input,
                                run_episodes)
     from tasks.core.specs import get_spec
-    from tasks.train import TrainParams, fetch_checkpoint, train
-    from tasks.verify import (EVAL_SEED_BASE, DemoReplayPolicy, eval_env_kwargs, holdout_demo_actions, load_policy,
-                              read_sources)
+    from tasks.train import TrainParams, train
+    from tasks.core.checkpoints import fetch_checkpoint
+    from tasks.verify import EVAL_SEED_BASE, DemoReplayPolicy, eval_env_kwargs, holdout_demo_actions, read_sources
+    from tasks.policy.loading import load_policy
 
     spec = get_spec(ENV_ID)
     root, dataset, norm = prepared_inputs(demo_count)

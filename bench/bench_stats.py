@@ -9,7 +9,8 @@ import sys
 import numpy as np
 
 from bench.common import ENV_ID, OUT, local, rendered, report, timer
-from tasks.convert import ACTION_KEY, ConvertParams, write_dataset
+from tasks.convert import ConvertParams, write_dataset
+from tasks.core.dataset import ACTION_KEY
 from tasks.core.specs import get_spec
 from tasks.stats import compute_norm_stats
 

@@ -44,7 +44,7 @@ def openpi_style_loop(params, dataset, norm, work) -> dict:
     from openpi.training import sharding
 
     from tasks.core.store import ArtifactStore
-    from tasks.convert import repo_id_for
+    from tasks.core.dataset import repo_id_for
     from tasks.train import _Loop, link_dataset, openpi_train_config
 
     store = ArtifactStore(store_root("store"))

@@ -13,7 +13,6 @@ dataset is read back through LeRobot and its episode count, frame count and shap
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -25,41 +24,20 @@ import numpy as np
 import PIL.Image
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, StageResult, run_stage
+from tasks.core.store import ArtifactStore
+from tasks.core.stage import StageResult, require, run_stage
 from tasks.core.demo_files import DemoFileError, read_episode, sidecar
 from tasks.core.specs import TaskSpec, get_spec
+from tasks.core.params import ConvertParams
+from tasks.core.dataset import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+from tasks.core.errors import NotRetryable
 
 STAGE = "convert"
 CODE_VERSION = "1"
-IMAGE_KEY_PREFIX = "observation.images."
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
 
 
-class ConvertError(RuntimeError):
+class ConvertError(NotRetryable):
     """The rendered input cannot become a valid dataset."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvertParams:
-    env_id: str
-    png_compress_level: int = 1  # zlib level of the embedded PNGs: 1 is ~5x faster than PIL's 6, files ~15 % larger
-    image_threads: int = 0  # 0: two per core (not part of the cache key)
-
-    def validate(self) -> None:
-        get_spec(self.env_id)
-        if not 0 <= self.png_compress_level <= 9:
-            raise ValueError(f"png_compress_level must be 0..9, got {self.png_compress_level}")
-
-    def key_params(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("image_threads")
-        return d
-
-
-def repo_id_for(env_id: str, key: str) -> str:
-    """LeRobot repo id of a converted dataset: unique per artifact, so caches never mix datasets."""
-    return f"maniskill/{env_id}-{key}"
 
 
 def dataset_features(spec: TaskSpec, image_shape: tuple[int, int, int]) -> dict:
@@ -182,10 +160,7 @@ def convert(params: ConvertParams, root: str, rendered: list[str]) -> StageResul
     store = ArtifactStore(root)
     if not rendered:
         raise ValueError("convert needs at least one rendered artifact URI")
-    parents = [store.require(uri) for uri in rendered]
-    for p in parents:
-        if p.stage != "render" or p.env_id != params.env_id:
-            raise ConvertError(f"{p.uri} is a {p.stage} artifact of {p.env_id}; convert takes render artifacts of {params.env_id}")
+    parents = [require(store, uri, stage="render", env_id=params.env_id, what="rendered") for uri in rendered]
 
     def build(out: Path) -> dict:
         inputs = [store.fetch(uri, out.parent / "inputs")[1] / "trajectory.h5" for uri in rendered]
@@ -199,11 +174,10 @@ def convert(params: ConvertParams, root: str, rendered: list[str]) -> StageResul
                 "prompt": spec.prompt, "cameras": [s for s, _ in spec.cameras]}
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params={**params.key_params(), "spec": spec.digest(STAGE)}, parents=parents, build=build,
-                     log=cli.log)
+                     params={**params.key_params(), "spec": spec.digest(STAGE)}, parents=parents, build=build)
 
 
-main = cli.cli(__doc__.splitlines()[0], ConvertParams, convert, inputs={"rendered": True})
+main = cli.cli(__doc__, ConvertParams, convert, inputs={"rendered": True})
 
 if __name__ == "__main__":
     raise SystemExit(main())

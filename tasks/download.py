@@ -20,39 +20,19 @@ from pathlib import Path
 import fsspec
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, StageResult, run_stage
+from tasks.core.store import ArtifactStore
+from tasks.core.stage import StageResult, run_stage
 from tasks.core.demo_files import DemoFileError, load_episodes, write_subset
-from tasks.core.specs import get_spec
+from tasks.core.params import DownloadParams
+from tasks.core.errors import NotRetryable
 
 STAGE = "download"
 CODE_VERSION = "1"
-SOURCES = ("motionplanning", "hub", "s3")
-MAX_COUNT = 100_000
 HUB_HOST = "huggingface.co"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(NotRetryable):
     """The demo source cannot deliver what was asked for."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DownloadParams:
-    env_id: str
-    source: str = "motionplanning"
-    count: int = 10
-    seed: int = 0
-    source_uri: str = ""
-
-    def validate(self) -> None:
-        get_spec(self.env_id)
-        if self.source not in SOURCES:
-            raise ValueError(f"unknown demo source {self.source!r}: use one of {SOURCES}")
-        if not isinstance(self.count, int) or not 1 <= self.count <= MAX_COUNT:
-            raise ValueError(f"demo count must be between 1 and {MAX_COUNT}, got {self.count!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.source == "s3" and not self.source_uri:
-            raise ValueError("source=s3 needs source_uri: the folder holding trajectory.h5 and trajectory.json")
 
 
 def _motionplanning(params: DownloadParams, out: Path) -> Path:
@@ -180,10 +160,10 @@ def download(params: DownloadParams, root: str) -> StageResult:
         return metrics
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params=dataclasses.asdict(params), parents=[], build=build, log=cli.log)
+                     params=dataclasses.asdict(params), parents=[], build=build)
 
 
-main = cli.cli(__doc__.splitlines()[0], DownloadParams, download)
+main = cli.cli(__doc__, DownloadParams, download)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -26,16 +26,18 @@ them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import (IN_USE, IN_USE_REFRESH_SECONDS, MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore,
-                             Manifest, StageResult)
+from tasks.core.store import IN_USE, IN_USE_REFRESH_SECONDS, MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore, Manifest
+from tasks.core.stage import StageResult
+
+log = logging.getLogger(__name__)
 
 PROGRESS = "train-progress"  # training's resume points (tasks.train.PROGRESS_STAGE; a stage is not imported here)
 HISTORY = "promotions"  # the promotion records (tasks.rollback.HISTORY)
@@ -47,7 +49,7 @@ class MaintenanceParams:
     keep_runs: int = 5  # newest run reports per task whose artifacts are kept (besides latest's)
     grace_hours: float = 24.0  # payloads and artifacts younger (or used more recently) are never removed
     progress_days: float = 14.0  # resume points of a training with no checkpoint for this long are removed
-    dry_run: bool = True  # report only
+    dry_run: bool = True  # only report what would be deleted (the CLI's --apply turns it off)
 
     def validate(self) -> None:
         if not 1 <= self.keep_runs <= 10_000:
@@ -255,9 +257,9 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
                 if uri not in spared:
                     spared.add(uri)
                     stack += list(doomed[uri].manifest.parents) if uri in doomed else []
-            cli.log(f"[maintenance] keeping {e.uri}: marked in use during this sweep, or a parent of one")
+            log.info(f"[maintenance] keeping {e.uri}: marked in use during this sweep, or a parent of one")
             continue
-        cli.log(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
+        log.info(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
                    f"{datetime.fromtimestamp(e.manifest.created_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
         if not params.dry_run:
             store.remove(f"{e.uri}/{MANIFEST}")  # invisible first, then the files
@@ -265,20 +267,20 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
         removed.append(e.uri)
         freed += e.bytes
     for path in orphans:
-        cli.log(f"[maintenance] {verb} orphan payload {path}")
+        log.info(f"[maintenance] {verb} orphan payload {path}")
         if not params.dry_run:
             store.remove(path)
     for p in stale_progress:
-        cli.log(f"[maintenance] {verb} resume points {p.uri} (steps {', '.join(p.steps)}; newest saved "
+        log.info(f"[maintenance] {verb} resume points {p.uri} (steps {', '.join(p.steps)}; newest saved "
                    f"{datetime.fromtimestamp(p.saved_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
         if not params.dry_run:
             store.remove(p.uri)
     for run_uri in stale_runs:
-        cli.log(f"[maintenance] {verb} run report {run_uri}")
+        log.info(f"[maintenance] {verb} run report {run_uri}")
         if not params.dry_run:
             store.remove(run_uri)
     for uri in sorted(u for u in reason if u in by_uri):
-        cli.log(f"[maintenance] keeping {uri}: {reason[uri]}")
+        log.info(f"[maintenance] keeping {uri}: {reason[uri]}")
     after = storage_report([e for e in entries if e.uri not in set(removed)]) if not params.dry_run else before
     summary = {"dry_run": params.dry_run, "kept": sorted(u for u in reason if u in by_uri), "removed": removed,
                "orphan_payloads": orphans, "run_reports_removed": stale_runs,
@@ -287,9 +289,9 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
     for env, stages in before.items():
         for stage, row in stages.items():
             left = (after.get(env, {}).get(stage) or {"artifacts": 0, "bytes": 0})
-            cli.log(f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
+            log.info(f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
                        f"  -> {left['artifacts']:>4} artifacts {left['bytes'] / 2**20:>10.1f} MB")
-    cli.log(f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
+    log.info(f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
                f"{len(removed)} artifacts, {len(orphans)} orphan payloads, {len(stale_runs)} run reports, "
                f"{len(stale_progress)} resume point folders")
     return StageResult(uri=store.root, digest="", cache_hit=False, seconds=time.monotonic() - t0,
@@ -299,8 +301,10 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=cli.default_root(), help="artifact root URI (file:///abs/dir or s3://bucket/prefix)")
+    cli.configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m tasks.maintenance", description=cli.first_paragraph(__doc__))
+    parser.add_argument("--root", default=cli.default_root(),
+                        help="artifact root URI (file:///abs/dir or s3://bucket/prefix; default %(default)s)")
     parser.add_argument("--keep-runs", type=int, default=MaintenanceParams.keep_runs,
                         help="newest run reports per task whose artifacts are kept, besides latest's (default %(default)s)")
     parser.add_argument("--grace-hours", type=float, default=MaintenanceParams.grace_hours,
@@ -308,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(0, or at least 1 h: twice the in-use refresh; default %(default)s)")
     parser.add_argument("--progress-days", type=float, default=MaintenanceParams.progress_days,
                         help="resume points of a training with no checkpoint for this long are removed (default %(default)s)")
-    parser.add_argument("--apply", action="store_true", help="delete (default: a dry run that only reports)")
+    parser.add_argument("--apply", action="store_true",
+                        help="delete what the sweep finds (default: a dry run that only reports it)")
     args = parser.parse_args(argv)
     result = maintain(MaintenanceParams(keep_runs=args.keep_runs, grace_hours=args.grace_hours,
                                         progress_days=args.progress_days, dry_run=not args.apply),

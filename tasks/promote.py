@@ -26,32 +26,20 @@ is a no-op, so reruns are safe. `force` (an operator's rollback) skips the compa
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import time
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, StageResult, latest_uri
-from tasks.rollback import record
-from tasks.core.specs import get_spec
-from tasks.verify import protocol_differences
+from tasks.core.store import ArtifactStore, latest_uri
+from tasks.core.stage import StageResult, require
+from tasks.core.promotions import record
+from tasks.core.protocol import protocol_differences
+from tasks.core.params import PromoteParams
+
+log = logging.getLogger(__name__)
 
 ALPHA = 0.05  # significance level of the promotion test
-
-
-@dataclasses.dataclass(frozen=True)
-class PromoteParams:
-    env_id: str
-    force: bool = False  # promote a passed candidate even when not shown better than the current latest (rollback)
-    actor: str = ""  # who promotes, for the history ("": the CLI's user@host); the DAG passes its dag and run id
-    require_approval: bool = False  # a person must approve before latest moves (approved_by / rejected_by)
-    approved_by: str = ""  # who approved this candidate (the human-in-the-loop response's user)
-    rejected_by: str = ""  # who rejected it (or "timeout" when nobody answered in time)
-
-    def validate(self) -> None:
-        get_spec(self.env_id)
-        if self.approved_by and self.rejected_by:
-            raise ValueError("a candidate is either approved_by or rejected_by someone, not both")
 
 
 def better_p_value(candidate: tuple[int, int], current: tuple[int, int]) -> float:
@@ -98,9 +86,7 @@ def approval_gate(promoted: bool, reason: str, params: PromoteParams) -> tuple[b
 
 
 def _candidate(store: ArtifactStore, params: PromoteParams, verification: str) -> dict[str, Any]:
-    manifest = store.require(verification)
-    if manifest.stage != "verify" or manifest.env_id != params.env_id:
-        raise ValueError(f"{verification} is a {manifest.stage} artifact of {manifest.env_id}; promote takes a verify artifact of {params.env_id}")
+    manifest = require(store, verification, stage="verify", env_id=params.env_id, what="verification")
     m = manifest.metrics
     # `checkpoint` is the train artifact (what retention and rollback keep); `step` which of its kept checkpoints
     # (None: the final one); `checkpoint_ref` both in one (`<uri>@<step>`), as serve and warm starts take it.
@@ -144,10 +130,10 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "promote", entry, current, params.actor)
             break
-        cli.log(f"[promote] {uri} changed while deciding (another run promoted); deciding again")
+        log.info(f"[promote] {uri} changed while deciding (another run promoted); deciding again")
     else:
         raise RuntimeError(f"{uri} kept changing during 20 promotion attempts; rerun promote")
-    cli.log(f"[promote] {'promoted' if promoted else 'kept current latest'}: {reason}")
+    log.info(f"[promote] {'promoted' if promoted else 'kept current latest'}: {reason}")
     latest = store.read_json(uri)
     return StageResult(uri=uri, digest=digest, cache_hit=not promoted,
                        metrics={"promoted": promoted, "reason": reason, "approval_required": params.require_approval,
@@ -156,7 +142,7 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
                        seconds=time.monotonic() - t0)
 
 
-main = cli.cli(__doc__.splitlines()[0], PromoteParams, promote, inputs={"verification": False})
+main = cli.cli(__doc__, PromoteParams, promote, inputs={"verification": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -11,7 +11,6 @@ with `source_episode_id`; metrics record the replay success ratio and the failed
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -24,58 +23,20 @@ import h5py
 import numpy as np
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, StageResult, run_stage, work_dir
+from tasks.core.store import ArtifactStore, work_dir
+from tasks.core.stage import StageResult, require, run_stage
 from tasks.core.demo_files import episodes_fingerprint, load_episodes, sidecar, write_subset
-from tasks.core.specs import CONTROL_MODES, get_spec
+from tasks.core.specs import get_spec
+from tasks.core.params import RenderParams
+from tasks.sim.devices import PROJECT_ROOT, gpu_available, lavapipe_icd
+from tasks.core.errors import NotRetryable
 
 STAGE = "render"
 CODE_VERSION = "2"  # 2: keyed on the shard's episodes
-DEVICES = ("auto", "cpu", "gpu")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LAVAPIPE_ICD = PROJECT_ROOT / ".cache" / "mesa" / "lvp_icd.json"
 
 
-class RenderError(RuntimeError):
+class RenderError(NotRetryable):
     """Rendering failed or too few demos replayed successfully."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderParams:
-    env_id: str
-    control_mode: str = ""  # "": the TaskSpec's; another value is refused (every stage uses the spec's)
-    shard_start: int = 0
-    shard_stop: int = -1  # -1: to the end of the demo set
-    min_success_ratio: float = 0.8
-    device: str = "auto"
-    workers: int = 0  # 0: one per core (not part of the cache key: output does not depend on it)
-    camera_size: int = 0  # square camera resolution (ManiSkill's sensor_configs width/height); 0: the env's default
-
-    def validate(self) -> None:
-        spec = get_spec(self.env_id)
-        if self.control_mode and self.control_mode not in CONTROL_MODES:
-            raise ValueError(f"unknown control mode {self.control_mode!r}: use one of {CONTROL_MODES}")
-        if self.control_mode and self.control_mode != spec.control_mode:
-            raise ValueError(f"control mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} "
-                             f"({spec.control_mode!r}), which training and evaluation use: leave control_mode empty "
-                             "or change the spec in tasks/core/specs.py")
-        if self.shard_start < 0 or (self.shard_stop != -1 and self.shard_stop <= self.shard_start):
-            raise ValueError(f"bad shard [{self.shard_start}, {self.shard_stop}): need 0 <= start < stop (or stop=-1 for 'to the end')")
-        if not 0.0 <= self.min_success_ratio <= 1.0:
-            raise ValueError(f"min_success_ratio must be within [0, 1], got {self.min_success_ratio}")
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown render device {self.device!r}: use one of {DEVICES}")
-        if self.camera_size and not 16 <= self.camera_size <= 1024:
-            raise ValueError(f"camera_size must be 0 (the env's default) or 16..1024 pixels, got {self.camera_size}")
-        if self.workers < 0 or self.workers > 256:
-            raise ValueError(f"workers must be 0 (one per core) .. 256, got {self.workers}")
-
-    def key_params(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("workers")
-        d.pop("device")  # CPU and GPU rendering of the same state give the same scene; device is placement, not content
-        d["control_mode"] = get_spec(self.env_id).control_mode
-        d["spec"] = get_spec(self.env_id).digest(STAGE)
-        return d
 
 
 def plan_shards(demo_count: int, holdout_count: int, episodes_per_shard: int) -> list[dict]:
@@ -91,18 +52,6 @@ def plan_shards(demo_count: int, holdout_count: int, episodes_per_shard: int) ->
     shards += [{"start": a, "stop": min(a + episodes_per_shard, end), "split": "train"}
                for a in range(holdout_count, end, episodes_per_shard)]
     return shards
-
-
-def gpu_available() -> bool:
-    if shutil.which("nvidia-smi") is None:
-        return False
-    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-
-
-def lavapipe_icd() -> Path | None:
-    """Mesa lavapipe's Vulkan ICD (software rendering), where tools/setup_system.sh puts it; None when absent."""
-    icd = Path(os.environ.get("PIPELINE_LAVAPIPE_ICD", str(LAVAPIPE_ICD)))
-    return icd if icd.is_file() else None
 
 
 def worker_env(device: str, workers: int = 0) -> tuple[dict[str, str], str]:
@@ -159,7 +108,7 @@ def render(params: RenderParams, root: str, demos: str) -> StageResult:
     params.validate()
     spec = get_spec(params.env_id)
     store = ArtifactStore(root)
-    parent = store.require(demos)
+    parent = require(store, demos, stage="download", env_id=params.env_id, what="demos")
     inputs = work_dir()
     try:
         _, demo_dir = store.fetch(demos, inputs)
@@ -237,10 +186,10 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
 
     # Keyed on the shard's own episodes, not the whole demo set: see plan_shards.
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=params.key_params(),
-                     parents=[parent], build=build, log=cli.log, key_inputs=[episodes_fingerprint(src, shard)])
+                     parents=[parent], build=build, key_inputs=[episodes_fingerprint(src, shard)])
 
 
-main = cli.cli(__doc__.splitlines()[0], RenderParams, render, inputs={"demos": False})
+main = cli.cli(__doc__, RenderParams, render, inputs={"demos": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

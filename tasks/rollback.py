@@ -17,60 +17,28 @@ newest `keep_runs` records, see tasks/maintenance.py).
 
 from __future__ import annotations
 
+import logging
 import dataclasses
-import getpass
 import json
-import platform
 import time
-import uuid
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import PAYLOAD_TIME_FORMAT, ArtifactStore, StageResult, latest_uri
+from tasks.core.store import ArtifactStore, latest_uri
+from tasks.core.stage import StageResult
 from tasks.core.specs import get_spec
+from tasks.core.promotions import history, record
 
-HISTORY = "promotions"  # per-task folder of promotion records (not a stage)
-ACTIONS = ("promote", "rollback")
+log = logging.getLogger(__name__)
 
 
 class RollbackError(ValueError):
     """The rollback target does not exist in the history, or its checkpoint is gone."""
 
 
-def cli_actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{platform.node()}"
-
-
-def record(store: ArtifactStore, env_id: str, action: str, entry: dict[str, Any], replaced: dict[str, Any] | None,
-           actor: str) -> str:
-    """Adds one record of a change of latest; returns its URI."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown registry action {action!r}: one of {ACTIONS}")
-    stamp = time.strftime(PAYLOAD_TIME_FORMAT, time.gmtime())
-    uri = f"{store.root}/{env_id}/{HISTORY}/{stamp}-{action}-{uuid.uuid4().hex[:8]}.json"
-    store.write_json(uri, {"action": action, "at": time.time(), "by": actor or cli_actor(), "entry": entry,
-                           "replaced": replaced})
-    return uri
-
-
-def history(store: ArtifactStore, env_id: str) -> list[dict[str, Any]]:
-    """The task's records, newest first, each with its `uri`."""
-    base = f"{store.root}/{env_id}/{HISTORY}"
-    found = []
-    for name in store.children(base):
-        data = store.read_json(f"{base}/{name}") if name.endswith(".json") else None
-        if isinstance(data, dict) and "entry" in data:
-            found.append({**data, "uri": f"{base}/{name}"})
-    return sorted(found, key=lambda r: r.get("at", 0.0), reverse=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class RollbackParams:
-    env_id: str
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
     to: str = ""  # a verify or checkpoint URI (or <train uri>@<step>) from the history; "": the entry latest replaced
     actor: str = ""  # who asks ("": the CLI's user@host); an Airflow task passes its dag and run id
 
@@ -109,7 +77,7 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
         current, version = store.read_json_versioned(uri)
         target = choose(history(store, params.env_id), current, params.to)
         if current and current.get("verify") == target.get("verify"):
-            cli.log(f"[rollback] {target.get('verify')} is latest already")
+            log.info(f"[rollback] {target.get('verify')} is latest already")
             break
         if store.read_manifest(target["checkpoint"]) is None:
             raise RollbackError(f"the checkpoint {target['checkpoint']} of that entry is no longer in the store "
@@ -118,10 +86,10 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
                  "previous_verify": (current or {}).get("verify"), "rolled_back_from": (current or {}).get("verify")}
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "rollback", entry, current, params.actor)
-            cli.log(f"[rollback] latest of {params.env_id} is {target['checkpoint']} again "
+            log.info(f"[rollback] latest of {params.env_id} is {target['checkpoint']} again "
                        f"(was {(current or {}).get('checkpoint')})")
             break
-        cli.log(f"[rollback] {uri} changed while rolling back; deciding again")
+        log.info(f"[rollback] {uri} changed while rolling back; deciding again")
     else:
         raise RuntimeError(f"{uri} kept changing during 20 rollback attempts; rerun")
     latest = store.read_json(uri) or {}
@@ -133,12 +101,15 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.rollback", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    cli.configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m tasks.rollback", description=cli.first_paragraph(__doc__))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{history,rollback}",
+                                help="history: list the promotion records; rollback: restore an earlier entry")
     for name, text in (("history", "list the task's promotion records, newest first"),
                        ("rollback", "make an earlier promoted checkpoint latest again")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--root", default=cli.default_root(), help="artifact root URI (file:///dir or s3://bucket/prefix)")
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--root", default=cli.default_root(),
+                       help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
         p.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
         if name == "rollback":
             p.add_argument("--to", default="", help="verify or checkpoint URI (<train uri>@<step> for a kept checkpoint) of "

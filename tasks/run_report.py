@@ -11,6 +11,7 @@ same table as data. Rerunning the stage rewrites both files
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import re
@@ -20,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import cli, report
-from tasks.core.store import ArtifactStore, StageResult, check_segment, work_dir
+from tasks.core.store import ArtifactStore, check_segment, work_dir
+from tasks.core.stage import StageResult
 from tasks.core.specs import get_spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunReportParams:
-    env_id: str
-    run_id: str
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    run_id: str  # the pipeline run (an Airflow run id); its report goes to <root>/<env_id>/runs/<run_id>/
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -90,7 +94,7 @@ def run_report(params: RunReportParams, root: str, verification: str, stages: li
                "finished_at": time.time()}  # retention keeps the newest runs' artifacts (tasks/maintenance.py)
     store.write_json(f"{run_uri}/run.json", summary)
     store.write_bytes(f"{run_uri}/report.html", page.encode())
-    cli.log(f"[run_report] {run_uri}/report.html ({len(stages)} stages, {summary['cache_hits']} cache hits)")
+    log.info(f"[run_report] {run_uri}/report.html ({len(stages)} stages, {summary['cache_hits']} cache hits)")
     return StageResult(uri=run_uri, digest="", cache_hit=False, seconds=time.monotonic() - t0, files_uri=run_uri,
                        metrics={"report": f"{run_uri}/report.html", "stages": len(stages), "cache_hits": summary["cache_hits"],
                                 "stage_seconds": summary["stage_seconds"]})
@@ -99,13 +103,17 @@ def run_report(params: RunReportParams, root: str, verification: str, stages: li
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=cli.default_root())
-    parser.add_argument("--env-id", required=True)
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--verification", required=True, help="verify artifact URI")
-    parser.add_argument("--stages", type=Path, required=True, help="JSON file: list of {stage, seconds, cache_hit, uri}")
-    parser.add_argument("--selection", default=None, help="select artifact URI (the checkpoint selection), if any")
+    cli.configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m tasks.run_report", description=cli.first_paragraph(__doc__))
+    parser.add_argument("--root", default=cli.default_root(),
+                        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
+    parser.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
+    parser.add_argument("--run-id", required=True, help="the pipeline run the report is for (e.g. an Airflow run id)")
+    parser.add_argument("--verification", required=True, help="verify artifact URI (the run's verification)")
+    parser.add_argument("--stages", type=Path, required=True,
+                        help="JSON file: the run's stages as a list of {stage, seconds, cache_hit, uri}")
+    parser.add_argument("--selection", default=None,
+                        help="select artifact URI (the checkpoint selection), if any (default: none)")
     args = parser.parse_args(argv)
     result = run_report(RunReportParams(args.env_id, args.run_id), root=args.root, verification=args.verification,
                         stages=json.loads(args.stages.read_text()), selection=args.selection)

@@ -18,16 +18,19 @@ both. The selected verification is what the approval step and promote then judge
 
 from __future__ import annotations
 
+import logging
 import base64
-import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, Manifest, StageResult, run_stage
-from tasks.core.specs import get_spec
+from tasks.core.store import ArtifactStore, Manifest
+from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.params import SelectParams
+
+log = logging.getLogger(__name__)
 
 STAGE = "select"
 CODE_VERSION = "1"
@@ -35,14 +38,6 @@ CODE_VERSION = "1"
 
 class SelectError(ValueError):
     """The verifications cannot be compared; the message says why and what to do."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SelectParams:
-    env_id: str
-
-    def validate(self) -> None:
-        get_spec(self.env_id)
 
 
 def candidate_row(manifest: Manifest) -> dict[str, Any]:
@@ -78,7 +73,7 @@ def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
 
 
 def check_comparable(manifests: list[Manifest], env_id: str) -> None:
-    from tasks.verify import protocol_differences
+    from tasks.core.protocol import protocol_differences
 
     for m in manifests:
         if m.stage != "verify" or m.env_id != env_id:
@@ -103,7 +98,7 @@ def select(params: SelectParams, root: str, verifications: list[str]) -> StageRe
     if not verifications:
         raise SelectError("no verifications given: select needs one verify artifact per kept checkpoint")
     store = ArtifactStore(root)
-    manifests = [store.require(uri) for uri in verifications]
+    manifests = [require(store, uri, stage="verify", env_id=params.env_id, what="verification") for uri in verifications]
     check_comparable(manifests, params.env_id)
     manifests.sort(key=lambda m: int(m.metrics.get("checkpoint_step") or 0))
     rows = [candidate_row(m) for m in manifests]
@@ -118,16 +113,16 @@ def select(params: SelectParams, root: str, verifications: list[str]) -> StageRe
         figure = report.selection_figure(rows)
         if figure:
             (out / "selection.png").write_bytes(base64.b64decode(figure))
-        cli.log(f"[select] {reason}")
+        log.info(f"[select] {reason}")
         return {"verify": best["verify"], "step": best["step"], "checkpoint": best["checkpoint"], "reason": reason,
                 "candidates": [{k: r[k] for k in ("step", "successes", "episodes", "val_loss", "verdict", "selected")}
                                for r in rows]}
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params={},
-                     parents=manifests, build=build, log=cli.log)
+                     parents=manifests, build=build)
 
 
-main = cli.cli(__doc__.splitlines()[0], SelectParams, select, inputs={"verifications": True})
+main = cli.cli(__doc__, SelectParams, select, inputs={"verifications": True})
 
 if __name__ == "__main__":
     raise SystemExit(main())

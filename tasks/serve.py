@@ -14,7 +14,7 @@ import argparse
 import logging
 
 from tasks.core.store import ArtifactStore, work_dir
-from tasks.core.cli import default_root
+from tasks.core.cli import configure_logging, default_root, first_paragraph
 from tasks.core.specs import get_spec
 
 
@@ -23,7 +23,7 @@ def resolve_checkpoint(store: ArtifactStore, env_id: str, checkpoint: str | None
         return checkpoint
     from tasks.core.store import latest_uri
 
-    from tasks.train import checkpoint_ref
+    from tasks.core.checkpoints import checkpoint_ref
 
     latest = store.read_json(latest_uri(store, env_id))
     if not latest:
@@ -34,18 +34,19 @@ def resolve_checkpoint(store: ArtifactStore, env_id: str, checkpoint: str | None
 def main(argv: list[str] | None = None) -> int:
     from openpi.serving import websocket_policy_server
 
-    from tasks.train import fetch_checkpoint
-    from tasks.verify import load_policy
+    from tasks.core.checkpoints import fetch_checkpoint
+    from tasks.policy.loading import load_policy
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=default_root())
-    parser.add_argument("--env-id", required=True)
+    configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m tasks.serve", description=first_paragraph(__doc__))
+    parser.add_argument("--root", default=default_root(),
+                        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
+    parser.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
     parser.add_argument("--checkpoint", help="train artifact URI (its final checkpoint), or <URI>@<step> for one of "
-                        "the checkpoints it kept; default: the promoted latest")
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8000)
+                        "the checkpoints it kept (default: the promoted latest)")
+    parser.add_argument("--host", default="0.0.0.0", help="address the websocket server listens on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port the websocket server listens on (default %(default)s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
     spec = get_spec(args.env_id)
     store = ArtifactStore(args.root)
     uri = resolve_checkpoint(store, spec.env_id, args.checkpoint)

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, StageResult, run_stage
-from tasks.convert import ACTION_KEY, STATE_KEY
+from tasks.core.store import ArtifactStore
+from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.dataset import ACTION_KEY, STATE_KEY
 from tasks.core.specs import TaskSpec, get_spec
+from tasks.core.params import StatsParams
 
 STAGE = "stats"
 CODE_VERSION = "1"
@@ -28,23 +30,6 @@ PI0_ACTION_DIM = 32  # pi0 pads state and actions to this width; wider data cann
 
 class StatsError(ValueError):
     """The statistics would make training fail or silently misbehave."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StatsParams:
-    env_id: str
-    action_horizon: int = 10  # must equal the model's action_horizon (the train config checks it)
-    batch_size: int = 32
-    min_std: float = 1e-5
-
-    def validate(self) -> None:
-        get_spec(self.env_id)
-        if not 1 <= self.action_horizon <= 256:
-            raise ValueError(f"action_horizon must be 1..256, got {self.action_horizon}")
-        if not 1 <= self.batch_size <= 65536:
-            raise ValueError(f"batch_size must be 1..65536, got {self.batch_size}")
-        if not 0 <= self.min_std < 1:
-            raise ValueError(f"min_std must be within [0, 1), got {self.min_std}")
 
 
 def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
@@ -128,7 +113,7 @@ def stats(params: StatsParams, root: str, dataset: str) -> StageResult:
     params.validate()
     spec = get_spec(params.env_id)
     store = ArtifactStore(root)
-    parent = store.require(dataset)
+    parent = require(store, dataset, stage="convert", env_id=params.env_id, what="dataset")
 
     def build(out: Path) -> dict:
         from openpi.shared import normalize
@@ -143,11 +128,10 @@ def stats(params: StatsParams, root: str, dataset: str) -> StageResult:
                 "min_std": {k: float(np.min(v.std)) for k, v in norm_stats.items()}}
 
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params={**dataclasses.asdict(params), "spec": spec.digest(STAGE)}, parents=[parent], build=build,
-                     log=cli.log)
+                     params={**dataclasses.asdict(params), "spec": spec.digest(STAGE)}, parents=[parent], build=build)
 
 
-main = cli.cli(__doc__.splitlines()[0], StatsParams, stats, inputs={"dataset": False})
+main = cli.cli(__doc__, StatsParams, stats, inputs={"dataset": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -34,120 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import (COMPLETE, ArtifactStore, Manifest, StageResult, artifact_uri, latest_uri, run_stage,
-                             work_dir)
-from tasks.core.run_config import BASE, BASE_PARAMS, LATEST, MODELS, PRESETS
+from tasks.core.store import COMPLETE, ArtifactStore, Manifest, latest_uri
+from tasks.core.stage import StageResult, artifact_uri, require, run_stage
+from tasks.core.params import LATEST, TrainError, TrainParams, candidate_steps
 from tasks.core.specs import get_spec
+from tasks.core.checkpoints import CANDIDATES, checkpoint_dir_name, checkpoint_ref, final_step, split_checkpoint_ref
+
+log = logging.getLogger(__name__)
 
 STAGE = "train"
 PROGRESS_STAGE = "train-progress"
-CANDIDATES = "candidates"  # candidates/<step>/: the kept checkpoints of a train artifact (keep_period)
 CODE_VERSION = "3"  # 3: held-out validation loss (the held-out dataset is a parent)
-# Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
-# Not part of the key: where and how the same training runs (sharding over devices included), not what it learns.
-RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval", "fsdp_devices")
-
-
-class TrainError(ValueError):
-    """Training cannot start with these inputs; the message names the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainParams:
-    env_id: str
-    model: str = "pi0"  # openpi model family: pi0 | pi05
-    preset: str = "tiny"  # tiny (CPU, tests/demo) | lora | full
-    steps: int = 0  # 0: the preset's default
-    batch_size: int = 0  # 0: the preset's default
-    action_horizon: int = 10
-    learning_rate: float = 0.0  # peak LR; 0: the preset's default
-    save_interval: int = 0  # checkpoint (and resume point) every N steps; 0: only at the end
-    # Keep the checkpoint of every N-th step in the artifact as a candidate for selection by closed-loop success
-    # (openpi's keep_period: it keeps every 5000th); 0: the final checkpoint only.
-    keep_period: int = 0
-    seed: int = 42
-    # Initial weights: "base" (the family's released checkpoint, BASE_PARAMS), openpi params (gs://..., s3://..., a
-    # path), a train artifact of this store, or "latest" (the task's promoted checkpoint). Required by lora.
-    pretrained_uri: str = ""
-    from_scratch: bool = False  # full preset without weights: only when asked for explicitly
-    log_interval: int = 1
-    wandb: bool = False
-    wandb_project: str = "maniskill-openpi"
-    xla_mem_fraction: float = 0.9
-    num_workers: int = 0  # data loader worker processes
-    # Held-out validation loss (needs the held-out dataset): every N steps and at the end; 0: off.
-    val_interval: int = 0
-    val_batches: int = 4  # held-out batches per validation, the same ones each time (fixed noise: comparable)
-    # openpi's fsdp_devices: shard parameters and optimizer state over this many devices (1: data parallel only).
-    fsdp_devices: int = 1
-
-    def validate(self) -> None:
-        get_spec(self.env_id)
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)} (openpi's gemma_fast has no "
-                             "small variant, so pi0-FAST is not offered: it could not be tested)")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
-        if not 0 <= self.steps <= 10_000_000:
-            raise ValueError(f"steps must be 0 (preset default) .. 10000000, got {self.steps}")
-        if not 0 <= self.batch_size <= 4096:
-            raise ValueError(f"batch_size must be 0 (preset default) .. 4096, got {self.batch_size}")
-        if not 1 <= self.action_horizon <= 256:
-            raise ValueError(f"action_horizon must be 1..256, got {self.action_horizon}")
-        if not 0 <= self.learning_rate < 1:
-            raise ValueError(f"learning_rate must be within [0, 1), got {self.learning_rate}")
-        if self.save_interval < 0 or self.log_interval < 1 or self.keep_period < 0:
-            raise ValueError("save_interval and keep_period must be >= 0 and log_interval >= 1")
-        if self.val_interval < 0 or not 1 <= self.val_batches <= 1000:
-            raise ValueError("val_interval must be >= 0 (0: off) and val_batches 1..1000")
-        if not 1 <= self.fsdp_devices <= 512:
-            raise ValueError(f"fsdp_devices must be 1..512, got {self.fsdp_devices}")
-        if not 0.05 <= self.xla_mem_fraction <= 1.0:
-            raise ValueError(f"xla_mem_fraction must be within [0.05, 1], got {self.xla_mem_fraction}")
-        uri = self.weights_uri()
-        base = BASE_PARAMS[self.model]
-        if uri and uri != LATEST and not uri.startswith(("gs://", "s3://", "/", "file://")):
-            raise ValueError(f"pretrained_uri {uri!r} must be 'base', gs://..., s3://..., file://..., an absolute path "
-                             "or 'latest'")
-        other = {u: m for m, u in BASE_PARAMS.items() if m != self.model}
-        if uri.rstrip("/") in other:
-            raise TrainError(f"pretrained_uri {uri} is {other[uri.rstrip('/')]}'s base checkpoint, which does not load "
-                             f"into a {self.model} model: use pretrained_uri=base ({base}) or set model="
-                             f"{other[uri.rstrip('/')]}")
-        if self.preset == "lora" and not uri:
-            raise TrainError(
-                "preset lora needs pretrained weights: LoRA adapters on a randomly initialised, frozen Gemma learn "
-                f"nothing useful. Set pretrained_uri=base ({base}; or an s3:// / local copy of it, a train artifact, "
-                "or 'latest')")
-        if self.preset == "full" and not uri and not self.from_scratch:
-            raise TrainError(f"preset full without pretrained_uri would train {self.model} from random initialisation: "
-                             f"set pretrained_uri=base ({base}), or from_scratch=true if that is really what you want")
-        if self.from_scratch and (uri or self.preset != "full"):
-            raise TrainError("from_scratch applies to the full preset without pretrained_uri only (tiny always starts "
-                             "from scratch unless given a train artifact; lora needs weights)")
-        if self.preset == "tiny" and uri.startswith("gs://"):
-            raise TrainError(f"the tiny preset's dummy gemma variants match no released checkpoint ({uri}); it can "
-                             "start from scratch or from a tiny train artifact (its URI or 'latest')")
-
-    def resolved_steps(self) -> int:
-        """`steps`, or the preset's default when 0."""
-        from tasks.policy.configs import PRESET_DEFAULTS
-
-        return self.steps or PRESET_DEFAULTS[self.preset].num_train_steps
-
-    def weights_uri(self) -> str:
-        """pretrained_uri with 'base' spelled out as the family's released checkpoint."""
-        return BASE_PARAMS[self.model] if self.pretrained_uri == BASE else self.pretrained_uri
-
-    def key_params(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for name in RUNTIME_FIELDS:
-            d.pop(name)
-        if d["model"] == "pi0":
-            del d["model"]  # pi0 was the only family before `model` existed: its artifacts keep their keys
-        if not candidate_steps(self, self.resolved_steps()):
-            del d["keep_period"]  # nor do runs that keep only the final checkpoint change their keys
-        return d
 
 
 def link_dataset(dataset_dir: Path, repo_id: str) -> Path:
@@ -245,46 +142,6 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
     return checkpoint_ref(manifest.uri, step if step != final_step(manifest) else None), manifest
 
 
-def final_step(manifest: Manifest) -> int:
-    return int(manifest.metrics.get("steps") or manifest.params.get("steps") or 0)
-
-
-def checkpoint_steps(manifest: Manifest) -> list[int]:
-    """The steps whose checkpoints a train artifact holds: its candidates (keep_period) and the final one."""
-    return [int(s) for s in manifest.metrics.get("checkpoint_steps") or [final_step(manifest)]]
-
-
-def checkpoint_ref(uri: str, step: int | None) -> str:
-    """How a kept checkpoint is named: `<train uri>@<step>`; the train URI alone is its final checkpoint."""
-    return f"{uri}@{int(step)}" if step else uri
-
-
-def split_checkpoint_ref(ref: str) -> tuple[str, int | None]:
-    uri, sep, step = ref.rpartition("@")
-    if not sep:
-        return ref, None
-    if not step.isdigit():
-        raise TrainError(f"checkpoint {ref!r}: what follows '@' must be a step number (e.g. {uri}@5000)")
-    return uri, int(step)
-
-
-def checkpoint_files(folder: str) -> list[str]:
-    """What loading one checkpoint needs from a train artifact: its params and assets (not the optimizer state) and
-    the training log."""
-    return [f"{folder}/params", f"{folder}/assets", "train_log.jsonl"]
-
-
-def checkpoint_dir_name(manifest: Manifest, step: int | None) -> str:
-    """The folder of a train artifact holding the checkpoint of `step` (None or 0: the final one)."""
-    if not step or step == final_step(manifest):
-        return "checkpoint"
-    kept = checkpoint_steps(manifest)
-    if step not in kept:
-        raise TrainError(f"{manifest.uri} keeps no checkpoint of step {step}: it keeps steps {', '.join(map(str, kept))} "
-                         "(train with keep_period to keep more)")
-    return f"{CANDIDATES}/{step}"
-
-
 def check_weights_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """A gs:// checkpoint that is neither in openpi's cache nor reachable fails in seconds, not after a hang."""
     if not uri.startswith("gs://"):
@@ -326,7 +183,7 @@ print("ok" if np.array_equal(fresh, cached) else "mismatch")
 _CACHE_CHECKED: dict[str, bool] = {}  # cache dir -> verdict, so a process checks each backend once
 
 
-def enable_compilation_cache(cache_dir: Path, log=cli.log) -> bool:
+def enable_compilation_cache(cache_dir: Path) -> bool:
     """JAX's persistent compilation cache, only where executables loaded from it compute what fresh ones do.
 
     With JAX 0.5.3 on the CPU they do not: an executable loaded from the cache returns one constant from
@@ -351,9 +208,9 @@ def enable_compilation_cache(cache_dir: Path, log=cli.log) -> bool:
         ok = False
     if ok:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir))
-        log(f"[train] JAX compilation cache: {cache_dir}")
+        log.info(f"[train] JAX compilation cache: {cache_dir}")
     else:
-        log(f"[train] JAX compilation cache left off: executables loaded from it on this backend "
+        log.info(f"[train] JAX compilation cache left off: executables loaded from it on this backend "
             f"({jax.default_backend()}) do not reproduce random sampling (a JAX bug); every attempt compiles afresh")
     _CACHE_CHECKED[str(cache_dir)] = ok
     return ok
@@ -440,7 +297,6 @@ class _Loop:
 def _probe_loss(state, batch, rng):
     """The loss of the weights a checkpoint would hold (EMA when on), deterministic: fixed noise, no augmentation."""
     import flax.nnx as nnx
-    import jax
     import jax.numpy as jnp
 
     params = state.ema_params if state.ema_params is not None else state.params
@@ -515,7 +371,7 @@ def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key
     transforms with the training norm stats, so the validation loss is computed exactly like the training loss."""
     from openpi.training import data_loader as _data_loader
 
-    from tasks.convert import repo_id_for
+    from tasks.core.dataset import repo_id_for
 
     frames = json.loads((holdout_dir / "meta" / "info.json").read_text())["total_frames"]
     if frames < config.batch_size:
@@ -530,7 +386,7 @@ def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key
 
 def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, stats_dir: Path, out: Path,
                  store: ArtifactStore, progress_uri: str, init_weights: str = "", init_params_dir: Path | None = None,
-                 holdout_dir: Path | None = None, holdout_key: str = "", log=cli.log) -> dict[str, Any]:
+                 holdout_dir: Path | None = None, holdout_key: str = "") -> dict[str, Any]:
     """Trains into `out/` (checkpoint, log, summary), resuming from `progress_uri` when a checkpoint is there.
 
     `holdout_dir`: the held-out dataset; with `val_interval`, its loss is logged every `val_interval` steps and at
@@ -547,7 +403,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     from openpi.training import data_loader as _data_loader
     from openpi.training import sharding
 
-    from tasks.convert import repo_id_for
+    from tasks.core.dataset import repo_id_for
     from tasks.policy.tokenizer import ensure_tokenizer
     from tasks.policy.configs import MODEL_ACTION_DIM, uses_quantile_norm
 
@@ -570,8 +426,8 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     if config.batch_size % jax.device_count():
         raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
     init = init_description(init_weights, from_artifact=init_params_dir is not None)
-    log(f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size}")
-    enable_compilation_cache(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax")), log)
+    log.info(f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size}")
+    enable_compilation_cache(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax")))
 
     # Resume point: the newest complete checkpoint uploaded by an earlier attempt.
     done = store.complete_trees(progress_uri)
@@ -582,7 +438,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         # Renew the resume point's time: the maintenance sweep ages resume points by it, and a training resumed from
         # an old checkpoint must not lose it before its next save.
         store.write_json(f"{progress_uri}/{resume_step}/{COMPLETE}", {**done[str(resume_step)], "saved_at": time.time()})
-        log(f"[train] resuming from the checkpoint at step {resume_step} ({progress_uri}/{resume_step})")
+        log.info(f"[train] resuming from the checkpoint at step {resume_step} ({progress_uri}/{resume_step})")
     # The candidates an earlier attempt kept come back from their resume points at the end: check now that they
     # still exist, rather than after hours of training.
     lost = [s for s in candidate_steps(params, config.num_train_steps) if s <= resume_step and str(s) not in done]
@@ -614,7 +470,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     probe_batch = batch
     with sharding.set_mesh(loop.mesh):
         init_probe = float(jax.device_get(probe_fn(state, probe_batch)))
-    log(f"[train] probe loss of the initial weights: {init_probe:.4f}")
+    log.info(f"[train] probe loss of the initial weights: {init_probe:.4f}")
     val_batches = (held_out_batches(config, params, holdout_dir, holdout_key, loop.data_sharding)
                    if holdout_dir is not None and params.val_interval else [])
 
@@ -627,7 +483,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
             raise RuntimeError(f"held-out validation loss is {value} at step {step}: lower the learning rate or check the data")
         log_file.write(json.dumps({"step": step, "val_loss": round(value, 6)}) + "\n")
         log_file.flush()
-        log(f"[train] step {step}/{config.num_train_steps} held-out validation loss={value:.4f}")
+        log.info(f"[train] step {step}/{config.num_train_steps} held-out validation loss={value:.4f}")
         if wandb_run is not None:
             wandb_run.log({"val_loss": value}, step=step)
     intervals: list[tuple[int, float]] = []  # (steps, seconds) per log interval
@@ -649,7 +505,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
                 raise RuntimeError(f"loss is {record['loss']} at step {step}: lower the learning rate or check the data")
             log_file.write(json.dumps(record) + "\n")
         log_file.flush()
-        log(f"[train] step {record['step']}/{config.num_train_steps} loss={record['loss']:.4f} "
+        log.info(f"[train] step {record['step']}/{config.num_train_steps} loss={record['loss']:.4f} "
             f"grad_norm={record['grad_norm']:.3f} step_time={dt:.3f}s")
         if wandb_run is not None:
             for (step, _), info in zip(pending, host):
@@ -679,13 +535,13 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
                 store.put_tree(saved, f"{progress_uri}/{step + 1}",
                                {"step": step + 1, "wandb_id": wandb_run.id if wandb_run is not None else None,
                                 "saved_at": time.time()})  # the maintenance sweep ages resume points by it
-                log(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
+                log.info(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
                 if kept:
                     keep_candidate(saved, out, step + 1)
                 t_mark = time.monotonic()  # checkpoint time is not step time
     with sharding.set_mesh(loop.mesh):
         final_probe = float(jax.device_get(probe_fn(state, probe_batch)))
-    log(f"[train] probe loss of the final weights: {final_probe:.4f} (initial {init_probe:.4f})")
+    log.info(f"[train] probe loss of the final weights: {final_probe:.4f} (initial {init_probe:.4f})")
     if wandb_run is not None:
         wandb_run.summary.update({"probe_loss_initial": init_probe, "probe_loss_final": final_probe})
         wandb_run.finish()
@@ -728,11 +584,6 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     return summary
 
 
-def candidate_steps(params: TrainParams, num_train_steps: int) -> list[int]:
-    """The steps before the last whose checkpoints are kept in the artifact (keep_period)."""
-    return list(range(params.keep_period, num_train_steps, params.keep_period)) if params.keep_period else []
-
-
 def keep_candidate(saved: Path, out: Path, step: int) -> None:
     """A checkpoint as verify and openpi's policy loader read it: params and assets, not the optimizer state."""
     shutil.copytree(saved, out / CANDIDATES / str(step), ignore=shutil.ignore_patterns("train_state", "train_log.jsonl"),
@@ -756,15 +607,11 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
             f"pi0 weights: preset {params.preset} needs the real PaliGemma tokenizer. Point OPENPI_DATA_HOME at a cache "
             "with big_vision/paligemma_tokenizer.model (openpi fetches it when online)")
     store = ArtifactStore(root)
-    parents: list[Manifest] = [store.require(dataset), store.require(stats)]
-    if parents[0].stage != "convert" or parents[1].stage != "stats":
-        raise TrainError(f"train needs a convert artifact and a stats artifact, got {parents[0].stage} and {parents[1].stage}")
+    parents: list[Manifest] = [require(store, dataset, stage="convert", env_id=params.env_id, what="dataset"),
+                               require(store, stats, stage="stats", env_id=params.env_id, what="stats")]
     holdout_manifest = None
     if holdout:
-        holdout_manifest = store.require(holdout)
-        if holdout_manifest.stage != "convert" or holdout_manifest.env_id != params.env_id:
-            raise TrainError(f"holdout {holdout} is a {holdout_manifest.stage} artifact of {holdout_manifest.env_id}; "
-                             f"train takes the held-out convert artifact of {params.env_id}")
+        holdout_manifest = require(store, holdout, stage="convert", env_id=params.env_id, what="holdout")
         if holdout_manifest.uri == parents[0].uri:
             raise TrainError(f"holdout {holdout} is the training dataset itself: a validation loss on it measures nothing")
         parents.append(holdout_manifest)
@@ -792,23 +639,13 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
                             holdout_key=holdout_manifest.key if holdout_manifest is not None else "")
 
     result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
-                       parents=parents, build=build, log=cli.log)
+                       parents=parents, build=build)
     store.delete_tree(progress_uri)  # the published artifact supersedes the resume points
     return result
 
 
-def fetch_checkpoint(store: ArtifactStore, ref: str, cache_dir: Path | None = None) -> tuple[Manifest, Path]:
-    """A checkpoint (`<train uri>` for the final one, `<train uri>@<step>` for a kept one) on local disk, as
-    `create_trained_policy` takes it; only that checkpoint and the training log are fetched."""
-    uri, step = split_checkpoint_ref(ref)
-    manifest = store.require(uri)
-    folder = checkpoint_dir_name(manifest, step)
-    _, local = store.fetch(uri, cache_dir or work_dir(), only=checkpoint_files(folder))
-    return manifest, local / folder
-
-
 logging.getLogger("absl").setLevel(logging.WARNING)
-main = cli.cli(__doc__.splitlines()[0], TrainParams, train,
+main = cli.cli(__doc__, TrainParams, train,
                   inputs={"dataset": False, "stats": False, "holdout": "optional"})
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ reads it together with the recorded protocol.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import math
@@ -37,17 +38,18 @@ from typing import Any
 import numpy as np
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, Manifest, StageResult, run_stage
+from tasks.core.store import ArtifactStore, Manifest
+from tasks.core.stage import StageResult, require, run_stage
 from tasks.sim.rollout import BatchedPolicy, Episode, auto_env_count, open_envs, policy_input, run_episodes
 from tasks.core.specs import TaskSpec, get_spec
+from tasks.core.params import VerifyParams
+from tasks.policy.loading import load_policy
+
+log = logging.getLogger(__name__)
 
 STAGE = "verify"
 CODE_VERSION = "4"  # 4: which kept checkpoint (step, its validation loss); 3: eval env from the render's env kwargs, ...
 EVAL_SEED_BASE = 1_000_000  # closed-loop seeds start here; demos are generated from small seeds (checked, not assumed)
-# Checkpoint selection scores the kept checkpoints on their own seeds, this far from the protocol's: the chosen one is
-# then verified again on the protocol's seeds, so its promotion figures are not the ones it was chosen by (the best of
-# several on the same seeds is biased upward, the winner's curse).
-SELECTION_SEED_OFFSET = 500_000
 STEP_LIMIT_HEADROOM = 0.15  # over the longest training episode, as openpi's LIBERO example keeps
 
 
@@ -57,58 +59,6 @@ class VerifyError(ValueError):
 
 class HarnessError(VerifyError):
     """The evaluation harness cannot reproduce the demonstrations: its figures would not measure the policy."""
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifyParams:
-    env_id: str
-    holdout_frames: int = 8  # open-loop frames, evenly spaced over the held-out dataset
-    episodes: int = 4  # closed-loop episodes (0: skip the rollout and the harness check)
-    max_steps: int = 0  # per episode; 0: the longest training episode + 15 %
-    execute_steps: int = 0  # actions executed per predicted chunk (the replan interval); 0: half the action horizon
-    seed: int = 0  # closed-loop seeds are EVAL_SEED_BASE + seed + episode
-    oracle_episodes: int = 0  # held-out demos the oracle replays for the harness check; 0: all of them
-    max_action_mae: float = 0.0  # pass threshold on the open-loop mean absolute action error (env units); 0: none
-    min_success_rate: float = 0.0  # pass threshold on closed-loop success (success_once); 0: none
-    device: str = "auto"  # rollout render backend: auto (the training frames' backend) | cpu | gpu
-    # Closed-loop envs stepped together (worker processes; one batched policy call per replanning step);
-    # 0: auto (tasks.sim.rollout.auto_env_count). Not in the key: the same seeds and protocol (only the policy's noise
-    # draws depend on the batching, as they do on any rerun).
-    envs: int = 0
-    # Which of the train artifact's kept checkpoints to evaluate (its `checkpoint_steps`); 0: the final one.
-    step: int = 0
-    # The oracle's harness check. Off for the selection among kept checkpoints: it does not depend on the policy, and
-    # the confirming verification of the chosen checkpoint runs it.
-    harness: bool = True
-
-    def validate(self) -> None:
-        get_spec(self.env_id)
-        if not 1 <= self.holdout_frames <= 10_000:
-            raise ValueError(f"holdout_frames must be 1..10000, got {self.holdout_frames}")
-        if not 0 <= self.episodes <= 10_000:
-            raise ValueError(f"episodes must be 0..10000, got {self.episodes}")
-        if not 0 <= self.max_steps <= 100_000 or self.execute_steps < 0:
-            raise ValueError("max_steps must be 0..100000 and execute_steps >= 0")
-        if not 0 <= self.oracle_episodes <= 10_000:
-            raise ValueError(f"oracle_episodes must be 0 (all held-out demos) .. 10000, got {self.oracle_episodes}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.max_action_mae < 0 or not 0 <= self.min_success_rate <= 1:
-            raise ValueError("max_action_mae must be >= 0 and min_success_rate within [0, 1]")
-        if self.device not in ("auto", "cpu", "gpu"):
-            raise ValueError(f"unknown device {self.device!r}: use auto, cpu or gpu")
-        if not 0 <= self.envs <= 64:
-            raise ValueError(f"envs must be 0 (auto) .. 64, got {self.envs}")
-        if self.step < 0:
-            raise ValueError(f"step must be >= 0 (0: the final checkpoint), got {self.step}")
-
-    def key_params(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("device")  # the resolved render backend is keyed instead (it is part of the protocol)
-        d.pop("envs")  # how many envs play the seeds at once does not change what is measured
-        if not d["step"]:
-            del d["step"]  # the final checkpoint keeps the keys it had before candidates existed
-        return d
 
 
 # ---- the evaluation protocol ----------------------------------------------------------------------------------------
@@ -129,20 +79,6 @@ class EvalProtocol:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), sort_keys=True))
-
-
-def protocol_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
-    """What differs between two recorded protocols, in words ([] when they are the same)."""
-    if not a or not b:
-        return ["no recorded evaluation protocol" + ("" if a else " (candidate)") + ("" if b else " (current)")]
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key == "env_kwargs":
-            ka, kb = a.get(key) or {}, b.get(key) or {}
-            out += [f"env_kwargs.{k}: {ka.get(k)!r} vs {kb.get(k)!r}" for k in sorted(set(ka) | set(kb)) if ka.get(k) != kb.get(k)]
-        elif a.get(key) != b.get(key):
-            out.append(f"{key}: {a.get(key)!r} vs {b.get(key)!r}")
-    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,29 +240,12 @@ class DemoReplayPolicy:
         return {"actions": chunk}
 
 
-def load_policy(spec: TaskSpec, train_manifest: Manifest, checkpoint_dir: Path):
-    """The trained policy through openpi's own loader, with the TrainConfig that trained it."""
-    from openpi.policies import policy_config
-
-    from tasks.policy.tokenizer import ensure_tokenizer, is_offline_stand_in
-    from tasks.policy.configs import for_task
-
-    ensure_tokenizer()
-    p = train_manifest.params
-    if p["preset"] != "tiny" and is_offline_stand_in():
-        raise VerifyError(f"{train_manifest.uri} is a {p['preset']} checkpoint, but openpi's tokenizer cache holds the "
-                          "offline stand-in: point OPENPI_DATA_HOME at a cache with the real PaliGemma tokenizer")
-    config = for_task(spec.env_id, p["preset"], model=p.get("model", "pi0"), action_horizon=p["action_horizon"],
-                      assets_dir=checkpoint_dir / "assets")
-    return policy_config.create_trained_policy(config, checkpoint_dir, default_prompt=spec.prompt), config
-
-
 # ---- the harness ------------------------------------------------------------------------------------------------------
 def holdout_demo_actions(holdout_dir: Path, sources: EvalSources) -> list[np.ndarray]:
     """Each held-out dataset episode's actions (what the policy was taught to output), checked against the render."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.convert import ACTION_KEY
+    from tasks.core.dataset import ACTION_KEY
 
     ds = LeRobotDataset("maniskill/holdout", root=holdout_dir)
     starts, stops = ds.episode_data_index["from"].tolist(), ds.episode_data_index["to"].tolist()
@@ -384,7 +303,7 @@ def verdict_of(checks: dict[str, bool], thresholds: list[str], episodes: int) ->
 def open_loop(policy, spec: TaskSpec, holdout_dir: Path, horizon: int, n_frames: int) -> dict[str, Any]:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.convert import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+    from tasks.core.dataset import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
     from tasks.policy.transforms import to_hwc_uint8
 
     ds = LeRobotDataset("maniskill/holdout", root=holdout_dir,
@@ -428,14 +347,10 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
     params.validate()
     spec = get_spec(params.env_id)
     store = ArtifactStore(root)
-    train_manifest, holdout_manifest = store.require(checkpoint.rpartition("@")[0] or checkpoint), store.require(holdout)
-    if train_manifest.stage != "train" or holdout_manifest.stage != "convert":
-        raise VerifyError(f"verify needs a train artifact and a convert artifact (held-out demos), got "
-                          f"{train_manifest.stage} and {holdout_manifest.stage}")
-    for m in (train_manifest, holdout_manifest):
-        if m.env_id != params.env_id:
-            raise VerifyError(f"{m.uri} belongs to {m.env_id}, not {params.env_id}")
-    from tasks.train import checkpoint_dir_name, checkpoint_files, checkpoint_ref, final_step, split_checkpoint_ref
+    train_manifest = require(store, checkpoint.rpartition("@")[0] or checkpoint, stage="train", env_id=params.env_id,
+                             what="checkpoint")
+    holdout_manifest = require(store, holdout, stage="convert", env_id=params.env_id, what="holdout")
+    from tasks.core.checkpoints import checkpoint_dir_name, checkpoint_files, checkpoint_ref, final_step, split_checkpoint_ref
 
     uri, ref_step = split_checkpoint_ref(checkpoint)
     if ref_step and params.step and ref_step != params.step:
@@ -473,7 +388,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             if envs is not None and params.harness:  # the oracle first: a broken harness makes the rest meaningless
                 harness = harness_check(spec, envs, sources, demo_actions, horizon, protocol.execute_steps,
                                         params.oracle_episodes)
-                cli.log(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
+                log.info(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
                            f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})")
             policy, _ = load_policy(spec, train_manifest, train_dir / folder)
             ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
@@ -484,7 +399,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                                            [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
                                            protocol.execute_steps, rollout_frames)
                 rollout_s = time.monotonic() - t_rollout
-                cli.log(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")
+                log.info(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")
         finally:
             if envs is not None:
                 envs.close()
@@ -526,12 +441,12 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                             predicted=ol["predicted"], demonstrated=ol["demonstrated"],
                             samples=ol["samples"], rollout_frames=rollout_frames, episodes=cl_episodes,
                             harness_episodes=(harness or {}).get("per_episode", []))
-        cli.log(f"[verify] verification {verdict.upper()}: {reason}")
+        log.info(f"[verify] verification {verdict.upper()}: {reason}")
         return metrics
 
     key = {**params.key_params(), "render_backend": protocol.env_kwargs.get("render_backend"), "spec": spec.digest(STAGE)}
     return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key,
-                     parents=[train_manifest, holdout_manifest], build=build, log=cli.log)
+                     parents=[train_manifest, holdout_manifest], build=build)
 
 
 def val_loss_at(train_log: Path, step: int) -> float | None:
@@ -554,7 +469,7 @@ def verdict_line(metrics: dict[str, Any]) -> str:
     return f"verification {verdict.upper()} ({metrics.get('verdict_reason', '')}); {closed}"
 
 
-main = cli.cli(__doc__.splitlines()[0], VerifyParams, verify, inputs={"checkpoint": False, "holdout": False})
+main = cli.cli(__doc__, VerifyParams, verify, inputs={"checkpoint": False, "holdout": False})
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -14,7 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks.core.store import ArtifactStore, Manifest, list_files, stage_key, tool_versions
+from tasks.core.store import ArtifactStore, Manifest, list_files
+from tasks.core.stage import stage_key, tool_versions
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -119,7 +119,7 @@ def _conf(root: str, **extra) -> dict:
 
 def test_approval_is_asked_only_when_required_and_an_approval_moves_latest(approval_dag, tmp_path):
     from tasks.core.store import ArtifactStore
-    from tasks.rollback import history
+    from tasks.core.promotions import history
 
     root = f"file://{tmp_path}/store"
     store = ArtifactStore(root)

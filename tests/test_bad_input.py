@@ -10,7 +10,7 @@ import h5py
 import pytest
 
 from tasks.core.store import ArtifactStore
-from tasks.convert import ConvertError, ConvertParams, convert
+from tasks.convert import ConvertParams, convert
 from tasks.core.demo_files import DemoFileError
 from tasks.download import DownloadError, DownloadParams, download
 from tasks.render import RenderError, RenderParams, render
@@ -123,7 +123,7 @@ def test_state_only_h5_given_to_convert(demo_set, local_root, tmp_path):
         convert(ConvertParams(env_id=ENV_ID), root=local_root, rendered=[fake_render])
     # the demos artifact itself, passed where a rendered one belongs
     demos = publish_dir(store, ENV_ID, "download", demo, tag="demos")
-    with pytest.raises(ConvertError, match="convert takes render artifacts"):
+    with pytest.raises(ValueError, match="is a download artifact; this takes a render artifact"):
         convert(ConvertParams(env_id=ENV_ID), root=local_root, rendered=[demos])
     assert not _manifests(local_root, "convert")
 
@@ -145,7 +145,7 @@ def test_zero_successful_replays_fails_and_names_episodes(demo_set, local_root, 
 def test_a_wrong_camera_name_is_refused_before_rendering_with_the_valid_ones(demo_set, rendered_set, monkeypatch):
     import dataclasses
 
-    from tasks import specs
+    from tasks.core import specs
 
     wrong = dataclasses.replace(specs.TASK_SPECS[ENV_ID], cameras=(("hand_camera", "left_wrist_0_rgb"),),
                                 state_keys=("agent/qpos[0:9]", "extra/obj_pose"), state_widths=(9, 7))
@@ -168,7 +168,7 @@ def test_a_motion_planner_that_cannot_succeed_stops_with_the_reason(local_root, 
     """ManiSkill 3.0.1's DrawTriangle solution raises on every seed; its generator would try seeds forever."""
     import dataclasses
 
-    from tasks import specs
+    from tasks.core import specs
 
     monkeypatch.setitem(specs.TASK_SPECS, "DrawTriangle-v1",
                         dataclasses.replace(specs.TASK_SPECS[ENV_ID], env_id="DrawTriangle-v1", action_dim=6))

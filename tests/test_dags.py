@@ -273,7 +273,7 @@ def test_more_demos_redo_only_what_changed(sft_run, dagbag):
 @pytest.mark.train
 def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
     """After PickCube was trained, "add" PushCube: the backfill trains PushCube; PickCube is all cache hits."""
-    from tasks import specs
+    from tasks.core import specs
 
     run, store = sft_run
     before = set(_manifests(store))
@@ -295,12 +295,55 @@ def test_readme_picture_is_the_dag(dagbag):
 
 
 def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
+    """The link is presigned with the run's S3 connection (s3_conn_id in resolve's result), not the API server's
+    identity; without one, with boto's default chain."""
+    import urllib.request
+    import uuid
+
+    import boto3
+    from airflow.models.taskinstancekey import TaskInstanceKey
+
+    monkeypatch.syspath_prepend(str(PROJECT / "plugins"))  # as Airflow's plugins folder; not left to other tests
+    import run_report_link
     from run_report_link import RunReportLink, RunReportPlugin, report_url
 
     assert any(isinstance(link, RunReportLink) for link in RunReportPlugin.global_operator_extra_links)
     assert report_url("file:///data/PickCube-v1/verify/abc") == "file:///data/PickCube-v1/verify/abc/report.html"
-    presigned = report_url("s3://bucket/runs/PickCube-v1/verify/abc")
-    assert presigned.startswith(s3_endpoint) and "/runs/PickCube-v1/verify/abc/report.html" in presigned and "Signature" in presigned
+    bucket, body = f"reports-{uuid.uuid4().hex[:10]}", b"<html>run report</html>"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    boto3.client("s3").put_object(Bucket=bucket, Key="runs/PickCube-v1/verify/abc/report.html", Body=body)
+    files_uri = f"s3://{bucket}/runs/PickCube-v1/verify/abc"
+
+    default = report_url(files_uri)  # no connection: the environment's key (conftest's) and endpoint
+    assert default.startswith(s3_endpoint) and "/runs/PickCube-v1/verify/abc/report.html" in default
+    assert "X-Amz-Credential=test-key-id%2F" in default or "AWSAccessKeyId=test-key-id" in default
+    with urllib.request.urlopen(default) as response:
+        assert response.read() == body
+
+    # The run's connection, with its own key and endpoint: the environment's endpoint is gone, so a URL that
+    # still reaches moto got it from the connection.
+    monkeypatch.setenv("AIRFLOW_CONN_RUN_REPORT_S3", json.dumps({
+        "conn_type": "aws", "login": "run-key-id", "password": "run-secret", "extra": {"endpoint_url": s3_endpoint}}))
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    signed = report_url(files_uri, "run_report_s3")
+    assert signed.startswith(f"{s3_endpoint}/{bucket}/runs/PickCube-v1/verify/abc/report.html?")
+    assert "X-Amz-Credential=run-key-id%2F" in signed or "AWSAccessKeyId=run-key-id" in signed
+    assert "test-key-id" not in signed
+    with urllib.request.urlopen(signed) as response:
+        assert response.read() == body
+
+    # get_link finds the conn id in resolve's result: SFT (verify mapped, resolve not) and backfill (both in
+    # the same mapped group, same index).
+    results = {("verify", 2): {"uri": "s3://x/a", "files_uri": files_uri}, ("resolve", -1): {"s3_conn_id": "run_report_s3"},
+               ("pipeline.verify", 1): {"uri": "s3://x/b", "files_uri": files_uri},
+               ("pipeline.resolve", 1): {"s3_conn_id": "run_report_s3"}}
+    monkeypatch.setattr(run_report_link, "_return_value", lambda key, task_id, map_index: results.get((task_id, map_index)))
+    link = RunReportLink()
+    for task_id, map_index in (("verify", 2), ("pipeline.verify", 1)):
+        url = link.get_link(None, ti_key=TaskInstanceKey(SFT, task_id, "run", 1, map_index))
+        assert url.startswith(f"{s3_endpoint}/{bucket}/") and "run-key-id" in url
+    assert link.get_link(None, ti_key=TaskInstanceKey(SFT, "train", "run", 1, -1)) == ""
+
     monkeypatch.setenv("PIPELINE_REPORT_URL_BASE", "http://minio.local:9001/browser")
     assert report_url("s3://bucket/runs/x/verify/abc") == "http://minio.local:9001/browser/bucket/runs/x/verify/abc/report.html"
 
@@ -346,7 +389,7 @@ def test_maintenance_dag_reports_the_store_of_real_runs(sft_run, dagbag):
 def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
     from tasks.core.store import ArtifactStore
     from tasks.promote import PromoteParams, promote
-    from tasks.rollback import history
+    from tasks.core.promotions import history
     from tests.test_registry import ENV_ID, _verified
 
     root = f"file://{tmp_path}/store"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tasks.core.store import ArtifactStore, sha256_file
-from tasks.convert import ACTION_KEY, ConvertParams, convert
+from tasks.convert import ConvertParams, convert
+from tasks.core.dataset import ACTION_KEY
 from tasks.download import DownloadParams, download
 from tasks.render import RenderParams, render
 from tasks.core.specs import get_spec
@@ -91,7 +92,7 @@ def openpi_dataset(s3_pipeline, tmp_path_factory):
     from openpi.training import config as _config
     from openpi.training import data_loader as _data_loader
 
-    from tasks.convert import repo_id_for
+    from tasks.core.dataset import repo_id_for
     from tasks.policy.transforms import data_transforms, repack_transform
 
     store = ArtifactStore(s3_pipeline["root"])
@@ -170,7 +171,7 @@ def test_editing_a_spec_rebuilds_the_stages_that_read_it_and_reuses_the_rest(dem
     """The fix-a-spec loop a new user goes through: a new prompt must not come back as a cached dataset."""
     import dataclasses
 
-    from tasks import specs
+    from tasks.core import specs
 
     root, demos = demo_set
     spec = get_spec(ENV_ID)

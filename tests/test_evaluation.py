@@ -15,9 +15,8 @@ import pytest
 
 from tasks.promote import ALPHA, better_p_value, decide
 from tasks.core.run_config import RunConfig
-from tasks.verify import (EVAL_SEED_BASE, DemoReplayPolicy, EvalProtocol, HarnessError, VerifyError,
-                          check_seeds_disjoint, default_step_limit, protocol_differences, summarize, verdict_of,
-                          wilson_interval)
+from tasks.verify import EVAL_SEED_BASE, DemoReplayPolicy, EvalProtocol, HarnessError, VerifyError, check_seeds_disjoint, default_step_limit, summarize, verdict_of, wilson_interval
+from tasks.core.protocol import protocol_differences
 
 ENV_ID = "PickCube-v1"
 

@@ -11,10 +11,12 @@ import json
 
 import pytest
 
-from tasks.core.store import ArtifactStore, run_stage
+from tasks.core.store import ArtifactStore
+from tasks.core.stage import run_stage
 from tasks.maintenance import MaintenanceParams, maintain
 from tasks.promote import PromoteParams, promote
-from tasks.rollback import RollbackError, RollbackParams, history, main, rollback
+from tasks.rollback import RollbackError, RollbackParams, main, rollback
+from tasks.core.promotions import history
 
 ENV_ID = "PickCube-v1"
 PROTOCOL = {"env_id": ENV_ID, "env_kwargs": {"control_mode": "pd_ee_delta_pose"}, "seed_start": 1_000_000,

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from tasks.core.run_config import BASE, DEMO_PROFILE, PI0_BASE_PARAMS, PI05_BASE_PARAMS, ConfigError, RunConfig, asset_overrides
+from tasks.core.params import BASE, PI0_BASE_PARAMS, PI05_BASE_PARAMS
+from tasks.core.run_config import DEMO_PROFILE, ConfigError, RunConfig, asset_overrides
 from tasks.train import TrainError, openpi_train_config
 
 

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from tasks.core.store import ArtifactStore, run_stage
+from tasks.core.store import ArtifactStore
+from tasks.core.stage import run_stage
 from tasks.select_checkpoint import SelectError, SelectParams, choose, main, select
 from tests.test_registry import ENV_ID, PROTOCOL
 

@@ -18,7 +18,7 @@ import pytest
 
 from tasks.core.store import ArtifactStore
 from tasks.core.specs import TASK_SPECS, SpecError, get_spec
-from tasks.sim.probe import coverage_row, derive
+from tasks.flows.task_specs import coverage_row, derive
 
 pytestmark = pytest.mark.sim
 
@@ -75,7 +75,7 @@ def test_derive_proposes_the_registered_spec_for_a_task_it_has_not_seen(store_ro
 def test_check_lists_what_a_registered_spec_gets_wrong(monkeypatch, capsys):
     import dataclasses
 
-    from tasks.sim.probe import main
+    from tasks.flows.task_specs import main
 
     # every registered spec against its env (the default tier's check of the registry; the `tasks` tier above also
     # plans, renders, converts and computes stats for each)

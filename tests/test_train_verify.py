@@ -107,7 +107,7 @@ def test_checkpoint_loads_with_create_trained_policy_and_infers_on_a_real_frame(
     from openpi.shared import normalize
 
     from tasks.core.specs import get_spec
-    from tasks.train import fetch_checkpoint
+    from tasks.core.checkpoints import fetch_checkpoint
     from tasks.policy.configs import for_task
 
     store = ArtifactStore(data["root"])
@@ -207,8 +207,9 @@ def test_each_kept_checkpoint_is_verified_and_the_rule_picks_the_better(trained,
 def test_a_promoted_kept_checkpoint_is_what_latest_serves_and_warm_starts_from(trained, data, tmp_path):
     """latest names the train artifact and the step: serve and `pretrained_uri=latest` load step 1, not the final."""
     from tasks.serve import resolve_checkpoint
-    from tasks.train import fetch_checkpoint, resolve_initial_weights
-    from tasks.verify import load_policy
+    from tasks.train import resolve_initial_weights
+    from tasks.core.checkpoints import fetch_checkpoint
+    from tasks.policy.loading import load_policy
 
     store = ArtifactStore(data["root"])
     passed = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100, step=1),
@@ -376,8 +377,8 @@ def test_pi05_tiny_trains_with_quantile_norm_reads_state_as_tokens_and_verifies(
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from tasks.core.specs import get_spec
-    from tasks.train import fetch_checkpoint
-    from tasks.verify import load_policy
+    from tasks.core.checkpoints import fetch_checkpoint
+    from tasks.policy.loading import load_policy
 
     m = trained_pi05.metrics
     assert m["model"] == "pi05" and m["config_name"] == "pi05_tiny_pickcube_v1" and m["steps"] == 2

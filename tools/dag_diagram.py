@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def mermaid(dag) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python tools/dag_diagram.py",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("dag_id", nargs="?", default="maniskill_openpi_sft",
+                        help="id of the DAG to draw, one of those in dags/ (default %(default)s)")
+    args = parser.parse_args(argv)
     sys.path[:0] = [str(PROJECT)]
     import contextlib
     import io
@@ -41,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.redirect_stdout(io.StringIO()):  # DagBag logs "Filling up the DagBag" to stdout
         bag = DagBag(dag_folder=str(PROJECT / "dags"))
-    print(mermaid(bag.dags[argv[0] if argv else "maniskill_openpi_sft"]))
+    if args.dag_id not in bag.dags:
+        parser.error(f"no DAG {args.dag_id!r} in dags/; there are {sorted(bag.dags)}")
+    print(mermaid(bag.dags[args.dag_id]))
     return 0
 
 

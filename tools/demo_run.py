@@ -98,12 +98,16 @@ def print_summary(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default="PickCube-v1")
-    parser.add_argument("--root", default=f"file://{PROJECT / 'artifacts'}", help="artifact root")
+    parser = argparse.ArgumentParser(prog="python tools/demo_run.py",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--env-id", default="PickCube-v1",
+                        help="registered ManiSkill task to run the demo on (default %(default)s)")
+    parser.add_argument("--root", default=f"file://{PROJECT / 'artifacts'}",
+                        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="any DAG param, e.g. --conf demo_count=8 --conf steps=10 (values parsed as JSON when possible)")
-    parser.add_argument("--json", type=Path, help="also write the run summary here")
+                        help="any DAG param, e.g. --conf demo_count=8 --conf steps=10 (repeatable; values parsed as JSON "
+                             "when possible; default: none)")
+    parser.add_argument("--json", type=Path, help="also write the run summary to this JSON file (default: not written)")
     args = parser.parse_args(argv)
     _prepare_env(PROJECT / ".cache" / "demo")
     logging.getLogger("airflow").setLevel(logging.WARNING)

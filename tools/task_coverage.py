@@ -22,7 +22,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from tasks.core.specs import NOT_REGISTERED, TASK_SPECS  # noqa: E402
-from tasks.sim.probe import coverage_row  # noqa: E402
+from tasks.flows.task_specs import coverage_row
 
 
 def table(rows: list[dict], demos: int) -> str:
@@ -57,10 +57,11 @@ def table(rows: list[dict], demos: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("env_ids", nargs="*", help="registered env ids (default: all)")
+    parser = argparse.ArgumentParser(prog="python tools/task_coverage.py",
+                                     description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("env_ids", nargs="*", help="registered env ids to run (default: all)")
     parser.add_argument("--demos", type=int, default=4, help="planner demos per task (default %(default)s)")
-    parser.add_argument("--out", type=Path, default=PROJECT / "docs" / "tasks.md", help="where to write the table")
+    parser.add_argument("--out", type=Path, default=PROJECT / "docs" / "tasks.md", help="where to write the table (default %(default)s)")
     args = parser.parse_args(argv)
     rows = []
     for env_id in args.env_ids or sorted(TASK_SPECS):

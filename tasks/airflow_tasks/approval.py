@@ -50,7 +50,7 @@ class PromotionApproval(HITLOperator):
 
     def execute(self, context):
         from tasks.airflow_tasks.glue import bind_s3_connection
-        from tasks.airflow_tasks.stage_tasks import _pull, run_config
+        from tasks.airflow_tasks.xcom import pull, run_config
         from tasks.promote import preview
 
         ti = context["ti"]
@@ -59,7 +59,7 @@ class PromotionApproval(HITLOperator):
         if not params.require_approval:
             return {"required": False, "asked": False, "reason": "the run does not require approval"}
         bind_s3_connection(config.s3_conn_id)
-        seen = preview(params, root=config.artifact_root, verification=_pull(ti, "confirm")["uri"])
+        seen = preview(params, root=config.artifact_root, verification=pull(ti, "confirm")["uri"])
         if not seen["promotable"]:
             self.log.info("Not asking for approval: the promotion rule refuses the candidate (%s)", seen["reason"])
             return {"required": True, "asked": False, "reason": seen["reason"]}

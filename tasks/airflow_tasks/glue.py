@@ -18,14 +18,13 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from tasks.core.store import ArtifactError, StageResult
-from tasks.convert import ConvertError
-from tasks.download import DownloadError
-from tasks.render import RenderError
-from tasks.policy.tokenizer import TokenizerError
+from tasks.core.errors import NotRetryable
+from tasks.core.store import ArtifactError
+from tasks.core.stage import StageResult
 
-# ValueError covers SpecError, StatsError, TrainError, VerifyError, ConfigError and bad params.
-NON_RETRYABLE = (ValueError, ArtifactError, ConvertError, RenderError, DownloadError, TokenizerError)
+# ValueError covers SpecError, StatsError, TrainError, VerifyError, ConfigError and bad params; NotRetryable the
+# stages' other refusals (ConvertError, RenderError, DownloadError, TokenizerError).
+NON_RETRYABLE = (ValueError, ArtifactError, NotRetryable)
 
 
 def bind_s3_connection(conn_id: str | None) -> None:

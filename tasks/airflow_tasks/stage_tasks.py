@@ -19,6 +19,8 @@ from tasks.airflow_tasks.glue import bind_wandb_connection, run_stage_task
 from tasks.airflow_tasks.params import resolve_run_config
 from tasks.render import plan_shards
 from tasks.core.run_config import RunConfig
+from tasks.airflow_tasks.approval import PromotionApproval, approval_answer
+from tasks.airflow_tasks.xcom import pull, run_config
 
 # GPU stages go to their own Celery queue and pool; both are configurable, and the embedded default
 # (dag.test, LocalExecutor) runs them without either existing. Render goes there only when asked to.
@@ -28,28 +30,6 @@ RENDER_QUEUE = os.environ.get("PIPELINE_RENDER_QUEUE", "default")
 RENDER_POOL = os.environ.get("PIPELINE_RENDER_POOL", "default_pool")
 DEMOS_ASSET = Asset(name="maniskill_demos", uri=os.environ.get("PIPELINE_DEMOS_ASSET_URI", "s3://maniskill-demos/incoming"))
 POLICY_ASSET = Asset(name="maniskill_pi0_policy", uri=os.environ.get("PIPELINE_POLICY_ASSET_URI", "s3://maniskill-policies/latest"))
-
-
-# ---- reading the run's config and results from XCom ---------------------------------------------------------------
-def _task_id(ti, name: str) -> str:
-    """`name` in the calling task's group (the backfill DAG runs the pipeline in a mapped task group)."""
-    group = ti.task_id.rpartition(".")[0]
-    return f"{group}.{name}" if group else name
-
-
-def _pull(ti, name: str, *, mapped: bool = False) -> Any:
-    """Another task's result in this run. Inside the backfill's mapped group: the same map index (the same task).
-    `mapped`: the task is mapped itself (SFT render): every index's result, as a list."""
-    if "." in ti.task_id:
-        return ti.xcom_pull(task_ids=_task_id(ti, name), map_indexes=ti.map_index)
-    if mapped:
-        values = ti.xcom_pull(task_ids=name)
-        return values if isinstance(values, list) else [values]  # a single mapped index comes back unwrapped
-    return ti.xcom_pull(task_ids=name, map_indexes=-1)
-
-
-def run_config(ti) -> RunConfig:
-    return RunConfig.from_dict(_pull(ti, "resolve"))
 
 
 def _run(fn, stage_params, config: RunConfig, **inputs) -> dict[str, Any]:
@@ -184,10 +164,8 @@ def confirm(selection: dict, holdout: dict, ti=None) -> dict:
     return _verify(run_config(ti), {"uri": selection["metrics"]["checkpoint"], "step": 0}, holdout)
 
 
-def approve() -> "PromotionApproval":
+def approve() -> PromotionApproval:
     """The human approval between verify and promote (a no-op unless the run sets require_approval)."""
-    from tasks.airflow_tasks.approval import PromotionApproval
-
     # The DAG's retries: what fails before the question (reading the run's results, S3) is worth retrying; an
     # answer, once given, is never lost (a retry could only re-ask if recording the answer itself failed).
     # Not on the GPU queue: waiting in awaiting_input holds no worker slot anyway.
@@ -198,12 +176,11 @@ def approve() -> "PromotionApproval":
 def promote(confirmation: dict, ti=None) -> dict:
     """Moves latest to the selected checkpoint (its confirming verification) when the rule (and, if the run requires
     it, a person in `approve`) says so."""
-    from tasks.airflow_tasks.approval import approval_answer
     from tasks.promote import promote as stage
 
     config = run_config(ti)
     actor = f"airflow {ti.dag_id} {ti.run_id}"  # the promotion history names the run that moved latest
-    answer = approval_answer(_pull(ti, "approve"))
+    answer = approval_answer(pull(ti, "approve"))
     return _run(stage, config.promote_params(actor=actor, **answer), config, verification=confirmation["uri"])
 
 
@@ -214,14 +191,14 @@ def report(promotion: dict, ti=None, run_id=None) -> dict:
 
     config = run_config(ti)
     if "." in ti.task_id:  # backfill: render per split and verify per checkpoint, each a list
-        rendered = (_pull(ti, "render") or []) + (_pull(ti, "render_holdout") or [])
-        verified = _pull(ti, "verify") or []
+        rendered = (pull(ti, "render") or []) + (pull(ti, "render_holdout") or [])
+        verified = pull(ti, "verify") or []
     else:
-        rendered = _pull(ti, "render", mapped=True)
-        verified = _pull(ti, "verify", mapped=True)
-    selection, confirmation = _pull(ti, "select"), _pull(ti, "confirm")
-    results = {"download": _pull(ti, "download"), "render": rendered, "convert": _pull(ti, "convert"),
-               "convert_holdout": _pull(ti, "convert_holdout"), "stats": _pull(ti, "stats"), "train": _pull(ti, "train"),
+        rendered = pull(ti, "render", mapped=True)
+        verified = pull(ti, "verify", mapped=True)
+    selection, confirmation = pull(ti, "select"), pull(ti, "confirm")
+    results = {"download": pull(ti, "download"), "render": rendered, "convert": pull(ti, "convert"),
+               "convert_holdout": pull(ti, "convert_holdout"), "stats": pull(ti, "stats"), "train": pull(ti, "train"),
                "verify": verified, "select": selection, "confirm": confirmation, "promote": promotion}
     return _run(stage, RunReportParams(env_id=config.env_id, run_id=run_id), config,
                 verification=confirmation["uri"], stages=stage_rows(results), selection=selection["uri"])

@@ -30,19 +30,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.core.specs import CONTROL_MODES, TASK_SPECS, get_spec
+from tasks.core.params import (BASE, MODELS, PRESETS, SELECTION_SEED_OFFSET, ConvertParams, DownloadParams,
+                               PromoteParams, RenderParams, StatsParams, TrainParams, VerifyParams)
 
 PROFILE_ENV = "PIPELINE_PROFILE"
 PROFILES = ("production", "demo")
-PRESETS = ("tiny", "lora", "full")  # see tasks/policy/configs.py; here so that DAG parsing need not import openpi
-# openpi's model families we train (tasks/policy/configs.py). pi0-FAST is not among them: openpi's gemma_fast has
-# no small variant, so it could only be tested at 2B parameters, which no CPU test tier can train or roll out.
-MODELS = ("pi0", "pi05")
 DEMO_SOURCES = ("motionplanning", "hub", "s3")
-PI0_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi0_base/params"
-PI05_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi05_base/params"
-BASE_PARAMS = {"pi0": PI0_BASE_PARAMS, "pi05": PI05_BASE_PARAMS}  # each family's released base checkpoint
-BASE = "base"  # pretrained_uri: the model family's base checkpoint (BASE_PARAMS)
-LATEST = "latest"  # pretrained_uri: the task's promoted checkpoint
 FROM_SPEC = "from_spec"  # control_mode: the TaskSpec's
 # A demos asset event (new demos landed) may set these; anything else in its extra is refused.
 ASSET_OVERRIDES = ("env_id", "demo_source", "demo_source_uri", "demo_count")
@@ -267,32 +260,22 @@ class RunConfig:
 
     # ---- the stages' params -----------------------------------------------------------------------------------------
     def download_params(self):
-        from tasks.download import DownloadParams
-
         return DownloadParams(env_id=self.env_id, source=self.demo_source, count=self.demo_count + self.holdout_count,
                               seed=self.seed, source_uri=self.demo_source_uri or "")
 
     def render_params(self, shard_start: int = 0, shard_stop: int = -1):
-        from tasks.render import RenderParams
-
         mode = "" if self.control_mode == FROM_SPEC else self.control_mode
         return RenderParams(env_id=self.env_id, control_mode=mode, shard_start=shard_start,
                             shard_stop=shard_stop, min_success_ratio=self.min_success_ratio,
                             camera_size=self.camera_size)
 
     def convert_params(self):
-        from tasks.convert import ConvertParams
-
         return ConvertParams(env_id=self.env_id)
 
     def stats_params(self):
-        from tasks.stats import StatsParams
-
         return StatsParams(env_id=self.env_id, action_horizon=self.action_horizon)
 
     def train_params(self):
-        from tasks.train import TrainParams
-
         return TrainParams(env_id=self.env_id, model=self.model, preset=self.preset, steps=self.steps or 0, batch_size=self.batch_size or 0,
                            learning_rate=self.learning_rate or 0.0, action_horizon=self.action_horizon,
                            save_interval=self.save_interval, keep_period=self.keep_period, seed=self.seed, pretrained_uri=self.pretrained_uri or "",
@@ -303,16 +286,12 @@ class RunConfig:
     def verify_params(self, selection: bool = False):
         """verify's params; `selection`: for scoring one of several kept checkpoints (its own seeds, no harness check;
         the chosen one is then verified with the plain params)."""
-        from tasks.verify import SELECTION_SEED_OFFSET, VerifyParams
-
         return VerifyParams(env_id=self.env_id, holdout_frames=self.holdout_frames, episodes=self.eval_episodes,
                             envs=self.eval_envs, max_steps=self.eval_max_steps or 0,
                             seed=self.seed + (SELECTION_SEED_OFFSET if selection else 0), harness=not selection,
                             min_success_rate=self.min_success_rate)
 
     def promote_params(self, actor: str = "", approved_by: str = "", rejected_by: str = ""):
-        from tasks.promote import PromoteParams
-
         # The deployment's rule cannot be switched off by a run's conf.
         return PromoteParams(env_id=self.env_id, actor=actor,
                              require_approval=self.require_approval or deployment_requires_approval(),

@@ -205,7 +205,7 @@ def check_spec(spec: TaskSpec, layout: EnvLayout) -> None:
     problems = spec_problems(spec, layout)
     if problems:
         raise SpecError(f"the TaskSpec of {spec.env_id} does not fit the env: " + "; ".join(problems)
-                        + ". Fix it in tasks/core/specs.py (`python -m tasks.core.specs derive " + spec.env_id + "` proposes one)")
+                        + ". Fix it in tasks/core/specs.py (`python -m tasks.flows.task_specs derive " + spec.env_id + "` proposes one)")
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
@@ -239,7 +239,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             # components, which the stats stage would refuse. Position only.
             state_keys=("agent/qpos[0:9]", "extra/tcp_pose[0:3]"),
         ),
-        # The rest were derived by `python -m tasks.core.specs derive ENV_ID` (3 planner demos each; docs/tasks.md has
+        # The rest were derived by `python -m tasks.flows.task_specs derive ENV_ID` (3 planner demos each; docs/tasks.md has
         # the measured planner and replay success rates and episode lengths).
         TaskSpec(
             env_id="LiftPegUpright-v1",
@@ -302,10 +302,3 @@ def get_spec(env_id: str) -> TaskSpec:
             "or downloadable demos)."
         ) from None
 
-
-if __name__ == "__main__":
-    # `python -m tasks.core.specs derive ENV_ID` / `check`: the env-reading half lives in tasks.sim.probe (it needs
-    # ManiSkill; this registry does not).
-    from tasks.sim.probe import main
-
-    raise SystemExit(main())

@@ -24,6 +24,7 @@ backoff for `PIPELINE_S3_RETRY_SECONDS` (default 300 s); after that the stage fa
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import errno
 import hashlib
@@ -32,18 +33,17 @@ import os
 import platform
 import re
 import shutil
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import fsspec.asyn
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 COMPLETE = "COMPLETE.json"
@@ -53,7 +53,6 @@ PAYLOAD_PREFIX = "payload-"
 PAYLOAD_TIME_FORMAT = "%Y%m%dT%H%M%S"  # UTC; `payload-<time>-<id>`: the sweep of orphan payloads reads it back
 DEFAULT_RETRY_SECONDS = 300.0
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_TRACKED_DISTRIBUTIONS = ("mani-skill", "sapien", "h5py", "numpy", "lerobot", "rpent-openpi", "jax", "flax", "torch")
 
 
 class ArtifactError(RuntimeError):
@@ -120,25 +119,6 @@ def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
     return h.hexdigest()
 
 
-def stage_key(stage: str, code_version: str, params: dict[str, Any], parent_digests: Sequence[str]) -> str:
-    payload = json.dumps(
-        {"stage": stage, "code_version": code_version, "params": params, "parents": list(parent_digests)},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
-def tool_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in _TRACKED_DISTRIBUTIONS:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
 @dataclasses.dataclass(frozen=True)
 class FileEntry:
     path: str
@@ -183,21 +163,6 @@ class Manifest:
         data["parents"] = tuple(data["parents"])
         data["parent_digests"] = tuple(data["parent_digests"])
         return cls(**data)
-
-
-@dataclasses.dataclass(frozen=True)
-class StageResult:
-    """What a stage returns: small enough for XCom (URIs and metrics, never data)."""
-
-    uri: str
-    digest: str
-    cache_hit: bool
-    metrics: dict[str, Any]
-    seconds: float
-    files_uri: str = ""  # where the artifact's files are (`uri/<payload>`): for links to e.g. report.html
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class ArtifactStore:
@@ -251,9 +216,7 @@ class ArtifactStore:
                         "then rerun: completed artifacts are kept and incomplete ones are ignored. "
                         "PIPELINE_S3_RETRY_SECONDS sets how long to wait."
                     ) from e
-                from tasks.core.cli import log
-
-                log(f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in {delay:.1f}s")
+                log.warning(f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in {delay:.1f}s")
                 if hasattr(self.fs, "invalidate_cache"):
                     self.fs.invalidate_cache()
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -530,7 +493,7 @@ class ArtifactStore:
                     # A racing run is still writing into it (a local rm -r then meets new files): it deletes its own
                     # payload once it sees our manifest, and the maintenance sweep takes anything left. Our publish
                     # is complete either way.
-                    print(f"[artifacts] left {target}/{name} to its writer: {e}", file=sys.stderr)
+                    log.warning(f"[artifacts] left {target}/{name} to its writer: {e}")
         return ours
 
     # ---- progress trees (e.g. training checkpoints kept for resume; not artifacts, never read as one) --------------
@@ -595,107 +558,3 @@ def work_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="stage-", dir=base))
 
 
-def mark_in_use(store: ArtifactStore, uris: Sequence[str]) -> None:
-    for uri in uris:
-        try:
-            store.mark_in_use(uri)
-        except Exception as e:  # a courtesy to the sweep (or a read-only store): a mark never fails a stage
-            print(f"[artifacts] could not mark {uri} in use: {e}", file=sys.stderr)
-
-
-class InUseMarks:
-    """Keeps a building stage's inputs marked in use (now, then every `IN_USE_REFRESH_SECONDS`) until `stop()`.
-
-    A training run can outlast the maintenance grace period; refreshing the marks keeps its inputs from
-    being swept before its own artifact, which names them as parents, is published.
-    """
-
-    def __init__(self, store: ArtifactStore, uris: Sequence[str], every: float | None = None):
-        self.store, self.uris, self.every = store, list(uris), every or IN_USE_REFRESH_SECONDS
-        self._stop = threading.Event()
-        mark_in_use(store, self.uris)
-        self._thread = threading.Thread(target=self._loop, name="in-use-marks", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            mark_in_use(self.store, self.uris)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def artifact_uri(store: ArtifactStore, env_id: str, stage: str, code_version: str, params: dict[str, Any],
-                 parents: Sequence[Manifest], key_inputs: Sequence[str] | None = None) -> str:
-    """Where `run_stage` will publish this stage's output for these inputs."""
-    inputs = list(key_inputs) if key_inputs is not None else [p.digest for p in parents]
-    return store.uri(env_id, stage, stage_key(stage, code_version, params, inputs))
-
-
-def run_stage(
-    store: ArtifactStore,
-    *,
-    env_id: str,
-    stage: str,
-    code_version: str,
-    params: dict[str, Any],
-    parents: Sequence[Manifest],
-    build: Callable[[Path], dict[str, Any]],
-    log: Callable[[str], None] = print,
-    key_inputs: Sequence[str] | None = None,
-) -> StageResult:
-    """Runs `build(out_dir)` unless the artifact for these inputs already exists, then publishes it.
-
-    `build` writes the artifact's files into `out_dir` and returns its metrics. The scratch directory
-    is removed whatever happens, so a failed build leaves nothing behind in the store.
-
-    `key_inputs`: digests of the part of the parents the stage reads, when that is less than the whole
-    parent (render reads one shard of a demo set: adding demos must not change the key of the shards it
-    already rendered). The parents are still recorded as lineage.
-    """
-    start = time.monotonic()
-    parent_digests = [p.digest for p in parents]
-    uri = artifact_uri(store, env_id, stage, code_version, params, parents, key_inputs)
-    key = uri.rsplit("/", 1)[-1]
-    existing = store.read_manifest(uri)
-    if existing is not None:
-        log(f"[{stage}] cache hit: {uri}")
-        mark_in_use(store, [uri])
-        return StageResult(uri, existing.digest, True, existing.metrics, time.monotonic() - start, store.files_uri(existing))
-    log(f"[{stage}] building {uri}")
-    scratch = work_dir()
-    in_use = None
-    try:
-        in_use = InUseMarks(store, [p.uri for p in parents])
-        out = scratch / "out"
-        out.mkdir()
-        t0 = time.monotonic()
-        metrics = build(out)
-        t_build = time.monotonic() - t0
-        manifest = Manifest(
-            uri=uri,
-            env_id=env_id,
-            stage=stage,
-            key=key,
-            params=params,
-            parents=tuple(p.uri for p in parents),
-            parent_digests=tuple(parent_digests),
-            files=list_files(out),
-            metrics=metrics,
-            timings={"build_s": round(t_build, 3)},
-            versions=tool_versions(),
-            created_at=time.time(),
-        )
-        t0 = time.monotonic()
-        published = store.publish(out, manifest)
-        reused = published.created_at != manifest.created_at or not published.payload
-        if reused:
-            log(f"[{stage}] another run published {uri} first; reusing it and discarding this run's copy")
-        else:
-            log(f"[{stage}] published {uri} ({len(manifest.files)} files) in {time.monotonic() - t0:.1f}s")
-    finally:
-        if in_use is not None:
-            in_use.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
-    return StageResult(uri, published.digest, reused, published.metrics, time.monotonic() - start, store.files_uri(published))

@@ -22,6 +22,7 @@ from tasks.download import download
 from tasks.promote import promote
 from tasks.render import plan_shards, render
 from tasks.select_checkpoint import SelectParams, select
+from tasks.core.cli import configure_logging, first_paragraph
 from tasks.core.run_config import PROFILES, RunConfig, active_profile
 from tasks.stats import stats
 from tasks.train import train
@@ -89,14 +90,18 @@ def parse_settings(items: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m tasks.flows.pipeline", description=first_paragraph(__doc__))
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="run defaults: production (openpi's LoRA recipe from pi0_base) or demo (tiny, CPU); "
                              "default: $PIPELINE_PROFILE, else production")
-    parser.add_argument("--env-id", default=None, help="ManiSkill task (registered in tasks/core/specs.py)")
-    parser.add_argument("--root", default=None, help="artifact root (file:///dir or s3://bucket/prefix)")
+    parser.add_argument("--env-id", default=None,
+                        help="ManiSkill task (registered in tasks/core/specs.py; default: the profile's env_id)")
+    parser.add_argument("--root", default=None,
+                        help="artifact root (file:///dir or s3://bucket/prefix; default: the profile's artifact_root)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any run setting of tasks/core/run_config.py, e.g. --set steps=10 --set demo_count=8")
+                        help="any run setting of tasks/core/run_config.py, e.g. --set steps=10 --set demo_count=8; "
+                             "repeatable, values parsed as JSON when possible (default: none)")
     args = parser.parse_args(argv)
     values = parse_settings(args.set)
     if args.env_id:

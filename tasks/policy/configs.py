@@ -32,7 +32,6 @@ artifact URIs and `latest` to a local params directory before building the confi
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from openpi.models import pi0_config
@@ -42,8 +41,9 @@ from openpi.training import optimizer as _optimizer
 from openpi.training import weight_loaders
 
 from tasks.policy.transforms import ManiSkillDataConfig
-from tasks.core.run_config import BASE_PARAMS, MODELS, PRESETS
+from tasks.core.params import BASE_PARAMS, MODELS, PRESETS
 from tasks.core.specs import TASK_SPECS, TaskSpec, get_spec
+from tasks.core.params import PRESET_DEFAULTS
 
 # pi0 pads state and actions to this width; the stats stage refuses anything wider.
 MODEL_ACTION_DIM = 32
@@ -51,21 +51,6 @@ MODEL_ACTION_DIM = 32
 
 class ConfigError(ValueError):
     """A train config request that cannot work (unknown preset, bad sizes)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PresetDefaults:
-    batch_size: int
-    num_train_steps: int
-    peak_lr: float
-    warmup_steps: int
-
-
-PRESET_DEFAULTS = {
-    "tiny": PresetDefaults(batch_size=1, num_train_steps=4, peak_lr=1e-3, warmup_steps=1),
-    "lora": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
-    "full": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
-}
 
 
 def model_config(preset: str, action_horizon: int, model: str = "pi0") -> pi0_config.Pi0Config:

@@ -19,12 +19,13 @@ import io
 import os
 import socket
 from pathlib import Path
+from tasks.core.errors import NotRetryable
 
 TOKENIZER_REL = Path("big_vision") / "paligemma_tokenizer.model"
 OFFLINE_MARKER = "offline-stand-in.txt"
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(NotRetryable):
     """The tokenizer is not in openpi's cache and cannot be fetched."""
 
 
@@ -85,8 +86,13 @@ def ensure_tokenizer(timeout_s: float = 5.0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed-offline", action="store_true", help="write the offline stand-in to $OPENPI_DATA_HOME")
+    from tasks.core.cli import configure_logging, first_paragraph
+
+    configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m tasks.policy.tokenizer", description=first_paragraph(__doc__))
+    parser.add_argument("--seed-offline", action="store_true",
+                        help="write the offline stand-in to $OPENPI_DATA_HOME (default: make sure the real tokenizer "
+                             "is in openpi's cache, downloading it if needed)")
     args = parser.parse_args(argv)
     print(seed_offline_tokenizer() if args.seed_offline else ensure_tokenizer())
     return 0

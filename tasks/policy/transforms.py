@@ -16,7 +16,7 @@ from openpi.models import model as _model
 from openpi.training import config as _config
 from typing_extensions import override
 
-from tasks.convert import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+from tasks.core.dataset import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
 from tasks.core.specs import OPENPI_CAMERAS, TaskSpec
 
 # pi0's three camera slots, in the order the model reads them.

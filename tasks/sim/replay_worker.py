@@ -14,10 +14,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("traj_path")
-    parser.add_argument("--control-mode", required=True)
-    parser.add_argument("--obs-mode", default="rgb")
+    from tasks.core.cli import configure_logging, first_paragraph
+
+    configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m tasks.sim.replay_worker", description=first_paragraph(__doc__))
+    parser.add_argument("traj_path", help="the demo slice to replay: a trajectory .h5 with its .json next to it")
+    parser.add_argument("--control-mode", required=True, help="target control mode to replay into, e.g. pd_ee_delta_pose")
+    parser.add_argument("--obs-mode", default="rgb", help="ManiSkill observation mode to record (default %(default)s)")
     parser.add_argument("--spec", required=True, help="the TaskSpec the render stage renders for, as JSON")
     args = parser.parse_args(argv)
 

@@ -40,7 +40,7 @@ def ensure_software_vulkan() -> None:
     """CPU rendering needs Mesa lavapipe, also on a GPU worker: point Vulkan at it before SAPIEN starts."""
     if os.environ.get("VK_ICD_FILENAMES"):
         return
-    from tasks.render import lavapipe_icd
+    from tasks.sim.devices import lavapipe_icd
 
     icd = lavapipe_icd()
     if icd is None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.run_config import PRESETS, SECTIONS, RunConfig
+from tasks.core.params import PRESETS
+from tasks.core.run_config import SECTIONS, RunConfig
 from tasks.core.specs import TASK_SPECS
 from tests.browser import AirflowUI, chromium_available
 

@@ -1,0 +1,359 @@
+"""Every stage's params: frozen, validated dataclasses, in one place (as openpi's training/config.py keeps its configs).
+
+`RunConfig` (tasks/core/run_config.py) derives each of them from one run's settings; each stage's CLI exposes its
+params as flags (the field comments are the flags' help). Validation here is what can be checked before any work:
+ranges, choices, and the task's registration. A stage checks its inputs when it reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, get_args
+
+from tasks.core.specs import CONTROL_MODES, get_spec
+
+# ---- run_config ----------------------------------------------------------------------------------------------------
+Preset = Literal["tiny", "lora", "full"]  # see tasks/policy/configs.py; here so that DAG parsing need not import openpi
+PRESETS: tuple[str, ...] = get_args(Preset)
+
+
+# openpi's model families we train (tasks/policy/configs.py). pi0-FAST is not among them: openpi's gemma_fast has
+# no small variant, so it could only be tested at 2B parameters, which no CPU test tier can train or roll out.
+Model = Literal["pi0", "pi05"]
+MODELS: tuple[str, ...] = get_args(Model)
+
+
+PI0_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi0_base/params"
+
+
+PI05_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi05_base/params"
+
+
+BASE_PARAMS = {"pi0": PI0_BASE_PARAMS, "pi05": PI05_BASE_PARAMS}  # each family's released base checkpoint
+
+
+BASE = "base"  # pretrained_uri: the model family's base checkpoint (BASE_PARAMS)
+
+
+LATEST = "latest"  # pretrained_uri: the task's promoted checkpoint
+
+
+# ---- configs -------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PresetDefaults:
+    batch_size: int
+    num_train_steps: int
+    peak_lr: float
+    warmup_steps: int
+
+
+PRESET_DEFAULTS = {
+    "tiny": PresetDefaults(batch_size=1, num_train_steps=4, peak_lr=1e-3, warmup_steps=1),
+    "lora": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
+    "full": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
+}
+
+
+# ---- download ------------------------------------------------------------------------------------------------------
+Source = Literal["motionplanning", "hub", "s3"]
+SOURCES: tuple[str, ...] = get_args(Source)
+
+
+MAX_COUNT = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    # Where the demos come from: motionplanning (ManiSkill's motion planner, offline), hub (ManiSkill's
+    # download_demo) or s3 (a mirror at source_uri).
+    source: Source = "motionplanning"
+    count: int = 10  # demo episodes to deliver, 1..100000
+    seed: int = 0  # first motion-planner seed (source=motionplanning): it tries seed, seed+1, ... until count succeed
+    source_uri: str = ""  # source=s3: the folder holding trajectory.h5 and trajectory.json; "": unused
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown demo source {self.source!r}: use one of {SOURCES}")
+        if not isinstance(self.count, int) or not 1 <= self.count <= MAX_COUNT:
+            raise ValueError(f"demo count must be between 1 and {MAX_COUNT}, got {self.count!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.source == "s3" and not self.source_uri:
+            raise ValueError("source=s3 needs source_uri: the folder holding trajectory.h5 and trajectory.json")
+
+
+# ---- render --------------------------------------------------------------------------------------------------------
+Device = Literal["auto", "cpu", "gpu"]  # render and rollout backends
+DEVICES: tuple[str, ...] = get_args(Device)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    control_mode: str = ""  # target control mode; "": the TaskSpec's (another is refused: every stage uses the spec's)
+    shard_start: int = 0  # first demo episode of the shard (index into the demo set)
+    shard_stop: int = -1  # end of the shard (episode index, exclusive); -1: to the end of the demo set
+    min_success_ratio: float = 0.8  # fail when a smaller fraction (0..1) of the shard's episodes replays successfully
+    device: Device = "auto"  # render backend: auto (gpu when one is present, else cpu) | cpu (lavapipe) | gpu
+    workers: int = 0  # replay processes; 0: one per core (not in the cache key: output does not depend on it)
+    camera_size: int = 0  # square camera resolution (ManiSkill's sensor_configs width/height); 0: the env's default
+
+    def validate(self) -> None:
+        spec = get_spec(self.env_id)
+        if self.control_mode and self.control_mode not in CONTROL_MODES:
+            raise ValueError(f"unknown control mode {self.control_mode!r}: use one of {CONTROL_MODES}")
+        if self.control_mode and self.control_mode != spec.control_mode:
+            raise ValueError(f"control mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} "
+                             f"({spec.control_mode!r}), which training and evaluation use: leave control_mode empty "
+                             "or change the spec in tasks/core/specs.py")
+        if self.shard_start < 0 or (self.shard_stop != -1 and self.shard_stop <= self.shard_start):
+            raise ValueError(f"bad shard [{self.shard_start}, {self.shard_stop}): need 0 <= start < stop (or stop=-1 for 'to the end')")
+        if not 0.0 <= self.min_success_ratio <= 1.0:
+            raise ValueError(f"min_success_ratio must be within [0, 1], got {self.min_success_ratio}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown render device {self.device!r}: use one of {DEVICES}")
+        if self.camera_size and not 16 <= self.camera_size <= 1024:
+            raise ValueError(f"camera_size must be 0 (the env's default) or 16..1024 pixels, got {self.camera_size}")
+        if self.workers < 0 or self.workers > 256:
+            raise ValueError(f"workers must be 0 (one per core) .. 256, got {self.workers}")
+
+    def key_params(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("workers")
+        d.pop("device")  # CPU and GPU rendering of the same state give the same scene; device is placement, not content
+        d["control_mode"] = get_spec(self.env_id).control_mode
+        d["spec"] = get_spec(self.env_id).digest("render")
+        return d
+
+
+# ---- convert -------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ConvertParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    png_compress_level: int = 1  # zlib level of the embedded PNGs: 1 is ~5x faster than PIL's 6, files ~15 % larger
+    image_threads: int = 0  # threads encoding the images; 0: two per core (not part of the cache key)
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"png_compress_level must be 0..9, got {self.png_compress_level}")
+
+    def key_params(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("image_threads")
+        return d
+
+
+# ---- stats ---------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StatsParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    action_horizon: int = 10  # action chunk length in steps; must equal the model's (the train config checks it)
+    batch_size: int = 32  # frames per RunningStats update, as openpi's compute_norm_stats batches them
+    min_std: float = 1e-5  # refuse state dimensions whose std is below this (near-constant in the demos)
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if not 1 <= self.action_horizon <= 256:
+            raise ValueError(f"action_horizon must be 1..256, got {self.action_horizon}")
+        if not 1 <= self.batch_size <= 65536:
+            raise ValueError(f"batch_size must be 1..65536, got {self.batch_size}")
+        if not 0 <= self.min_std < 1:
+            raise ValueError(f"min_std must be within [0, 1), got {self.min_std}")
+
+
+# ---- train ---------------------------------------------------------------------------------------------------------
+# Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
+# Not part of the key: where and how the same training runs (sharding over devices included), not what it learns.
+RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval", "fsdp_devices")
+
+
+class TrainError(ValueError):
+    """Training cannot start with these inputs; the message names the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    model: Model = "pi0"  # openpi model family: pi0 | pi05
+    preset: Preset = "tiny"  # training recipe: tiny (dummy-size model, CPU, tests/demo) | lora | full
+    steps: int = 0  # training steps; 0: the preset's default
+    batch_size: int = 0  # global batch size in frames; 0: the preset's default
+    action_horizon: int = 10  # action chunk length the model predicts, in steps (must equal the stats artifact's)
+    learning_rate: float = 0.0  # peak LR; 0: the preset's default
+    save_interval: int = 0  # checkpoint (and resume point) every N steps; 0: only at the end
+    # Keep the checkpoint of every N-th step in the artifact as a candidate for selection by closed-loop success
+    # (openpi's keep_period: it keeps every 5000th); 0: the final checkpoint only.
+    keep_period: int = 0
+    seed: int = 42  # random seed of initialisation, data order and noise
+    # Initial weights: "base" (the family's released checkpoint, BASE_PARAMS), openpi params (gs://..., s3://..., a
+    # path), a train artifact of this store, or "latest" (the task's promoted checkpoint). Required by lora.
+    pretrained_uri: str = ""
+    from_scratch: bool = False  # full preset without weights: only when asked for explicitly
+    log_interval: int = 1  # log the training loss every N steps
+    wandb: bool = False  # log to Weights & Biases (WANDB_MODE=offline keeps the run local)
+    wandb_project: str = "maniskill-openpi"  # Weights & Biases project name
+    xla_mem_fraction: float = 0.9  # fraction of GPU memory JAX preallocates (XLA_PYTHON_CLIENT_MEM_FRACTION), 0.05..1
+    num_workers: int = 0  # data loader worker processes; 0: load in the training process
+    # Held-out validation loss (needs the held-out dataset): every N steps and at the end; 0: off.
+    val_interval: int = 0
+    val_batches: int = 4  # held-out batches per validation, the same ones each time (fixed noise: comparable)
+    # openpi's fsdp_devices: shard parameters and optimizer state over this many devices (1: data parallel only).
+    fsdp_devices: int = 1
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)} (openpi's gemma_fast has no "
+                             "small variant, so pi0-FAST is not offered: it could not be tested)")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        if not 0 <= self.steps <= 10_000_000:
+            raise ValueError(f"steps must be 0 (preset default) .. 10000000, got {self.steps}")
+        if not 0 <= self.batch_size <= 4096:
+            raise ValueError(f"batch_size must be 0 (preset default) .. 4096, got {self.batch_size}")
+        if not 1 <= self.action_horizon <= 256:
+            raise ValueError(f"action_horizon must be 1..256, got {self.action_horizon}")
+        if not 0 <= self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be within [0, 1), got {self.learning_rate}")
+        if self.save_interval < 0 or self.log_interval < 1 or self.keep_period < 0:
+            raise ValueError("save_interval and keep_period must be >= 0 and log_interval >= 1")
+        if self.val_interval < 0 or not 1 <= self.val_batches <= 1000:
+            raise ValueError("val_interval must be >= 0 (0: off) and val_batches 1..1000")
+        if not 1 <= self.fsdp_devices <= 512:
+            raise ValueError(f"fsdp_devices must be 1..512, got {self.fsdp_devices}")
+        if not 0.05 <= self.xla_mem_fraction <= 1.0:
+            raise ValueError(f"xla_mem_fraction must be within [0.05, 1], got {self.xla_mem_fraction}")
+        uri = self.weights_uri()
+        base = BASE_PARAMS[self.model]
+        if uri and uri != LATEST and not uri.startswith(("gs://", "s3://", "/", "file://")):
+            raise ValueError(f"pretrained_uri {uri!r} must be 'base', gs://..., s3://..., file://..., an absolute path "
+                             "or 'latest'")
+        other = {u: m for m, u in BASE_PARAMS.items() if m != self.model}
+        if uri.rstrip("/") in other:
+            raise TrainError(f"pretrained_uri {uri} is {other[uri.rstrip('/')]}'s base checkpoint, which does not load "
+                             f"into a {self.model} model: use pretrained_uri=base ({base}) or set model="
+                             f"{other[uri.rstrip('/')]}")
+        if self.preset == "lora" and not uri:
+            raise TrainError(
+                "preset lora needs pretrained weights: LoRA adapters on a randomly initialised, frozen Gemma learn "
+                f"nothing useful. Set pretrained_uri=base ({base}; or an s3:// / local copy of it, a train artifact, "
+                "or 'latest')")
+        if self.preset == "full" and not uri and not self.from_scratch:
+            raise TrainError(f"preset full without pretrained_uri would train {self.model} from random initialisation: "
+                             f"set pretrained_uri=base ({base}), or from_scratch=true if that is really what you want")
+        if self.from_scratch and (uri or self.preset != "full"):
+            raise TrainError("from_scratch applies to the full preset without pretrained_uri only (tiny always starts "
+                             "from scratch unless given a train artifact; lora needs weights)")
+        if self.preset == "tiny" and uri.startswith("gs://"):
+            raise TrainError(f"the tiny preset's dummy gemma variants match no released checkpoint ({uri}); it can "
+                             "start from scratch or from a tiny train artifact (its URI or 'latest')")
+
+    def resolved_steps(self) -> int:
+        """`steps`, or the preset's default when 0."""
+        return self.steps or PRESET_DEFAULTS[self.preset].num_train_steps
+
+    def weights_uri(self) -> str:
+        """pretrained_uri with 'base' spelled out as the family's released checkpoint."""
+        return BASE_PARAMS[self.model] if self.pretrained_uri == BASE else self.pretrained_uri
+
+    def key_params(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in RUNTIME_FIELDS:
+            d.pop(name)
+        if d["model"] == "pi0":
+            del d["model"]  # pi0 was the only family before `model` existed: its artifacts keep their keys
+        if not candidate_steps(self, self.resolved_steps()):
+            del d["keep_period"]  # nor do runs that keep only the final checkpoint change their keys
+        return d
+
+
+def candidate_steps(params: TrainParams, num_train_steps: int) -> list[int]:
+    """The steps before the last whose checkpoints are kept in the artifact (keep_period)."""
+    return list(range(params.keep_period, num_train_steps, params.keep_period)) if params.keep_period else []
+
+
+# ---- verify --------------------------------------------------------------------------------------------------------
+# Checkpoint selection scores the kept checkpoints on their own seeds, this far from the protocol's: the chosen one is
+# then verified again on the protocol's seeds, so its promotion figures are not the ones it was chosen by (the best of
+# several on the same seeds is biased upward, the winner's curse).
+SELECTION_SEED_OFFSET = 500_000
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    holdout_frames: int = 8  # open-loop frames, evenly spaced over the held-out dataset
+    episodes: int = 4  # closed-loop episodes (0: skip the rollout and the harness check)
+    max_steps: int = 0  # closed-loop step limit per episode; 0: the longest training episode + 15 %
+    execute_steps: int = 0  # actions executed per predicted chunk (the replan interval); 0: half the action horizon
+    seed: int = 0  # closed-loop seed offset: episode seeds are EVAL_SEED_BASE + seed + episode
+    oracle_episodes: int = 0  # held-out demos the oracle replays for the harness check; 0: all of them
+    max_action_mae: float = 0.0  # pass threshold on the open-loop mean absolute action error (env units); 0: none
+    min_success_rate: float = 0.0  # pass threshold on closed-loop success (success_once); 0: none
+    device: Device = "auto"  # rollout render backend: auto (the training frames' backend) | cpu | gpu
+    # Closed-loop envs stepped together (worker processes; one batched policy call per replanning step);
+    # 0: auto (tasks.sim.rollout.auto_env_count). Not in the key: the same seeds and protocol (only the policy's noise
+    # draws depend on the batching, as they do on any rerun).
+    envs: int = 0
+    # Which of the train artifact's kept checkpoints to evaluate (its `checkpoint_steps`); 0: the final one.
+    step: int = 0
+    # The oracle's harness check. Off for the selection among kept checkpoints: it does not depend on the policy, and
+    # the confirming verification of the chosen checkpoint runs it.
+    harness: bool = True
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if not 1 <= self.holdout_frames <= 10_000:
+            raise ValueError(f"holdout_frames must be 1..10000, got {self.holdout_frames}")
+        if not 0 <= self.episodes <= 10_000:
+            raise ValueError(f"episodes must be 0..10000, got {self.episodes}")
+        if not 0 <= self.max_steps <= 100_000 or self.execute_steps < 0:
+            raise ValueError("max_steps must be 0..100000 and execute_steps >= 0")
+        if not 0 <= self.oracle_episodes <= 10_000:
+            raise ValueError(f"oracle_episodes must be 0 (all held-out demos) .. 10000, got {self.oracle_episodes}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.max_action_mae < 0 or not 0 <= self.min_success_rate <= 1:
+            raise ValueError("max_action_mae must be >= 0 and min_success_rate within [0, 1]")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"unknown device {self.device!r}: use auto, cpu or gpu")
+        if not 0 <= self.envs <= 64:
+            raise ValueError(f"envs must be 0 (auto) .. 64, got {self.envs}")
+        if self.step < 0:
+            raise ValueError(f"step must be >= 0 (0: the final checkpoint), got {self.step}")
+
+    def key_params(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("device")  # the resolved render backend is keyed instead (it is part of the protocol)
+        d.pop("envs")  # how many envs play the seeds at once does not change what is measured
+        if not d["step"]:
+            del d["step"]  # the final checkpoint keeps the keys it had before candidates existed
+        return d
+
+
+# ---- select_checkpoint ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SelectParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+
+
+# ---- promote -------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PromoteParams:
+    env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
+    force: bool = False  # promote a passed candidate even when not shown better than the current latest (rollback)
+    actor: str = ""  # who promotes, for the history ("": the CLI's user@host); the DAG passes its dag and run id
+    require_approval: bool = False  # a person must approve before latest moves (approved_by / rejected_by)
+    approved_by: str = ""  # who approved this candidate (the human-in-the-loop response's user)
+    rejected_by: str = ""  # who rejected it (or "timeout" when nobody answered in time)
+
+    def validate(self) -> None:
+        get_spec(self.env_id)
+        if self.approved_by and self.rejected_by:
+            raise ValueError("a candidate is either approved_by or rejected_by someone, not both")
