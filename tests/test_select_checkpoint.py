@@ -91,7 +91,7 @@ def test_verifications_that_cannot_be_compared_are_refused(local_root):
     twice = _verified(store, ckpt, 1000, 5, 0.1)
     with pytest.raises(SelectError, match="more than once"):
         select(SelectParams(env_id=ENV_ID), root=local_root, verifications=[a, twice])
-    with pytest.raises(SelectError, match="takes verify artifacts"):
+    with pytest.raises(ValueError, match="is a train artifact; this takes a verify artifact"):
         select(SelectParams(env_id=ENV_ID), root=local_root, verifications=[ckpt.uri])
     with pytest.raises(SelectError, match="no verifications"):
         select(SelectParams(env_id=ENV_ID), root=local_root, verifications=[])

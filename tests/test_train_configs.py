@@ -51,17 +51,17 @@ def test_bad_requests_are_refused():
         get_config("pi0_nope")
 
 
-def test_the_compilation_cache_is_only_enabled_where_cached_executables_sample_correctly(tmp_path):
+def test_the_compilation_cache_is_only_enabled_where_cached_executables_sample_correctly(tmp_path, caplog):
     """JAX 0.5.3 on the CPU: executables loaded from the persistent cache return a constant from jax.random.beta,
     which would train pi0 at a single flow-matching time. The train stage checks and leaves the cache off."""
     import jax
 
     from tasks.train import enable_compilation_cache
 
-    messages = []
-    enabled = enable_compilation_cache(tmp_path / "jax-cache", messages.append)
+    with caplog.at_level("INFO", logger="tasks.train"):
+        enabled = enable_compilation_cache(tmp_path / "jax-cache")
     if jax.default_backend() == "cpu":
-        assert not enabled and "left off" in messages[0]
+        assert not enabled and "left off" in caplog.text
         assert jax.config.jax_compilation_cache_dir != str(tmp_path / "jax-cache")
     else:
         assert enabled == (jax.config.jax_compilation_cache_dir == str(tmp_path / "jax-cache"))
