@@ -42,6 +42,7 @@ from typing import Any
 
 import fsspec
 import fsspec.asyn
+import tenacity
 
 log = logging.getLogger(__name__)
 
@@ -200,27 +201,30 @@ class ArtifactStore:
         return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
 
     def _retrying(self, what: str, op: Callable[[], Any]) -> Any:
-        """Runs one storage call, retrying with backoff while the endpoint cannot be reached."""
-        deadline = time.monotonic() + self.retry_window
-        delay = 0.5
-        while True:
-            try:
-                return op()
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StorageUnavailable(
-                        f"storage endpoint {self._endpoint()} unreachable for {self.retry_window:.0f}s while trying to {what} "
-                        f"({type(e).__name__}: {e}). Check that the endpoint is up and the S3 connection/credentials point at it, "
-                        "then rerun: completed artifacts are kept and incomplete ones are ignored. "
-                        "PIPELINE_S3_RETRY_SECONDS sets how long to wait."
-                    ) from e
-                log.warning(f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in {delay:.1f}s")
-                if hasattr(self.fs, "invalidate_cache"):
-                    self.fs.invalidate_cache()
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 15.0)
+        """Runs one storage call, retrying with backoff (0.5 s doubling to 15 s) while the endpoint cannot be reached;
+        any other error is raised at once."""
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            e = state.outcome.exception()
+            log.warning(f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in "
+                        f"{state.upcoming_sleep:.1f}s")
+            if hasattr(self.fs, "invalidate_cache"):  # s3fs caches listings: a retry must not read a stale one
+                self.fs.invalidate_cache()
+
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
+                                     stop=tenacity.stop_after_delay(self.retry_window),
+                                     wait=tenacity.wait_exponential(multiplier=0.5, min=0.5, max=15.0),
+                                     before_sleep=before_sleep)
+        try:
+            return retrying(op)
+        except tenacity.RetryError as gave_up:
+            e = gave_up.last_attempt.exception()
+            raise StorageUnavailable(
+                f"storage endpoint {self._endpoint()} unreachable for {self.retry_window:.0f}s while trying to {what} "
+                f"({type(e).__name__}: {e}). Check that the endpoint is up and the S3 connection/credentials point at it, "
+                "then rerun: completed artifacts are kept and incomplete ones are ignored. "
+                "PIPELINE_S3_RETRY_SECONDS sets how long to wait."
+            ) from e
 
     # ---- addressing -------------------------------------------------------------------------------------------------
     def uri(self, env_id: str, stage: str, key: str) -> str:
