@@ -25,10 +25,10 @@ from tasks.core.stage import StageResult, run_stage
 from tasks.core.demo_files import DemoFileError, load_episodes, write_subset
 from tasks.core.params import DownloadParams
 from tasks.core.errors import NotRetryable
+from tasks.core.checks import HUB_HOST, unreachable
 
 STAGE = "download"
 CODE_VERSION = "1"
-HUB_HOST = "huggingface.co"
 
 
 class DownloadError(NotRetryable):
@@ -105,9 +105,7 @@ def _hub(params: DownloadParams, out: Path) -> Path:
 
     if params.env_id not in download_demo.DATASET_SOURCES:
         raise DownloadError(f"ManiSkill's demo hub has no demos for {params.env_id}; use source=motionplanning or source=s3")
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=5).close()
-    except OSError as e:
+    if (e := unreachable(HUB_HOST, timeout_s=5)) is not None:
         raise DownloadError(
             f"cannot reach {HUB_HOST} (ManiSkill's demo hub): {e}. This machine is offline or the hub is blocked. "
             "Generate demos offline with source=motionplanning, or mirror them and use source=s3 with source_uri."

@@ -28,7 +28,7 @@ from tasks.core.stage import StageResult, require, run_stage
 from tasks.core.demo_files import episodes_fingerprint, load_episodes, sidecar, write_subset
 from tasks.core.specs import get_spec
 from tasks.core.params import RenderParams
-from tasks.sim.devices import PROJECT_ROOT, gpu_available, lavapipe_icd
+from tasks.sim.devices import PROJECT_ROOT, require_lavapipe, resolve_device
 from tasks.core.errors import NotRetryable
 
 STAGE = "render"
@@ -62,14 +62,9 @@ def worker_env(device: str, workers: int = 0) -> tuple[dict[str, str], str]:
     # with fewer episodes): lavapipe's rasterizer threads take the cores they leave (one worker on 2 cores: its
     # SAPIEN start-up 7.6 s -> 4.5 s). Pixels do not depend on the thread count.
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", LP_NUM_THREADS=str(max(1, cores // (workers or cores))))
-    if device == "auto":
-        device = "gpu" if gpu_available() else "cpu"
+    device = resolve_device(device)
     if device == "cpu":
-        icd = lavapipe_icd()
-        if icd is None:
-            raise RenderError("software Vulkan driver (Mesa lavapipe) not found; run tools/setup_system.sh (installs it "
-                              "from bookworm-backports) or set PIPELINE_LAVAPIPE_ICD")
-        env["VK_ICD_FILENAMES"] = str(icd)
+        env["VK_ICD_FILENAMES"] = str(require_lavapipe(RenderError))
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env, device
 

@@ -19,13 +19,16 @@ import numpy as np
 from tasks.core import cli
 from tasks.core.store import ArtifactStore
 from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.checks import check_norm_stats_widths, model_input_widths
 from tasks.core.dataset import ACTION_KEY, STATE_KEY
 from tasks.core.specs import TaskSpec, get_spec
 from tasks.core.params import StatsParams
 
 STAGE = "stats"
 CODE_VERSION = "1"
-PI0_ACTION_DIM = 32  # pi0 pads state and actions to this width; wider data cannot be fed to it
+# How the stats stage words a width mismatch: the stats were just computed from the dataset, so the dataset is stale.
+WIDTH_MISMATCH = ("{key} stats have width {got} but the model input for {env_id} has width {expected}; "
+                  "recompute stats from a dataset converted with the current TaskSpec")
 
 
 class StatsError(ValueError):
@@ -75,14 +78,10 @@ def transformed_batches(spec: TaskSpec, dataset_root: Path, horizon: int, batch_
 
 
 def check_stats(spec: TaskSpec, norm_stats: dict, min_std: float) -> None:
-    expected = {"state": spec.state_dim, "actions": spec.action_dim}
-    for key, width in expected.items():
-        got = norm_stats[key].mean.shape[-1]
-        if got != width:
-            raise StatsError(f"{key} stats have width {got} but the model input for {spec.env_id} has width {width}; "
-                             "recompute stats from a dataset converted with the current TaskSpec")
-        if width > PI0_ACTION_DIM:
-            raise StatsError(f"{key} width {width} exceeds pi0's action_dim {PI0_ACTION_DIM}")
+    """Refuses stats training could not use: widths other than the spec's or the model's (tasks/core/checks.py),
+    and state dimensions whose std is near zero."""
+    check_norm_stats_widths(spec.env_id, {key: s.mean.shape[-1] for key, s in norm_stats.items()},
+                            model_input_widths(spec), error=StatsError, mismatch=WIDTH_MISMATCH)
     names = {"state": spec.state_dim_names()}
     # Only state: a live observation that strays from a near-constant training value is blown up by ~1/std.
     # Near-constant *actions* are harmless (normalised targets still have unit scale; a constant gripper

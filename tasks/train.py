@@ -38,6 +38,7 @@ from tasks.core.store import COMPLETE, ArtifactStore, Manifest, latest_uri
 from tasks.core.stage import StageResult, artifact_uri, require, run_stage
 from tasks.core.params import LATEST, TrainError, TrainParams, candidate_steps
 from tasks.core.specs import get_spec
+from tasks.core.checks import GCS_HOST, MODEL_ACTION_DIM, check_norm_stats_widths, model_input_widths, unreachable
 from tasks.core.checkpoints import CANDIDATES, checkpoint_dir_name, checkpoint_ref, final_step, split_checkpoint_ref
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ def link_dataset(dataset_dir: Path, repo_id: str) -> Path:
 
 def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: bool = False,
                      min_range: float = 1e-5, min_std: float = 1e-5) -> dict:
-    """The manual workflow's 18-vs-7 bug, refused here before any compute: widths must match the model input.
+    """The manual workflow's 18-vs-7 bug, refused here before any compute: widths must match the model input
+    (`tasks.core.checks.check_norm_stats_widths`, the check the stats stage makes when it writes them).
 
     `quantile`: the model normalises with q01/q99 (pi0.5, like openpi's loader for every non-pi0 family): they must
     be present, and no action dimension that moves (std >= `min_std`) may have q99 - q01 below `min_range`. openpi's
@@ -78,16 +80,9 @@ def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: boo
         norm_stats = normalize.load(stats_dir)
     except FileNotFoundError as e:
         raise TrainError(f"no norm_stats.json in the stats artifact ({stats_dir}); rerun the stats stage") from e
-    for key, width in (("state", spec.state_dim), ("actions", spec.action_dim)):
-        if key not in norm_stats:
-            raise TrainError(f"norm stats lack {key!r}; recompute them with the stats stage for {spec.env_id}")
-        got = norm_stats[key].mean.shape[-1]
-        if got != width:
-            raise TrainError(f"norm stats {key} width {got} != model input width {width} for {spec.env_id} "
-                             f"({'state_keys' if key == 'state' else 'action_dim'} in tasks/core/specs.py); "
-                             "recompute the stats from a dataset converted with the current TaskSpec")
-        if got > model_action_dim:
-            raise TrainError(f"{key} width {got} exceeds the model's action_dim {model_action_dim}")
+    check_norm_stats_widths(spec.env_id, {key: s.mean.shape[-1] for key, s in norm_stats.items()},
+                            model_input_widths(spec), model_action_dim, error=TrainError)
+    for key in ("state", "actions"):
         if quantile and (norm_stats[key].q01 is None or norm_stats[key].q99 is None):
             raise TrainError(f"norm stats {key} lack q01/q99, which quantile normalisation (pi0.5) needs: recompute them "
                              "with the stats stage (openpi's RunningStats writes them)")
@@ -146,7 +141,6 @@ def check_weights_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """A gs:// checkpoint that is neither in openpi's cache nor reachable fails in seconds, not after a hang."""
     if not uri.startswith("gs://"):
         return
-    import socket
     import urllib.parse
 
     from openpi.shared import download
@@ -155,11 +149,9 @@ def check_weights_reachable(uri: str, timeout_s: float = 5.0) -> None:
     cached = download.get_cache_dir() / parsed.netloc / parsed.path.strip("/")
     if cached.exists():
         return
-    try:
-        socket.create_connection(("storage.googleapis.com", 443), timeout=timeout_s).close()
-    except OSError as e:
+    if (e := unreachable(GCS_HOST, timeout_s=timeout_s)) is not None:
         raise TrainError(
-            f"pretrained weights {uri} are not in openpi's cache ({cached}) and storage.googleapis.com is unreachable "
+            f"pretrained weights {uri} are not in openpi's cache ({cached}) and {GCS_HOST} is unreachable "
             f"({e}). Copy the params directory there (or to s3:// and set pretrained_uri to the copy)") from e
 
 
@@ -405,7 +397,7 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
 
     from tasks.core.dataset import repo_id_for
     from tasks.policy.tokenizer import ensure_tokenizer
-    from tasks.policy.configs import MODEL_ACTION_DIM, uses_quantile_norm
+    from tasks.policy.configs import uses_quantile_norm
 
     spec = get_spec(params.env_id)
     check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM, quantile=params.model != "pi0")

@@ -1,7 +1,7 @@
 """Screenshots of the real Airflow UI for README: the trigger form and the graph of `maniskill_openpi_sft`.
 
 Starts the loopback deployment of the integration tier (Postgres, Redis, api-server, scheduler,
-dag-processor, workers; tests/integration/deployment.py) with the production profile, opens the pages in
+dag-processor, workers; tests/fixtures/deployment.py) with the production profile, opens the pages in
 headless Chromium and saves `trigger-form.png` and `graph.png`. Run after `tools/setup.sh`:
 
     source tools/env.sh && python tools/ui_screenshots.py [out_dir]   # default: docs/images
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sys.path[:0] = [str(PROJECT)]
     os.environ["PIPELINE_PROFILE"] = "production"  # the form a deployment shows
-    from tests.browser import AirflowUI, chromium_driver
-    from tests.integration.deployment import Deployment
+    from tests.fixtures.browser import AirflowUI, chromium_driver
+    from tests.fixtures.deployment import Deployment
 
     dep = Deployment(Path(tempfile.mkdtemp(prefix="ui-screenshots-")))
     try:

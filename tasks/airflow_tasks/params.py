@@ -29,8 +29,12 @@ def common_params(profile: str | None = None) -> dict[str, Param]:
     return {name: p for name, p in _params(profile).items() if name != "env_id"}
 
 
-def sft_params(profile: str | None = None) -> dict[str, Param]:
+def run_params(profile: str | None = None) -> dict[str, Param]:
+    """Every run setting as a typed params form (the SFT DAG's; a user's DAG wiring the stage tasks takes it too)."""
     return _params(profile)
+
+
+sft_params = run_params
 
 
 def profile_doc() -> str:

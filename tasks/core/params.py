@@ -318,8 +318,8 @@ class VerifyParams:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.max_action_mae < 0 or not 0 <= self.min_success_rate <= 1:
             raise ValueError("max_action_mae must be >= 0 and min_success_rate within [0, 1]")
-        if self.device not in ("auto", "cpu", "gpu"):
-            raise ValueError(f"unknown device {self.device!r}: use auto, cpu or gpu")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}: use one of {DEVICES}")
         if not 0 <= self.envs <= 64:
             raise ValueError(f"envs must be 0 (auto) .. 64, got {self.envs}")
         if self.step < 0:

@@ -44,9 +44,8 @@ from tasks.policy.transforms import ManiSkillDataConfig
 from tasks.core.params import BASE_PARAMS, MODELS, PRESETS
 from tasks.core.specs import TASK_SPECS, TaskSpec, get_spec
 from tasks.core.params import PRESET_DEFAULTS
-
-# pi0 pads state and actions to this width; the stats stage refuses anything wider.
-MODEL_ACTION_DIM = 32
+# pi0 pads state and actions to MODEL_ACTION_DIM; tasks/core/checks.py refuses anything wider (here, stats, train).
+from tasks.core.checks import MODEL_ACTION_DIM, check_fits_model, model_input_widths
 
 
 class ConfigError(ValueError):
@@ -109,9 +108,7 @@ def train_config(
     """The openpi TrainConfig for one task and preset. Norm stats are read from `<assets_dir>/<env_id>/`."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    if spec.action_dim > MODEL_ACTION_DIM or spec.state_dim > MODEL_ACTION_DIM:
-        raise ConfigError(f"{spec.env_id}: state ({spec.state_dim}) and action ({spec.action_dim}) widths must be "
-                          f"<= pi0's {MODEL_ACTION_DIM}")
+    check_fits_model(spec.env_id, model_input_widths(spec), MODEL_ACTION_DIM, error=ConfigError)
     defaults = PRESET_DEFAULTS[preset]
     steps = num_train_steps or defaults.num_train_steps
     family = model

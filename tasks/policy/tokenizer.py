@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 from pathlib import Path
+from tasks.core.checks import GCS_HOST, unreachable
 from tasks.core.errors import NotRetryable
 
 TOKENIZER_REL = Path("big_vision") / "paligemma_tokenizer.model"
@@ -74,11 +74,9 @@ def ensure_tokenizer(timeout_s: float = 5.0) -> Path:
     path = tokenizer_path()
     if path.is_file():
         return path
-    try:
-        socket.create_connection(("storage.googleapis.com", 443), timeout=timeout_s).close()
-    except OSError as e:
+    if (e := unreachable(GCS_HOST, timeout_s=timeout_s)) is not None:
         raise TokenizerError(
-            f"the PaliGemma tokenizer is not in openpi's cache ({path}) and storage.googleapis.com is unreachable ({e}). "
+            f"the PaliGemma tokenizer is not in openpi's cache ({path}) and {GCS_HOST} is unreachable ({e}). "
             f"Copy paligemma_tokenizer.model to {path}, or for the offline tiny preset run "
             "`OPENPI_DATA_HOME=<private dir> python -m tasks.policy.tokenizer --seed-offline`"
         ) from e

@@ -40,14 +40,13 @@ def probed_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: 
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the environments)
 
-    from tasks.sim.rollout import ensure_software_vulkan
+    from tasks.sim.devices import ensure_software_vulkan
 
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k.endswith(("-v0", "-v1", "-v2")) and "Cube" in k)
         raise SpecError(f"{env_id!r} is not a registered ManiSkill env (e.g. {known[:6]}); check the id and version")
     kwargs = {"render_backend": "cpu", **(env_kwargs or {})}
-    if kwargs["render_backend"] == "cpu":
-        ensure_software_vulkan()
+    ensure_software_vulkan(kwargs["render_backend"])
     try:
         env = gym.make(env_id, obs_mode="rgb", control_mode=control_mode, sim_backend="physx_cpu", num_envs=1, **kwargs)
     except (AssertionError, KeyError, NotImplementedError) as e:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core.specs import TaskSpec
+from tasks.sim.devices import ensure_software_vulkan  # the one home of the lavapipe check (also imported from here)
 
 
 class RolloutError(RuntimeError):
@@ -36,25 +37,9 @@ class RolloutError(RuntimeError):
 
 
 # ---- the env side -----------------------------------------------------------------------------------------------------
-def ensure_software_vulkan() -> None:
-    """CPU rendering needs Mesa lavapipe, also on a GPU worker: point Vulkan at it before SAPIEN starts."""
-    if os.environ.get("VK_ICD_FILENAMES"):
-        return
-    from tasks.sim.devices import lavapipe_icd
-
-    icd = lavapipe_icd()
-    if icd is None:
-        raise ValueError("the training frames were rendered on the CPU (render_backend='cpu'), and evaluation renders "
-                         "like them, but the software Vulkan driver is missing: run tools/setup_system.sh on this "
-                         "worker (Mesa lavapipe from bookworm-backports), or set device=gpu to render the rollout on "
-                         "the GPU (a different protocol)")
-    os.environ["VK_ICD_FILENAMES"] = str(icd)
-
-
 def make_eval_env(env_id: str, env_kwargs: dict[str, Any], max_steps: int):
     """The closed-loop env: the render's recorded kwargs, so it renders and observes like the training frames."""
-    if env_kwargs.get("render_backend", "cpu") == "cpu":
-        ensure_software_vulkan()
+    ensure_software_vulkan(env_kwargs.get("render_backend", "cpu"))
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the envs)
 
@@ -136,8 +121,7 @@ class EnvWorkers:
     """`size` eval envs, one per worker process, stepped in parallel."""
 
     def __init__(self, size: int, env_id: str, env_kwargs: dict[str, Any], max_steps: int, spec: TaskSpec):
-        if env_kwargs.get("render_backend", "cpu") == "cpu":
-            ensure_software_vulkan()  # in the parent, so the workers inherit the driver choice
+        ensure_software_vulkan(env_kwargs.get("render_backend", "cpu"))  # in the parent: the workers inherit it
         context = multiprocessing.get_context("spawn")
         self.size, self.conns, self.procs = size, [], []
         self.control_mode = env_kwargs.get("control_mode")

@@ -9,13 +9,13 @@ import pytest
 
 @pytest.fixture(scope="package")
 def deployment(tmp_path_factory, s3_endpoint):
-    """A real Airflow deployment on loopback (tests/integration/deployment.py), shared by the integration and UI
+    """A real Airflow deployment on loopback (tests/fixtures/deployment.py), shared by the integration and UI
     tests of this package; S3 and W&B reach the workers through Airflow connections only. Package scope: it is
     stopped when the package's tests end, so its scheduler, dag-processor and workers do not take CPU from the
     rest of the suite."""
     import json
 
-    from tests.integration.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY, Deployment
+    from tests.fixtures.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY, Deployment
 
     dep = Deployment(tmp_path_factory.mktemp("deployment"))
     try:

@@ -1,4 +1,4 @@
-"""Integration tier: the pipeline on a real Airflow deployment (tests/integration/deployment.py), surviving what
+"""Integration tier: the pipeline on a real Airflow deployment (tests/fixtures/deployment.py), surviving what
 an operator meets, with compose's recovery settings.
 
 Postgres and Redis from apt, api-server + scheduler + dag-processor + two Celery workers (queues `default`
@@ -31,7 +31,7 @@ import pytest
 
 from tasks.core.store import ArtifactStore
 from tasks.maintenance import scan
-from tests.integration.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY, recovery_settings
+from tests.fixtures.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY, recovery_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.sim, pytest.mark.train]
 DAG_ID = "maniskill_openpi_sft"

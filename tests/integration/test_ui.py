@@ -14,7 +14,7 @@ import pytest
 from tasks.core.params import PRESETS
 from tasks.core.run_config import SECTIONS, RunConfig
 from tasks.core.specs import TASK_SPECS
-from tests.browser import AirflowUI, chromium_available
+from tests.fixtures.browser import AirflowUI, chromium_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser,
               pytest.mark.skipif(not chromium_available(), reason="Debian chromium + chromium-driver (tools/setup_system.sh)")]

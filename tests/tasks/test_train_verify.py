@@ -416,7 +416,7 @@ def test_checkpoint_is_servable_by_openpi_websocket_policy_server(family, reques
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from openpi_client import websocket_client_policy
 
-    from tests.integration.deployment import free_port
+    from tests.fixtures.deployment import free_port
 
     port = free_port()
     log_path = Path(os.environ["PIPELINE_WORK_DIR"]) / "serve.log"

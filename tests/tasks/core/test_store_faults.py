@@ -22,10 +22,10 @@ import pytest
 
 from tasks.core.store import ArtifactError, ArtifactStore
 from tasks.download import DownloadParams, download
-from tests.faults import FlakyProxy
+from tests.fixtures.faults import FlakyProxy
 
 pytestmark = pytest.mark.sim
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[3]
 ENV_ID = "PickCube-v1"
 ARGS = ["--env-id", ENV_ID, "--count", "2", "--seed", "3"]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.core.specs import TASK_SPECS, SpecError, StateKey, TaskSpec, get_spec
+from tasks.core.specs import EnvLayout, TASK_SPECS, SpecError, StateKey, TaskSpec, get_spec
 
 
 def test_registry_has_the_required_tasks():

@@ -2,7 +2,7 @@
 
 The verify artifacts here are published by the artifact store with the metrics the verify stage writes
 (checkpoint step, successes, validation loss at the step, protocol, lineage), so that which checkpoint is
-better is known by construction; the real verify stage feeds select end to end in tests/test_train_verify.py
+better is known by construction; the real verify stage feeds select end to end in tests/tasks/test_train_verify.py
 and in the DAG tests.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from tasks.core.store import ArtifactStore
 from tasks.core.stage import run_stage
 from tasks.select_checkpoint import SelectError, SelectParams, choose, main, select
-from tests.test_registry import ENV_ID, PROTOCOL
+from tests.fixtures.promotions import ENV_ID, PROTOCOL
 
 
 def _train(store: ArtifactStore, tag: str = "run"):

@@ -2,7 +2,7 @@
 
 The verify artifacts here are published by the artifact store with the metrics the verify stage writes
 (verdict, successes, episodes, protocol, lineage); the real verify stage feeds promote end to end in
-tests/test_train_verify.py. What is tested is what the registry does with them.
+tests/tasks/test_train_verify.py. What is tested is what the registry does with them.
 """
 
 from __future__ import annotations
@@ -12,37 +12,11 @@ import json
 import pytest
 
 from tasks.core.store import ArtifactStore
-from tasks.core.stage import run_stage
 from tasks.maintenance import MaintenanceParams, maintain
 from tasks.promote import PromoteParams, promote
 from tasks.rollback import RollbackError, RollbackParams, main, rollback
 from tasks.core.promotions import history
-
-ENV_ID = "PickCube-v1"
-PROTOCOL = {"env_id": ENV_ID, "env_kwargs": {"control_mode": "pd_ee_delta_pose"}, "seed_start": 1_000_000,
-            "episodes": 10, "max_steps": 100, "execute_steps": 5}
-
-
-def _verified(store: ArtifactStore, tag: str, successes: int) -> dict[str, str]:
-    """A checkpoint and its verification: a train artifact and a verify artifact naming it as its parent."""
-    def files(name: str):
-        def build(out):
-            (out / name).write_text(tag)
-            return {"tag": tag}
-        return build
-
-    ckpt = run_stage(store, env_id=ENV_ID, stage="train", code_version="t", params={"tag": tag}, parents=[],
-                     build=files("params.bin"))
-
-    def verify_build(out):
-        (out / "report.html").write_text(tag)
-        return {"verdict": "passed", "verdict_reason": "test", "successes": successes, "episodes": 10,
-                "success_rate": successes / 10, "protocol": PROTOCOL, "lineage": {"checkpoint": ckpt.uri}}
-
-    verify = run_stage(store, env_id=ENV_ID, stage="verify", code_version="t", params={"tag": tag},
-                       parents=[store.require(ckpt.uri)], build=verify_build)
-    return {"checkpoint": ckpt.uri, "verify": verify.uri}
-
+from tests.fixtures.promotions import ENV_ID, verified as _verified
 
 def test_promotions_are_recorded_and_rollback_restores_an_earlier_entry(local_root, capsys):
     store = ArtifactStore(local_root)

@@ -29,7 +29,7 @@ def store_root(tmp_path_factory) -> str:
     return tmp_path_factory.mktemp("task_store").as_uri()
 
 
-# PickCube and PushCube go through every stage, training and verify included, in tests/test_dags.py (the SFT and
+# PickCube and PushCube go through every stage, training and verify included, in tests/dags/test_dags.py (the SFT and
 # backfill runs); this tier covers the other registered tasks, which nothing else plans and renders.
 COVERED_BY_DAG_TESTS = ("PickCube-v1", "PushCube-v1")
 

@@ -2,7 +2,7 @@
 
 The DAG here is the SFT DAG's tail (the real `resolve`, `approve` and `promote` tasks of
 tasks/airflow_tasks/stage_tasks.py); its `confirm` task hands over a verification published in the test, as in
-tests/test_registry.py, because a tiny CPU model never passes the success floor that makes a candidate
+tests/tasks/test_rollback.py, because a tiny CPU model never passes the success floor that makes a candidate
 promotable. A person answers through Airflow's own REST API (the Core API app, in process, on the same
 metadata DB), as the Required Actions page does.
 """
@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.conftest import PROJECT
-from tests.test_registry import ENV_ID, _verified
+from tests.fixtures.promotions import ENV_ID, verified as _verified
 
 
 @pytest.fixture(scope="module")

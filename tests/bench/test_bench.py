@@ -8,7 +8,7 @@ The smokes cost a quarter of the suite (each benchmark plans, renders and trains
 process), so they are a tier of their own, `bench`, which `tools/test.sh` runs only when asked
 (`tools/test.sh -m bench`): they guard scripts, not the product. P7, the closed-loop evaluation benchmark, runs
 in the default set (marker `sim` only), since it also drives verify's batched rollouts on a trained checkpoint.
-P4 (tasks.flows.pipeline vs the demo DAG run) has no smoke: both its entry points run in tests/test_dags.py, on the
+P4 (tasks.flows.pipeline vs the demo DAG run) has no smoke: both its entry points run in tests/dags/test_dags.py, on the
 SFT run's store.
 """
 

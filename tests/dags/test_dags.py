@@ -188,14 +188,14 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     assert all(s["seconds"] >= 0 and s["cache_hit"] in (True, False) for s in run_json["stages"])
 
 
-def _run_xcoms(run_id: str) -> dict[str, list]:
+def _run_xcoms(run_id: str, dag_id: str = SFT) -> dict[str, list]:
     """Stage results of one DAG run, by task id (mapped tasks: in map index order)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     out: dict[str, list] = {}
     with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=run_id, key="return_value", dag_ids=SFT)).all()
+        rows = session.scalars(XComModel.get_many(run_id=run_id, key="return_value", dag_ids=dag_id)).all()
         for row in sorted(rows, key=lambda r: (r.task_id, r.map_index)):
             out.setdefault(row.task_id, []).append(XComModel.deserialize_value(row))
     return out
@@ -204,7 +204,7 @@ def _run_xcoms(run_id: str) -> dict[str, list]:
 @pytest.mark.sim
 @pytest.mark.train
 def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_path):
-    from tests.browser import chromium_available, inspect_page
+    from tests.fixtures.browser import chromium_available, inspect_page
 
     if not chromium_available():
         pytest.fail("Chromium and chromedriver are needed (tools/setup_system.sh installs them)")
@@ -370,7 +370,7 @@ def test_wandb_connection_becomes_the_train_tasks_environment(monkeypatch):
 @pytest.mark.train
 def test_maintenance_dag_reports_the_store_of_real_runs(sft_run, dagbag):
     """The daily maintenance DAG over the store the SFT and backfill runs filled: a dry run keeps everything a run
-    report or latest names and reports each task's storage (tests/test_maintenance.py covers the deletions)."""
+    report or latest names and reports each task's storage (tests/tasks/test_maintenance.py covers the deletions)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -390,7 +390,7 @@ def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
     from tasks.core.store import ArtifactStore
     from tasks.promote import PromoteParams, promote
     from tasks.core.promotions import history
-    from tests.test_registry import ENV_ID, _verified
+    from tests.fixtures.promotions import ENV_ID, verified as _verified
 
     root = f"file://{tmp_path}/store"
     store = ArtifactStore(root)
@@ -402,6 +402,35 @@ def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
     assert run.state == "success"
     assert store.read_json(f"{root}/{ENV_ID}/latest.json")["checkpoint"] == a["checkpoint"]
     assert history(store, ENV_ID)[0]["by"] == f"airflow maniskill_openpi_rollback {run.run_id}"
+
+
+@pytest.mark.sim
+@pytest.mark.train
+def test_the_readme_users_dag_wires_the_installed_stage_tasks(sft_run, tmp_path):
+    """README's example of a user's own DAG, as printed there, built from the installed package's task functions:
+    it parses, runs under dag.test(), and with the SFT run's settings and store every stage it wires is a cache hit
+    on that run's artifacts (same inputs, same keys)."""
+    import re
+    from importlib import metadata
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    assert metadata.distribution("maniskill-openpi-pipeline").read_text("direct_url.json")  # installed, not on a path
+    code = re.search(r"<!-- user-dag -->\n```python\n(.*?)```", (PROJECT / "README.md").read_text(), re.S).group(1)
+    folder = tmp_path / "user_dags"
+    folder.mkdir()
+    (folder / "my_training_data.py").write_text(code)
+    bag = DagBag(dag_folder=str(folder), include_examples=False)
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.dags["my_training_data"]
+    assert {t.task_id for t in dag.tasks} == {"resolve", "download", "shards", "render", "convert", "stats"}
+    sft, store = sft_run
+    run = dag.test(run_conf={**SMALL_RUN, "artifact_root": f"file://{store}"})
+    assert run.state == "success"
+    mine, theirs = _run_xcoms(run.run_id, "my_training_data"), _run_xcoms(sft.run_id)
+    for task_id in ("download", "convert", "stats"):
+        assert mine[task_id][0]["uri"] == theirs[task_id][0]["uri"] and mine[task_id][0]["cache_hit"], task_id
+    assert len(mine["render"]) == len(theirs["render"]) and all(r["cache_hit"] for r in mine["render"])
 
 
 @pytest.mark.sim
