@@ -10,7 +10,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task, task_group
 
-from tasks.airflow_tasks import stage_tasks as t
+import tasks.airflow_tasks as t
 from tasks.airflow_tasks.params import common_params, profile_doc, resolve_run_config
 from tasks.core.specs import TASK_SPECS
 

@@ -13,7 +13,7 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from tasks.airflow_tasks.stage_tasks import POLICY_ASSET
+from tasks.airflow_tasks import POLICY_ASSET
 from tasks.core.cli import default_root
 from tasks.core.specs import TASK_SPECS
 

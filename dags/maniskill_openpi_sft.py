@@ -1,7 +1,7 @@
 """ManiSkill demos -> rendered shards -> LeRobot dataset -> norm stats -> pi0 fine-tune -> verify each kept checkpoint ->
 select the best in closed loop -> promote -> report.
 
-Thin wiring of the tasks in tasks/airflow_tasks/stage_tasks.py (each calls one stage from tasks/); XCom carries
+Thin wiring of the stage tasks in tasks/airflow_tasks/ (each calls one stage from tasks/); XCom carries
 artifact URIs and small metrics only.
 """
 
@@ -12,7 +12,7 @@ import os
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
-from tasks.airflow_tasks import stage_tasks as t
+import tasks.airflow_tasks as t
 from tasks.airflow_tasks.params import profile_doc, sft_params
 
 RETRAIN_CRON = os.environ.get("PIPELINE_RETRAIN_CRON", "0 3 * * 0")  # Sundays 03:00 UTC

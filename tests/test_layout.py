@@ -43,14 +43,13 @@ def imports_of(path: Path) -> set[str]:
 
 
 MODULES = {module_name(p): p for p in TASKS.rglob("*.py")}
-GRAPH = {name: {m for m in imports_of(path) if m in MODULES and m != name and not MODULES[m].name == "__init__.py"}
-         for name, path in MODULES.items()}
+GRAPH = {name: {m for m in imports_of(path) if m in MODULES and m != name} for name, path in MODULES.items()}
 
 
 def kind(module: str) -> str:
-    if MODULES[module].name == "__init__.py":
-        return "package"
     parts = module.split(".")
+    if MODULES[module].name == "__init__.py":  # a subpackage's __init__ belongs to that subpackage
+        return "package" if len(parts) == 1 else parts[1]
     return "stage" if len(parts) == 2 else parts[1]
 
 
