@@ -44,8 +44,15 @@ def sequential_client(env, spec, policy_for, episodes) -> list[dict]:
             success = bool(np.asarray(to_numpy(info["success"])).any())
             if success and first is None:
                 first = t + 1
-        results.append({"seed": seed, "success_once": first is not None, "success_at_end": success,
-                        "steps_to_success": first, "steps": max_steps})
+        results.append(
+            {
+                "seed": seed,
+                "success_once": first is not None,
+                "success_at_end": success,
+                "steps_to_success": first,
+                "steps": max_steps,
+            }
+        )
     return results
 
 
@@ -55,14 +62,21 @@ def main(argv: list[str]) -> int:
     n_envs = int(argv[2]) if len(argv) > 2 else 2
     max_steps = int(argv[3]) if len(argv) > 3 else 50
     from bench.bench_train import prepared_inputs
-    from tasks.core.store import ArtifactStore
-    from tasks.sim.rollout import (BatchedPolicy, Episode, EnvWorkers, make_eval_env, observation_input, policy_input,
-                               run_episodes)
-    from tasks.core.specs import get_spec
-    from tasks.train import TrainParams, train
     from tasks.core.checkpoints import fetch_checkpoint
-    from tasks.verify import EVAL_SEED_BASE, DemoReplayPolicy, eval_env_kwargs, holdout_demo_actions, read_sources
+    from tasks.core.specs import get_spec
+    from tasks.core.store import ArtifactStore
     from tasks.policy.loading import load_policy
+    from tasks.sim.rollout import (
+        BatchedPolicy,
+        EnvWorkers,
+        Episode,
+        make_eval_env,
+        observation_input,
+        policy_input,
+        run_episodes,
+    )
+    from tasks.train import TrainParams, train
+    from tasks.verify import EVAL_SEED_BASE, DemoReplayPolicy, eval_env_kwargs, holdout_demo_actions, read_sources
 
     spec = get_spec(ENV_ID)
     root, dataset, norm = prepared_inputs(demo_count)
@@ -73,8 +87,12 @@ def main(argv: list[str]) -> int:
     demo_actions = holdout_demo_actions(dataset_dir, sources)
     kwargs = eval_env_kwargs(sources, "auto")
     limit = max(max_steps, *(len(a) for a in demo_actions))
-    checkpoint = tiny_checkpoint(store, root) or train(
-        TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON), root=root, dataset=dataset.uri, stats=norm.uri).uri
+    checkpoint = (
+        tiny_checkpoint(store, root)
+        or train(
+            TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON), root=root, dataset=dataset.uri, stats=norm.uri
+        ).uri
+    )
     train_manifest, ckpt = fetch_checkpoint(store, checkpoint, OUT / "eval-ckpt")
     policy, _ = load_policy(spec, train_manifest, ckpt)
 
@@ -89,7 +107,7 @@ def main(argv: list[str]) -> int:
         seq_oracle_s = time.monotonic() - t0
         policy.infer(observation_input(spec, env.reset(seed=0)[0]))  # jit compilation, not timed
         t0 = time.monotonic()
-        seq_policy = sequential_client(env, spec, lambda i: policy, evals)
+        sequential_client(env, spec, lambda i: policy, evals)
         seq_policy_s = time.monotonic() - t0
     finally:
         env.close()
@@ -100,14 +118,18 @@ def main(argv: list[str]) -> int:
     try:
         oracles = [oracle_for(i) for i in range(len(demos))]
         t0 = time.monotonic()
-        ours_oracle = run_episodes(workers, lambda idx, xs: [oracles[i].infer(x)["actions"] for i, x in zip(idx, xs)],
-                                   spec, [Episode(s, n, o) for s, n, o in demos], EXECUTE)
+        ours_oracle = run_episodes(
+            workers,
+            lambda idx, xs: [oracles[i].infer(x)["actions"] for i, x in zip(idx, xs)],
+            spec,
+            [Episode(s, n, o) for s, n, o in demos],
+            EXECUTE,
+        )
         ours_oracle_s = time.monotonic() - t0
         batched = BatchedPolicy(policy, workers.size)
         batched([policy_input(spec, *_probe(spec))])  # jit compilation at the padded batch size, not timed
         t0 = time.monotonic()
-        ours_policy = run_episodes(workers, lambda _, xs: batched(xs), spec, [Episode(s, n, o) for s, n, o in evals],
-                                   EXECUTE)
+        run_episodes(workers, lambda _, xs: batched(xs), spec, [Episode(s, n, o) for s, n, o in evals], EXECUTE)
         ours_policy_s = time.monotonic() - t0
     finally:
         workers.close()
@@ -117,12 +139,14 @@ def main(argv: list[str]) -> int:
         print(f"oracle outcomes differ:\n  sequential {key(seq_oracle)}\n  batched    {key(ours_oracle)}")
         return 1
     per_min = lambda n, s: 60 * n / s  # noqa: E731
-    rows = [("oracle replays, outcomes equal", len(demos), "episodes"),
-            ("oracle: sequential client", per_min(len(demos), seq_oracle_s), "episodes/min"),
-            (f"oracle: ours, {n_envs} envs", per_min(len(demos), ours_oracle_s), "episodes/min"),
-            (f"tiny pi0, {max_steps} steps: sequential client", per_min(episodes, seq_policy_s), "episodes/min"),
-            (f"tiny pi0, {max_steps} steps: ours, {n_envs} envs", per_min(episodes, ours_policy_s), "episodes/min"),
-            (f"our {n_envs} workers' start-up (once per verify)", startup_s, "s")]
+    rows = [
+        ("oracle replays, outcomes equal", len(demos), "episodes"),
+        ("oracle: sequential client", per_min(len(demos), seq_oracle_s), "episodes/min"),
+        (f"oracle: ours, {n_envs} envs", per_min(len(demos), ours_oracle_s), "episodes/min"),
+        (f"tiny pi0, {max_steps} steps: sequential client", per_min(episodes, seq_policy_s), "episodes/min"),
+        (f"tiny pi0, {max_steps} steps: ours, {n_envs} envs", per_min(episodes, ours_policy_s), "episodes/min"),
+        (f"our {n_envs} workers' start-up (once per verify)", startup_s, "s"),
+    ]
     report("P7 closed-loop evaluation", rows, ratio=seq_policy_s / ours_policy_s, goal=2.0)
     return 0
 
@@ -131,8 +155,12 @@ def tiny_checkpoint(store, root: str) -> str | None:
     """A tiny pi0 train artifact already in the bench store (bench_train leaves one), if any."""
     for name in store.children(f"{root}/{ENV_ID}/train"):
         manifest = store.read_manifest(f"{root}/{ENV_ID}/train/{name.rstrip('/').rsplit('/', 1)[-1]}")
-        if manifest is not None and manifest.params.get("preset") == "tiny" and manifest.params.get(
-                "model", "pi0") == "pi0" and manifest.params.get("action_horizon") == HORIZON:
+        if (
+            manifest is not None
+            and manifest.params.get("preset") == "tiny"
+            and manifest.params.get("model", "pi0") == "pi0"
+            and manifest.params.get("action_horizon") == HORIZON
+        ):
             return manifest.uri
     return None
 

@@ -52,15 +52,25 @@ def main(small: int = 10, large: int = 40, source: int = 10) -> dict:
         work.mkdir(parents=True)
         replicate(src, work / "trajectory.h5", n)
         for stage in ("convert", "stats"):
-            out = subprocess.run([sys.executable, "-m", "bench.bench_memory", "--child", stage, str(work / "trajectory.h5")],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    [sys.executable, "-m", "bench.bench_memory", "--child", stage, str(work / "trajectory.h5")],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             rows[(stage, n)] = json.loads(out)["peak_rss_mb"]
     print(f"\nPeak RSS (MB), {small} vs {large} episodes")
     result = {}
     for stage in ("convert", "stats"):
         growth = rows[(stage, large)] / rows[(stage, small)]
-        print(f"  {stage:<8} {small} eps: {rows[(stage, small)]:8.0f}   {large} eps: {rows[(stage, large)]:8.0f}   "
-              f"{large}/{small}: {growth:.3f}")
+        print(
+            f"  {stage:<8} {small} eps: {rows[(stage, small)]:8.0f}   {large} eps: {rows[(stage, large)]:8.0f}   "
+            f"{large}/{small}: {growth:.3f}"
+        )
         result[stage] = {str(small): rows[(stage, small)], str(large): rows[(stage, large)], "ratio": growth}
     with open(OUT / "results.jsonl", "a") as f:
         f.write(json.dumps({"name": "memory", **result}) + "\n")

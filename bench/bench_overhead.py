@@ -45,24 +45,51 @@ def main(argv: list[str] | None = None) -> int:
     env_direct = f"PIPELINE_JAX_CACHE={jax_cache}-a"
     env_dag = f"PIPELINE_JAX_CACHE={jax_cache}-b"
     with timer() as direct:
-        subprocess.run(f"{env_direct} {sys.executable} -m tasks.flows.pipeline --profile demo --env-id {ENV_ID} --root {direct_root} "
-                       + " ".join(f"--set {k}={v}" for k, v in settings.items()), shell=True, check=True, cwd=PROJECT)
+        subprocess.run(
+            f"{env_direct} {sys.executable} -m tasks.flows.pipeline --profile demo --env-id {ENV_ID} --root {direct_root} "
+            + " ".join(f"--set {k}={v}" for k, v in settings.items()),
+            shell=True,
+            check=True,
+            cwd=PROJECT,
+        )
     with timer() as via_dag:
-        subprocess.run(f"{env_dag} {sys.executable} tools/demo_run.py --env-id {ENV_ID} --root {dag_root} "
-                       + " ".join(f"--conf {k}={v}" for k, v in settings.items()), shell=True, check=True, cwd=PROJECT)
+        subprocess.run(
+            f"{env_dag} {sys.executable} tools/demo_run.py --env-id {ENV_ID} --root {dag_root} "
+            + " ".join(f"--conf {k}={v}" for k, v in settings.items()),
+            shell=True,
+            check=True,
+            cwd=PROJECT,
+        )
     overhead = via_dag["s"] - direct["s"]
     allowed = 0.05 * direct["s"] + 20
-    name = f"P4 pipeline overhead, {ENV_ID}, {count}+{PARAMS['holdout_count']} demos, tiny preset {PARAMS['steps']} steps"
+    name = (
+        f"P4 pipeline overhead, {ENV_ID}, {count}+{PARAMS['holdout_count']} demos, tiny preset {PARAMS['steps']} steps"
+    )
     print(f"\n{name}")
-    for label, value in (("stage functions called directly (tasks.flows.pipeline)", direct["s"]),
-                         ("through the DAG (dag.test, SQLite)", via_dag["s"]),
-                         ("overhead", overhead), ("allowed: 5 % + 20 s", allowed)):
+    for label, value in (
+        ("stage functions called directly (tasks.flows.pipeline)", direct["s"]),
+        ("through the DAG (dag.test, SQLite)", via_dag["s"]),
+        ("overhead", overhead),
+        ("allowed: 5 % + 20 s", allowed),
+    ):
         print(f"  {label:<48} {value:10.2f} s")
-    print(f"  {'ratio (DAG / direct)':<48} {via_dag['s'] / direct['s']:10.3f} x   -> {'within' if overhead <= allowed else 'OVER'} the goal")
+    print(
+        f"  {'ratio (DAG / direct)':<48} {via_dag['s'] / direct['s']:10.3f} x   -> {'within' if overhead <= allowed else 'OVER'} the goal"
+    )
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "results.jsonl", "a") as f:
-        f.write(json.dumps({"name": name, "direct_s": direct["s"], "dag_s": via_dag["s"], "overhead_s": overhead,
-                            "allowed_s": allowed}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "name": name,
+                    "direct_s": direct["s"],
+                    "dag_s": via_dag["s"],
+                    "overhead_s": overhead,
+                    "allowed_s": allowed,
+                }
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -25,8 +25,20 @@ def main(count: int = 20) -> dict:
         env.pop(k, None)
         if k in os.environ:
             env[k] = os.environ[k]
-    cmd = [sys.executable, "-m", "mani_skill.trajectory.replay_trajectory", "--traj-path", str(work / "trajectory.h5"),
-           "--save-traj", "--target-control-mode", "pd_ee_delta_pose", "--obs-mode", "rgb", "--sim-backend", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mani_skill.trajectory.replay_trajectory",
+        "--traj-path",
+        str(work / "trajectory.h5"),
+        "--save-traj",
+        "--target-control-mode",
+        "pd_ee_delta_pose",
+        "--obs-mode",
+        "rgb",
+        "--sim-backend",
+        "cpu",
+    ]
     with timer() as t_up:
         subprocess.run(cmd, env=env, check=True, capture_output=True)
     meta = json.loads((work / "trajectory.rgb.pd_ee_delta_pose.physx_cpu.json").read_text())
@@ -42,17 +54,26 @@ def main(count: int = 20) -> dict:
     fresh = ArtifactStore(ours_store)
     fresh.publish(src, manifest.__class__(**{**manifest.__dict__, "uri": fresh.uri(ENV_ID, "download", manifest.key)}))
     with timer() as t_ours:
-        r = render(RenderParams(env_id=ENV_ID, device="cpu"), root=ours_store, demos=fresh.uri(ENV_ID, "download", manifest.key))
+        r = render(
+            RenderParams(env_id=ENV_ID, device="cpu"),
+            root=ours_store,
+            demos=fresh.uri(ENV_ID, "download", manifest.key),
+        )
     ours_frames = r.metrics["frames"]
     up_fps, ours_fps = up_frames / t_up["s"], ours_frames / t_ours["s"]
-    return report(f"P1 render, {count} {ENV_ID} demos, pd_ee_delta_pose, rgb 128x128, CPU (lavapipe)", [
-        ("upstream replay_trajectory, 1 process: frames", up_frames, ""),
-        ("upstream wall time (incl. start-up)", t_up["s"], "s"),
-        ("upstream frames/s", up_fps, "fps"),
-        (f"ours ({r.metrics['workers']} workers): frames", ours_frames, ""),
-        ("ours wall time (incl. start-up, merge, publish)", t_ours["s"], "s"),
-        ("ours frames/s", ours_fps, "fps"),
-    ], ours_fps / up_fps, 1.8)
+    return report(
+        f"P1 render, {count} {ENV_ID} demos, pd_ee_delta_pose, rgb 128x128, CPU (lavapipe)",
+        [
+            ("upstream replay_trajectory, 1 process: frames", up_frames, ""),
+            ("upstream wall time (incl. start-up)", t_up["s"], "s"),
+            ("upstream frames/s", up_fps, "fps"),
+            (f"ours ({r.metrics['workers']} workers): frames", ours_frames, ""),
+            ("ours wall time (incl. start-up, merge, publish)", t_ours["s"], "s"),
+            ("ours frames/s", ours_fps, "fps"),
+        ],
+        ours_fps / up_fps,
+        1.8,
+    )
 
 
 if __name__ == "__main__":

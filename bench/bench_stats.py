@@ -28,9 +28,13 @@ def loader_stats(repo_root, spec):
 
     from tasks.policy.transforms import data_transforms, repack_transform
 
-    cfg = _config.DataConfig(repo_id=f"{repo_root.parent.name}/{repo_root.name}", action_sequence_keys=(ACTION_KEY,), prompt_from_task=True)
-    ds = _data_loader.TransformedDataset(_data_loader.create_torch_dataset(cfg, HORIZON, pi0_config.Pi0Config(action_horizon=HORIZON)),
-                                         [*repack_transform(spec).inputs, *data_transforms(spec).inputs])
+    cfg = _config.DataConfig(
+        repo_id=f"{repo_root.parent.name}/{repo_root.name}", action_sequence_keys=(ACTION_KEY,), prompt_from_task=True
+    )
+    ds = _data_loader.TransformedDataset(
+        _data_loader.create_torch_dataset(cfg, HORIZON, pi0_config.Pi0Config(action_horizon=HORIZON)),
+        [*repack_transform(spec).inputs, *data_transforms(spec).inputs],
+    )
     running = {"state": normalize.RunningStats(), "actions": normalize.RunningStats()}
     batch = []
     for i in range(len(ds)):
@@ -55,13 +59,21 @@ def main(count: int = 20) -> dict:
     with timer() as t_ours:
         ours, n2 = compute_norm_stats(spec, root, HORIZON, 32)
     assert n == n2
-    worst = max(float(np.max(np.abs(getattr(ours[k], f) - getattr(ref[k], f)) / (np.abs(getattr(ref[k], f)) + 1e-12)))
-                for k in ours for f in ("mean", "std", "q01", "q99"))
-    return report(f"P3 norm stats, {n} frames of {ENV_ID}, action_horizon {HORIZON}", [
-        ("openpi loader, frame by frame: s", t_loader["s"], "s"),
-        ("ours (columns only, same transforms): s", t_ours["s"], "s"),
-        ("max relative difference of the stats", worst, ""),
-    ], t_loader["s"] / t_ours["s"], 10.0)
+    worst = max(
+        float(np.max(np.abs(getattr(ours[k], f) - getattr(ref[k], f)) / (np.abs(getattr(ref[k], f)) + 1e-12)))
+        for k in ours
+        for f in ("mean", "std", "q01", "q99")
+    )
+    return report(
+        f"P3 norm stats, {n} frames of {ENV_ID}, action_horizon {HORIZON}",
+        [
+            ("openpi loader, frame by frame: s", t_loader["s"], "s"),
+            ("ours (columns only, same transforms): s", t_ours["s"], "s"),
+            ("max relative difference of the stats", worst, ""),
+        ],
+        t_loader["s"] / t_ours["s"],
+        10.0,
+    )
 
 
 if __name__ == "__main__":

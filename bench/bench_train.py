@@ -38,13 +38,12 @@ def openpi_style_loop(params, dataset, norm, work) -> dict:
     import jax
     import jax.numpy as jnp
     from flax.training import common_utils
-
     from openpi.training import checkpoints as _checkpoints
     from openpi.training import data_loader as _data_loader
     from openpi.training import sharding
 
-    from tasks.core.store import ArtifactStore
     from tasks.core.dataset import repo_id_for
+    from tasks.core.store import ArtifactStore
     from tasks.train import _Loop, link_dataset, openpi_train_config
 
     store = ArtifactStore(store_root("store"))
@@ -56,14 +55,18 @@ def openpi_style_loop(params, dataset, norm, work) -> dict:
     repo_id = repo_id_for(ENV_ID, manifest.key)
     link_dataset(dataset_dir, repo_id)
     config = openpi_train_config(params, repo_id=repo_id, assets_dir=work / "assets", checkpoint_base_dir=work / "ckpt")
-    loop = _Loop(config)  # openpi's init_train_state: model.create, weight loader, freeze filter, optimizer, fsdp sharding
+    loop = _Loop(
+        config
+    )  # openpi's init_train_state: model.create, weight loader, freeze filter, optimizer, fsdp sharding
     data_loader = _data_loader.create_data_loader(config, sharding=loop.data_sharding, shuffle=True)
     data_iter = iter(data_loader)
     batch = next(data_iter)
     init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
     state = loop.init_state(init_rng, for_restore=False)
     jax.block_until_ready(state)
-    manager, _ = _checkpoints.initialize_checkpoint_dir(config.checkpoint_dir, keep_period=None, overwrite=True, resume=False)
+    manager, _ = _checkpoints.initialize_checkpoint_dir(
+        config.checkpoint_dir, keep_period=None, overwrite=True, resume=False
+    )
     ptrain_step = loop.compile_step()
     infos, t0 = [], None
     for step in range(config.num_train_steps):
@@ -111,13 +114,18 @@ def main(steps: int = 16, log_interval: int = 5) -> dict:
     assert not result.cache_hit
     up_rate = upstream["steady_steps"] / upstream["steady_s"]
     ours_rate = result.metrics["steps_per_second"]
-    return report(f"P6 training throughput, tiny preset, {ENV_ID}, batch {BATCH}, {steps} steps, log every {log_interval}, CPU", [
-        ("openpi scripts/train.py-style loop: steady steps/s", up_rate, "steps/s"),
-        ("openpi-style wall time (init, compile, steps, checkpoint)", t_up, "s"),
-        ("ours (train stage): steady steps/s", ours_rate, "steps/s"),
-        ("ours wall time (fetch, init, compile, probes, steps, publish)", t_ours, "s"),
-        ("ours peak RSS", result.metrics["peak_rss_mb"], "MB"),
-    ], ours_rate / up_rate, 1.0)
+    return report(
+        f"P6 training throughput, tiny preset, {ENV_ID}, batch {BATCH}, {steps} steps, log every {log_interval}, CPU",
+        [
+            ("openpi scripts/train.py-style loop: steady steps/s", up_rate, "steps/s"),
+            ("openpi-style wall time (init, compile, steps, checkpoint)", t_up, "s"),
+            ("ours (train stage): steady steps/s", ours_rate, "steps/s"),
+            ("ours wall time (fetch, init, compile, probes, steps, publish)", t_ours, "s"),
+            ("ours peak RSS", result.metrics["peak_rss_mb"], "MB"),
+        ],
+        ours_rate / up_rate,
+        1.0,
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def rendered(count: int):
 
 def local(result) -> Path:
     """The folder holding a local artifact's files (its payload folder, which the manifest names)."""
-    return Path(result.files_uri[len("file://"):])
+    return Path(result.files_uri[len("file://") :])
 
 
 @contextmanager

@@ -33,10 +33,18 @@ group, render goes through the split's shards in turn and verify through the kep
     catchup=False,
     tags=["maniskill", "openpi", "backfill"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "retry_exponential_backoff": True},
-    params={"env_ids": Param([], type=["array", "null"], items={"type": "string", "enum": sorted(TASK_SPECS)},
-                             examples=sorted(TASK_SPECS), title="Tasks", section="Task and demos",
-                             description="ManiSkill tasks to run (registered in tasks/core/specs.py); none: every one"),
-            **common_params()},
+    params={
+        "env_ids": Param(
+            [],
+            type=["array", "null"],
+            items={"type": "string", "enum": sorted(TASK_SPECS)},
+            examples=sorted(TASK_SPECS),
+            title="Tasks",
+            section="Task and demos",
+            description="ManiSkill tasks to run (registered in tasks/core/specs.py); none: every one",
+        ),
+        **common_params(),
+    },
     doc_md=DOC,
 )
 def maniskill_openpi_backfill():

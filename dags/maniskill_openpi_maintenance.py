@@ -33,16 +33,37 @@ remove without removing it (`python -m tasks.maintenance` does a dry run unless 
     tags=["maniskill", "maintenance"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=5)},
     params={
-        "artifact_root": Param(default_root(), type="string", title="Artifact root",
-                               description="file:///abs/dir or s3://bucket/prefix"),
-        "s3_conn_id": Param(os.environ.get("PIPELINE_S3_CONN_ID") or None, type=["string", "null"], title="S3 connection"),
-        "keep_runs": Param(5, type="integer", minimum=1, maximum=10_000, title="Runs kept per task",
-                           description="the newest run reports per task whose artifacts are kept, besides latest's"),
-        "grace_hours": Param(24.0, type="number", minimum=0, maximum=8760, title="Grace period (hours)",
-                             description="artifacts created or used more recently, and younger payload folders, are "
-                                         "never removed (0, or at least 1 h: twice the in-use refresh)"),
-        "progress_days": Param(14.0, type="number", minimum=1, maximum=3650, title="Resume points kept (days)",
-                               description="resume points of a training with no checkpoint for this long are removed"),
+        "artifact_root": Param(
+            default_root(), type="string", title="Artifact root", description="file:///abs/dir or s3://bucket/prefix"
+        ),
+        "s3_conn_id": Param(
+            os.environ.get("PIPELINE_S3_CONN_ID") or None, type=["string", "null"], title="S3 connection"
+        ),
+        "keep_runs": Param(
+            5,
+            type="integer",
+            minimum=1,
+            maximum=10_000,
+            title="Runs kept per task",
+            description="the newest run reports per task whose artifacts are kept, besides latest's",
+        ),
+        "grace_hours": Param(
+            24.0,
+            type="number",
+            minimum=0,
+            maximum=8760,
+            title="Grace period (hours)",
+            description="artifacts created or used more recently, and younger payload folders, are "
+            "never removed (0, or at least 1 h: twice the in-use refresh)",
+        ),
+        "progress_days": Param(
+            14.0,
+            type="number",
+            minimum=1,
+            maximum=3650,
+            title="Resume points kept (days)",
+            description="resume points of a training with no checkpoint for this long are removed",
+        ),
         "dry_run": Param(False, type="boolean", title="Dry run", description="report only, remove nothing"),
     },
     doc_md=DOC,
@@ -53,9 +74,17 @@ def maniskill_openpi_maintenance():
         from tasks.airflow_tasks.glue import run_stage_task
         from tasks.maintenance import MaintenanceParams, maintain
 
-        return run_stage_task(maintain, MaintenanceParams(keep_runs=params["keep_runs"], grace_hours=params["grace_hours"],
-                                                          progress_days=params["progress_days"], dry_run=params["dry_run"]),
-                              root=params["artifact_root"], s3_conn_id=params["s3_conn_id"])
+        return run_stage_task(
+            maintain,
+            MaintenanceParams(
+                keep_runs=params["keep_runs"],
+                grace_hours=params["grace_hours"],
+                progress_days=params["progress_days"],
+                dry_run=params["dry_run"],
+            ),
+            root=params["artifact_root"],
+            s3_conn_id=params["s3_conn_id"],
+        )
 
     sweep()
 

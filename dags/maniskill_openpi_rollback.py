@@ -29,12 +29,19 @@ from tasks.core.specs import TASK_SPECS
     tags=["maniskill", "registry"],
     params={
         "env_id": Param("PickCube-v1", type="string", enum=sorted(TASK_SPECS), title="Task"),
-        "to": Param("", type="string", title="Entry to restore",
-                    description="verify or checkpoint URI from the task's promotion history; empty: the checkpoint "
-                                "the current latest replaced"),
-        "artifact_root": Param(default_root(), type="string", title="Artifact root",
-                               description="file:///abs/dir or s3://bucket/prefix"),
-        "s3_conn_id": Param(os.environ.get("PIPELINE_S3_CONN_ID") or None, type=["string", "null"], title="S3 connection"),
+        "to": Param(
+            "",
+            type="string",
+            title="Entry to restore",
+            description="verify or checkpoint URI from the task's promotion history; empty: the checkpoint "
+            "the current latest replaced",
+        ),
+        "artifact_root": Param(
+            default_root(), type="string", title="Artifact root", description="file:///abs/dir or s3://bucket/prefix"
+        ),
+        "s3_conn_id": Param(
+            os.environ.get("PIPELINE_S3_CONN_ID") or None, type=["string", "null"], title="S3 connection"
+        ),
     },
     doc_md=__doc__,
 )
@@ -44,11 +51,19 @@ def maniskill_openpi_rollback():
     @task(retries=0, outlets=[POLICY_ASSET])
     def rollback(params=None, dag_run=None) -> dict:
         from tasks.airflow_tasks.glue import run_stage_task
-        from tasks.rollback import RollbackParams, rollback as stage
+        from tasks.rollback import RollbackParams
+        from tasks.rollback import rollback as stage
 
-        return run_stage_task(stage, RollbackParams(env_id=params["env_id"], to=params["to"] or "",
-                                                    actor=f"airflow maniskill_openpi_rollback {dag_run.run_id}"),
-                              root=params["artifact_root"], s3_conn_id=params["s3_conn_id"])
+        return run_stage_task(
+            stage,
+            RollbackParams(
+                env_id=params["env_id"],
+                to=params["to"] or "",
+                actor=f"airflow maniskill_openpi_rollback {dag_run.run_id}",
+            ),
+            root=params["artifact_root"],
+            s3_conn_id=params["s3_conn_id"],
+        )
 
     rollback()
 

@@ -23,7 +23,7 @@ def report_url(files_uri: str, s3_conn_id: str | None = None) -> str:
     if report.startswith("file://"):
         return report
     base = os.environ.get("PIPELINE_REPORT_URL_BASE")
-    bucket, _, key = report[len("s3://"):].partition("/")
+    bucket, _, key = report[len("s3://") :].partition("/")
     if base:
         return f"{base.rstrip('/')}/{bucket}/{key}"
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -41,16 +41,20 @@ def _return_value(ti_key, task_id: str, map_index: int) -> Any:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.scalars(XComModel.get_many(run_id=ti_key.run_id, key="return_value", dag_ids=ti_key.dag_id,
-                                                 task_ids=task_id, map_indexes=map_index)).first()
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=ti_key.run_id, key="return_value", dag_ids=ti_key.dag_id, task_ids=task_id, map_indexes=map_index
+            )
+        ).first()
         return None if row is None else XComModel.deserialize_value(row)
 
 
 def _s3_conn_id(ti_key) -> str | None:
     group = ti_key.task_id.rpartition(".")[0]
     # Backfill: resolve sits in the same mapped group, at the same index; SFT: a single unmapped task.
-    config = _return_value(ti_key, f"{group}.{RESOLVE_TASK_ID}" if group else RESOLVE_TASK_ID,
-                           ti_key.map_index if group else -1)
+    config = _return_value(
+        ti_key, f"{group}.{RESOLVE_TASK_ID}" if group else RESOLVE_TASK_ID, ti_key.map_index if group else -1
+    )
     return config.get("s3_conn_id") if isinstance(config, dict) else None
 
 

@@ -24,13 +24,13 @@ import numpy as np
 import PIL.Image
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore
-from tasks.core.stage import StageResult, require, run_stage
-from tasks.core.demo_files import DemoFileError, read_episode, sidecar
-from tasks.core.specs import TaskSpec, get_spec
-from tasks.core.params import ConvertParams
 from tasks.core.dataset import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
+from tasks.core.demo_files import DemoFileError, read_episode, sidecar
 from tasks.core.errors import NotRetryable
+from tasks.core.params import ConvertParams
+from tasks.core.specs import TaskSpec, get_spec
+from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.store import ArtifactStore
 
 STAGE = "convert"
 CODE_VERSION = "1"
@@ -46,7 +46,11 @@ def dataset_features(spec: TaskSpec, image_shape: tuple[int, int, int]) -> dict:
         for sensor, _ in spec.cameras
     }
     features[STATE_KEY] = {"dtype": "float32", "shape": (spec.state_dim,), "names": [list(map(str, spec.state_keys))]}
-    features[ACTION_KEY] = {"dtype": "float32", "shape": (spec.action_dim,), "names": [f"a{i}" for i in range(spec.action_dim)]}
+    features[ACTION_KEY] = {
+        "dtype": "float32",
+        "shape": (spec.action_dim,),
+        "names": [f"a{i}" for i in range(spec.action_dim)],
+    }
     return features
 
 
@@ -58,11 +62,15 @@ def _episode_arrays(spec: TaskSpec, h5: h5py.File, episode_id: int, h5_path: Pat
         cams[sensor] = data["rgb"][:-1]  # T+1 observations for T actions: frame t pairs obs t with action t
     actions = data["actions"].astype(np.float32)
     if actions.ndim != 2 or actions.shape[1] != spec.action_dim:
-        raise DemoFileError(f"{h5_path}: episode {episode_id} has actions of shape {actions.shape}, expected (T, {spec.action_dim}); "
-                            f"render with control_mode={spec.control_mode}")
+        raise DemoFileError(
+            f"{h5_path}: episode {episode_id} has actions of shape {actions.shape}, expected (T, {spec.action_dim}); "
+            f"render with control_mode={spec.control_mode}"
+        )
     state = spec.assemble_state(data["obs"])[:-1]
     if state.shape != (len(actions), spec.state_dim):
-        raise DemoFileError(f"{h5_path}: episode {episode_id} state has shape {state.shape}, expected ({len(actions)}, {spec.state_dim})")
+        raise DemoFileError(
+            f"{h5_path}: episode {episode_id} state has shape {state.shape}, expected ({len(actions)}, {spec.state_dim})"
+        )
     if not (np.isfinite(state).all() and np.isfinite(actions).all()):
         raise DemoFileError(f"{h5_path}: episode {episode_id} holds NaN or infinite state/actions")
     return {"images": cams, "state": state, "actions": actions}
@@ -96,8 +104,14 @@ def write_dataset(spec: TaskSpec, inputs: list[Path], dataset_root: Path, repo_i
                     T = len(arrays["actions"])
                     if ds is None:
                         shape = next(iter(arrays["images"].values())).shape[1:]
-                        ds = LeRobotDataset.create(repo_id=repo_id, fps=spec.fps, features=dataset_features(spec, shape),
-                                                   root=dataset_root, robot_type="panda", use_videos=False)
+                        ds = LeRobotDataset.create(
+                            repo_id=repo_id,
+                            fps=spec.fps,
+                            features=dataset_features(spec, shape),
+                            root=dataset_root,
+                            robot_type="panda",
+                            use_videos=False,
+                        )
                     buf = ds.create_episode_buffer()
                     buf["size"] = T
                     buf["task"] = [spec.prompt] * T
@@ -170,11 +184,25 @@ def convert(params: ConvertParams, root: str, rendered: list[str]) -> StageResul
         shape = check_dataset(spec, staging, repo_id, counts["episodes"], counts["frames"])
         for child in staging.iterdir():
             shutil.move(str(child), out / child.name)
-        return {**counts, **shape, "fps": spec.fps, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
-                "prompt": spec.prompt, "cameras": [s for s, _ in spec.cameras]}
+        return {
+            **counts,
+            **shape,
+            "fps": spec.fps,
+            "state_dim": spec.state_dim,
+            "action_dim": spec.action_dim,
+            "prompt": spec.prompt,
+            "cameras": [s for s, _ in spec.cameras],
+        }
 
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params={**params.key_params(), "spec": spec.digest(STAGE)}, parents=parents, build=build)
+    return run_stage(
+        store,
+        env_id=params.env_id,
+        stage=STAGE,
+        code_version=CODE_VERSION,
+        params={**params.key_params(), "spec": spec.digest(STAGE)},
+        parents=parents,
+        build=build,
+    )
 
 
 main = cli.cli(__doc__, ConvertParams, convert, inputs={"rendered": True})

@@ -20,12 +20,12 @@ from pathlib import Path
 import fsspec
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore
-from tasks.core.stage import StageResult, run_stage
-from tasks.core.demo_files import DemoFileError, load_episodes, write_subset
-from tasks.core.params import DownloadParams
-from tasks.core.errors import NotRetryable
 from tasks.core.checks import HUB_HOST, unreachable
+from tasks.core.demo_files import DemoFileError, load_episodes, write_subset
+from tasks.core.errors import NotRetryable
+from tasks.core.params import DownloadParams
+from tasks.core.stage import StageResult, run_stage
+from tasks.core.store import ArtifactStore
 
 STAGE = "download"
 CODE_VERSION = "1"
@@ -45,9 +45,19 @@ def _motionplanning(params: DownloadParams, out: Path) -> Path:
         )
     record_dir = out.parent / "mp"
     args = argparse.Namespace(
-        env_id=params.env_id, obs_mode="none", num_traj=params.count, only_count_success=True, reward_mode=None,
-        sim_backend="cpu", render_mode="rgb_array", vis=False, save_video=False, traj_name="trajectory",
-        shader="default", record_dir=str(record_dir), num_procs=1,
+        env_id=params.env_id,
+        obs_mode="none",
+        num_traj=params.count,
+        only_count_success=True,
+        reward_mode=None,
+        sim_backend="cpu",
+        render_mode="rgb_array",
+        vis=False,
+        save_video=False,
+        traj_name="trajectory",
+        shader="default",
+        record_dir=str(record_dir),
+        num_procs=1,
     )
     # ManiSkill's own generator; its public main() always starts at seed 0, _main takes the start seed. It tries
     # seeds until `count` succeed and never gives up, so a solution that cannot succeed (DrawTriangle's in 3.0.1
@@ -61,7 +71,8 @@ def _motionplanning(params: DownloadParams, out: Path) -> Path:
         raise DownloadError(
             f"ManiSkill's motion-planning solution for {params.env_id} failed on {guard.streak} seeds in a row from seed "
             f"{guard.last_seed - guard.streak + 1}{last}; it cannot make demos here. Use source=hub or source=s3 for "
-            "this task, or check the ManiSkill version") from None
+            "this task, or check the ManiSkill version"
+        ) from None
     finally:
         mp_run.MP_SOLUTIONS[params.env_id] = guard.solve
     return Path(h5)
@@ -104,7 +115,9 @@ def _hub(params: DownloadParams, out: Path) -> Path:
     from mani_skill.utils import download_demo
 
     if params.env_id not in download_demo.DATASET_SOURCES:
-        raise DownloadError(f"ManiSkill's demo hub has no demos for {params.env_id}; use source=motionplanning or source=s3")
+        raise DownloadError(
+            f"ManiSkill's demo hub has no demos for {params.env_id}; use source=motionplanning or source=s3"
+        )
     if (e := unreachable(HUB_HOST, timeout_s=5)) is not None:
         raise DownloadError(
             f"cannot reach {HUB_HOST} (ManiSkill's demo hub): {e}. This machine is offline or the hub is blocked. "
@@ -116,7 +129,9 @@ def _hub(params: DownloadParams, out: Path) -> Path:
         download_demo.main(argparse.Namespace(uid=params.env_id, quiet=True, output_dir=str(out.parent / "hub")))
     finally:
         socket.setdefaulttimeout(old)
-    candidates = sorted((out.parent / "hub").rglob("motionplanning/trajectory.h5")) or sorted((out.parent / "hub").rglob("trajectory.h5"))
+    candidates = sorted((out.parent / "hub").rglob("motionplanning/trajectory.h5")) or sorted(
+        (out.parent / "hub").rglob("trajectory.h5")
+    )
     if not candidates:
         raise DownloadError(f"the hub archive for {params.env_id} holds no trajectory.h5")
     return candidates[0]
@@ -131,7 +146,9 @@ def _mirror(params: DownloadParams, out: Path) -> Path:
             with fsspec.open(f"{base}/{name}", "rb") as src, open(dest / name, "wb") as dst:
                 shutil.copyfileobj(src, dst, 8 << 20)
         except FileNotFoundError:
-            raise DownloadError(f"{base}/{name} not found: source_uri must be a folder with trajectory.h5 and trajectory.json") from None
+            raise DownloadError(
+                f"{base}/{name} not found: source_uri must be a folder with trajectory.h5 and trajectory.json"
+            ) from None
     return dest / "trajectory.h5"
 
 
@@ -147,18 +164,31 @@ def download(params: DownloadParams, root: str) -> StageResult:
         if env_id != params.env_id:
             raise DemoFileError(f"{h5}: demos are for {env_id}, not {params.env_id}")
         if len(episodes) < params.count:
-            raise DownloadError(f"{params.source} delivered {len(episodes)} episodes of {params.env_id}, fewer than count={params.count}")
+            raise DownloadError(
+                f"{params.source} delivered {len(episodes)} episodes of {params.env_id}, fewer than count={params.count}"
+            )
         chosen = episodes[: params.count]
         write_subset(h5, chosen, out / "trajectory.h5")
-        metrics = {"episodes": len(chosen), "steps": int(sum(e.get("elapsed_steps", 0) for e in chosen)), "source": params.source}
+        metrics = {
+            "episodes": len(chosen),
+            "steps": int(sum(e.get("elapsed_steps", 0) for e in chosen)),
+            "source": params.source,
+        }
         seeds = [e.get("episode_seed") for e in episodes]
         if params.source == "motionplanning" and all(isinstance(s, int) for s in seeds) and seeds:
             # The planner keeps trying seeds until `count` succeed and records only the successes.
             metrics["planner_success_rate"] = round(len(episodes) / (max(seeds) - params.seed + 1), 4)
         return metrics
 
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params=dataclasses.asdict(params), parents=[], build=build)
+    return run_stage(
+        store,
+        env_id=params.env_id,
+        stage=STAGE,
+        code_version=CODE_VERSION,
+        params=dataclasses.asdict(params),
+        parents=[],
+        build=build,
+    )
 
 
 main = cli.cli(__doc__, DownloadParams, download)

@@ -26,16 +26,24 @@ them. This stage, run daily by the `maniskill_openpi_maintenance` DAG or by hand
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import json
+import logging
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tasks.core import cli
-from tasks.core.store import IN_USE, IN_USE_REFRESH_SECONDS, MANIFEST, PAYLOAD_PREFIX, PAYLOAD_TIME_FORMAT, ArtifactStore, Manifest
 from tasks.core.stage import StageResult
+from tasks.core.store import (
+    IN_USE,
+    IN_USE_REFRESH_SECONDS,
+    MANIFEST,
+    PAYLOAD_PREFIX,
+    PAYLOAD_TIME_FORMAT,
+    ArtifactStore,
+    Manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +68,10 @@ class MaintenanceParams:
             # a building stage refreshes its inputs' marks every IN_USE_REFRESH_SECONDS (late by storage retries at
             # worst): a shorter grace could sweep them between two refreshes. 0 stays allowed: "nothing is running",
             # for tests and by hand.
-            raise ValueError(f"grace_hours must be 0 or at least {2 * IN_USE_REFRESH_SECONDS / 3600:g} h (twice the "
-                             f"in-use refresh interval), got {self.grace_hours}")
+            raise ValueError(
+                f"grace_hours must be 0 or at least {2 * IN_USE_REFRESH_SECONDS / 3600:g} h (twice the "
+                f"in-use refresh interval), got {self.grace_hours}"
+            )
         if not 1 <= self.progress_days <= 3650:
             raise ValueError(f"progress_days must be 1..3650, got {self.progress_days}")
 
@@ -89,8 +99,8 @@ class Entry:
 def payload_time(name: str) -> float | None:
     """The UTC time stamp in a payload folder's name (`payload-20261201T135318-5a8fbdd3`)."""
     try:
-        stamp = name[len(PAYLOAD_PREFIX):].split("-", 1)[0]
-        return datetime.strptime(stamp, PAYLOAD_TIME_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+        stamp = name[len(PAYLOAD_PREFIX) :].split("-", 1)[0]
+        return datetime.strptime(stamp, PAYLOAD_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 
@@ -107,8 +117,16 @@ def scan(store: ArtifactStore) -> list[Entry]:
                 uri = f"{store.root}/{env_id}/{stage}/{key}"
                 children = store.children(uri)
                 manifest = store.read_manifest(uri) if MANIFEST in children else None
-                entries.append(Entry(uri, env_id, stage, manifest, [c for c in children if c.startswith(PAYLOAD_PREFIX)],
-                                     store.in_use_at(uri) if IN_USE in children else None))
+                entries.append(
+                    Entry(
+                        uri,
+                        env_id,
+                        stage,
+                        manifest,
+                        [c for c in children if c.startswith(PAYLOAD_PREFIX)],
+                        store.in_use_at(uri) if IN_USE in children else None,
+                    )
+                )
     return entries
 
 
@@ -165,7 +183,7 @@ def roots(store: ArtifactStore, env_ids: set[str], runs: dict[str, list], keep_r
             for field in ("checkpoint", "verify"):
                 if (record.get("entry") or {}).get(field):
                     keep.setdefault(record["entry"][field], f"promotion record {name}")
-        for _, run_uri, data in runs.get(env_id, [])[:keep_runs]:
+        for _, _run_uri, data in runs.get(env_id, [])[:keep_runs]:
             for row in data.get("stages", []):
                 if row.get("uri", "").startswith(f"{store.root}/{env_id}/") and not row["uri"].endswith("latest.json"):
                     keep.setdefault(row["uri"], f"run {data.get('run_id')}")
@@ -175,7 +193,9 @@ def roots(store: ArtifactStore, env_ids: set[str], runs: dict[str, list], keep_r
 
 
 def storage_report(entries: list[Entry]) -> dict[str, dict[str, dict[str, int]]]:
-    report: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: {"artifacts": 0, "bytes": 0}))
+    report: dict[str, dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: {"artifacts": 0, "bytes": 0})
+    )
     for e in entries:
         if e.manifest is not None:
             row = report[e.env_id][e.stage]
@@ -239,9 +259,10 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
             stamp = payload_time(name)
             if name != named and stamp is not None and now - stamp >= grace:
                 orphans.append(f"{e.uri}/{name}")
-    stale_runs = [run_uri for env_runs in runs.values() for _, run_uri, _ in env_runs[params.keep_runs:]]
-    stale_progress = [p for p in scan_progress(store)
-                      if p.saved_at is not None and now - p.saved_at >= params.progress_days * 86400]
+    stale_runs = [run_uri for env_runs in runs.values() for _, run_uri, _ in env_runs[params.keep_runs :]]
+    stale_progress = [
+        p for p in scan_progress(store) if p.saved_at is not None and now - p.saved_at >= params.progress_days * 86400
+    ]
 
     removed, freed = [], 0
     verb = "would remove" if params.dry_run else "removing"
@@ -259,8 +280,10 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
                     stack += list(doomed[uri].manifest.parents) if uri in doomed else []
             log.info(f"[maintenance] keeping {e.uri}: marked in use during this sweep, or a parent of one")
             continue
-        log.info(f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
-                   f"{datetime.fromtimestamp(e.manifest.created_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
+        log.info(
+            f"[maintenance] {verb} {e.uri} ({e.bytes / 2**20:.1f} MB, created "
+            f"{datetime.fromtimestamp(e.manifest.created_at, UTC):%Y-%m-%d %H:%M} UTC)"
+        )
         if not params.dry_run:
             store.remove(f"{e.uri}/{MANIFEST}")  # invisible first, then the files
             store.remove(e.uri)
@@ -271,8 +294,10 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
         if not params.dry_run:
             store.remove(path)
     for p in stale_progress:
-        log.info(f"[maintenance] {verb} resume points {p.uri} (steps {', '.join(p.steps)}; newest saved "
-                   f"{datetime.fromtimestamp(p.saved_at, timezone.utc):%Y-%m-%d %H:%M} UTC)")
+        log.info(
+            f"[maintenance] {verb} resume points {p.uri} (steps {', '.join(p.steps)}; newest saved "
+            f"{datetime.fromtimestamp(p.saved_at, UTC):%Y-%m-%d %H:%M} UTC)"
+        )
         if not params.dry_run:
             store.remove(p.uri)
     for run_uri in stale_runs:
@@ -282,20 +307,36 @@ def maintain(params: MaintenanceParams, root: str) -> StageResult:
     for uri in sorted(u for u in reason if u in by_uri):
         log.info(f"[maintenance] keeping {uri}: {reason[uri]}")
     after = storage_report([e for e in entries if e.uri not in set(removed)]) if not params.dry_run else before
-    summary = {"dry_run": params.dry_run, "kept": sorted(u for u in reason if u in by_uri), "removed": removed,
-               "orphan_payloads": orphans, "run_reports_removed": stale_runs,
-               "resume_points_removed": [p.uri for p in stale_progress], "bytes_freed": freed,
-               "storage_before": before, "storage_after": after}
+    summary = {
+        "dry_run": params.dry_run,
+        "kept": sorted(u for u in reason if u in by_uri),
+        "removed": removed,
+        "orphan_payloads": orphans,
+        "run_reports_removed": stale_runs,
+        "resume_points_removed": [p.uri for p in stale_progress],
+        "bytes_freed": freed,
+        "storage_before": before,
+        "storage_after": after,
+    }
     for env, stages in before.items():
         for stage, row in stages.items():
-            left = (after.get(env, {}).get(stage) or {"artifacts": 0, "bytes": 0})
-            log.info(f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
-                       f"  -> {left['artifacts']:>4} artifacts {left['bytes'] / 2**20:>10.1f} MB")
-    log.info(f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
-               f"{len(removed)} artifacts, {len(orphans)} orphan payloads, {len(stale_runs)} run reports, "
-               f"{len(stale_progress)} resume point folders")
-    return StageResult(uri=store.root, digest="", cache_hit=False, seconds=time.monotonic() - t0,
-                       metrics={k: v for k, v in summary.items() if k not in ("kept",)} | {"kept": len(summary["kept"])})
+            left = after.get(env, {}).get(stage) or {"artifacts": 0, "bytes": 0}
+            log.info(
+                f"[maintenance] {env:<18} {stage:<10} {row['artifacts']:>4} artifacts {row['bytes'] / 2**20:>10.1f} MB"
+                f"  -> {left['artifacts']:>4} artifacts {left['bytes'] / 2**20:>10.1f} MB"
+            )
+    log.info(
+        f"[maintenance] {'would free' if params.dry_run else 'freed'} {freed / 2**20:.1f} MB: "
+        f"{len(removed)} artifacts, {len(orphans)} orphan payloads, {len(stale_runs)} run reports, "
+        f"{len(stale_progress)} resume point folders"
+    )
+    return StageResult(
+        uri=store.root,
+        digest="",
+        cache_hit=False,
+        seconds=time.monotonic() - t0,
+        metrics={k: v for k, v in summary.items() if k not in ("kept",)} | {"kept": len(summary["kept"])},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,21 +344,43 @@ def main(argv: list[str] | None = None) -> int:
 
     cli.configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.maintenance", description=cli.first_paragraph(__doc__))
-    parser.add_argument("--root", default=cli.default_root(),
-                        help="artifact root URI (file:///abs/dir or s3://bucket/prefix; default %(default)s)")
-    parser.add_argument("--keep-runs", type=int, default=MaintenanceParams.keep_runs,
-                        help="newest run reports per task whose artifacts are kept, besides latest's (default %(default)s)")
-    parser.add_argument("--grace-hours", type=float, default=MaintenanceParams.grace_hours,
-                        help="artifacts created or used, and payload folders written, more recently are kept "
-                             "(0, or at least 1 h: twice the in-use refresh; default %(default)s)")
-    parser.add_argument("--progress-days", type=float, default=MaintenanceParams.progress_days,
-                        help="resume points of a training with no checkpoint for this long are removed (default %(default)s)")
-    parser.add_argument("--apply", action="store_true",
-                        help="delete what the sweep finds (default: a dry run that only reports it)")
+    parser.add_argument(
+        "--root",
+        default=cli.default_root(),
+        help="artifact root URI (file:///abs/dir or s3://bucket/prefix; default %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-runs",
+        type=int,
+        default=MaintenanceParams.keep_runs,
+        help="newest run reports per task whose artifacts are kept, besides latest's (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grace-hours",
+        type=float,
+        default=MaintenanceParams.grace_hours,
+        help="artifacts created or used, and payload folders written, more recently are kept "
+        "(0, or at least 1 h: twice the in-use refresh; default %(default)s)",
+    )
+    parser.add_argument(
+        "--progress-days",
+        type=float,
+        default=MaintenanceParams.progress_days,
+        help="resume points of a training with no checkpoint for this long are removed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--apply", action="store_true", help="delete what the sweep finds (default: a dry run that only reports it)"
+    )
     args = parser.parse_args(argv)
-    result = maintain(MaintenanceParams(keep_runs=args.keep_runs, grace_hours=args.grace_hours,
-                                        progress_days=args.progress_days, dry_run=not args.apply),
-                      root=args.root)
+    result = maintain(
+        MaintenanceParams(
+            keep_runs=args.keep_runs,
+            grace_hours=args.grace_hours,
+            progress_days=args.progress_days,
+            dry_run=not args.apply,
+        ),
+        root=args.root,
+    )
     print(json.dumps(result.to_dict()))
     return 0
 

@@ -31,11 +31,11 @@ import time
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, latest_uri
-from tasks.core.stage import StageResult, require
+from tasks.core.params import PromoteParams
 from tasks.core.promotions import record
 from tasks.core.protocol import protocol_differences
-from tasks.core.params import PromoteParams
+from tasks.core.stage import StageResult, require
+from tasks.core.store import ArtifactStore, latest_uri
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,10 @@ def better_p_value(candidate: tuple[int, int], current: tuple[int, int]) -> floa
 def decide(candidate: dict[str, Any], current: dict[str, Any] | None, force: bool) -> tuple[bool, str]:
     verdict = candidate.get("verdict")
     if verdict != "passed":
-        return False, f"verification {verdict or 'unknown'}: only a passed verification is promoted ({candidate.get('verdict_reason')})"
+        return (
+            False,
+            f"verification {verdict or 'unknown'}: only a passed verification is promoted ({candidate.get('verdict_reason')})",
+        )
     if current is None:
         return True, "no current latest"
     if current.get("verify") == candidate.get("verify"):
@@ -62,18 +65,29 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, force: boo
         return True, "forced"
     differences = protocol_differences(candidate.get("protocol"), current.get("protocol"))
     if differences:
-        return False, ("not comparable with the current latest, evaluated under another protocol ("
-                       + "; ".join(differences[:5]) + "): re-verify the current latest's checkpoint with this run's "
-                       "evaluation settings, or promote with force=true")
+        return False, (
+            "not comparable with the current latest, evaluated under another protocol ("
+            + "; ".join(differences[:5])
+            + "): re-verify the current latest's checkpoint with this run's "
+            "evaluation settings, or promote with force=true"
+        )
     k1, n1 = candidate.get("successes") or 0, candidate.get("episodes") or 0
     k0, n0 = current.get("successes") or 0, current.get("episodes") or 0
     p = better_p_value((k1, n1), (k0, n0))
     if p < ALPHA:
-        return True, f"better than the current latest: {k1}/{n1} vs {k0}/{n0} successes (one-sided Fisher p={p:.3g} < {ALPHA})"
+        return (
+            True,
+            f"better than the current latest: {k1}/{n1} vs {k0}/{n0} successes (one-sided Fisher p={p:.3g} < {ALPHA})",
+        )
     if better_p_value((n1, n1), (k0, n0)) >= ALPHA:
-        return False, (f"kept the current latest ({k0}/{n0}): with {n1} episodes not even {n1}/{n1} could be shown better "
-                       f"(one-sided Fisher p >= {ALPHA}); evaluate more episodes")
-    return False, f"not shown better than the current latest: {k1}/{n1} vs {k0}/{n0} successes (one-sided Fisher p={p:.3g} >= {ALPHA})"
+        return False, (
+            f"kept the current latest ({k0}/{n0}): with {n1} episodes not even {n1}/{n1} could be shown better "
+            f"(one-sided Fisher p >= {ALPHA}); evaluate more episodes"
+        )
+    return (
+        False,
+        f"not shown better than the current latest: {k1}/{n1} vs {k0}/{n0} successes (one-sided Fisher p={p:.3g} >= {ALPHA})",
+    )
 
 
 def approval_gate(promoted: bool, reason: str, params: PromoteParams) -> tuple[bool, str]:
@@ -91,13 +105,24 @@ def _candidate(store: ArtifactStore, params: PromoteParams, verification: str) -
     # `checkpoint` is the train artifact (what retention and rollback keep); `step` which of its kept checkpoints
     # (None: the final one); `checkpoint_ref` both in one (`<uri>@<step>`), as serve and warm starts take it.
     lineage = m["lineage"]
-    return {"env_id": params.env_id, "verify": verification, "checkpoint": lineage["checkpoint"],
-            "step": lineage.get("step"), "checkpoint_ref": lineage.get("checkpoint_ref") or lineage["checkpoint"],
-            "report": f"{store.files_uri(manifest)}/report.html", "verdict": m.get("verdict"),
-            "verdict_reason": m.get("verdict_reason"), "checks": m.get("checks"),
-            "success_rate": m.get("success_rate"), "successes": m.get("successes"), "episodes": m.get("episodes"),
-            "success_rate_ci95": m.get("success_rate_ci95"), "action_mae": m.get("action_mae"),
-            "protocol": m.get("protocol"), "_digest": manifest.digest}
+    return {
+        "env_id": params.env_id,
+        "verify": verification,
+        "checkpoint": lineage["checkpoint"],
+        "step": lineage.get("step"),
+        "checkpoint_ref": lineage.get("checkpoint_ref") or lineage["checkpoint"],
+        "report": f"{store.files_uri(manifest)}/report.html",
+        "verdict": m.get("verdict"),
+        "verdict_reason": m.get("verdict_reason"),
+        "checks": m.get("checks"),
+        "success_rate": m.get("success_rate"),
+        "successes": m.get("successes"),
+        "episodes": m.get("episodes"),
+        "success_rate_ci95": m.get("success_rate_ci95"),
+        "action_mae": m.get("action_mae"),
+        "protocol": m.get("protocol"),
+        "_digest": manifest.digest,
+    }
 
 
 def preview(params: PromoteParams, root: str, verification: str) -> dict[str, Any]:
@@ -107,8 +132,12 @@ def preview(params: PromoteParams, root: str, verification: str) -> dict[str, An
     candidate = _candidate(store, params, verification)
     current = store.read_json(latest_uri(store, params.env_id))
     promotable, reason = decide(candidate, current, params.force)
-    return {"promotable": promotable, "reason": reason, "candidate": {k: v for k, v in candidate.items() if k[0] != "_"},
-            "current": current}
+    return {
+        "promotable": promotable,
+        "reason": reason,
+        "candidate": {k: v for k, v in candidate.items() if k[0] != "_"},
+        "current": current,
+    }
 
 
 def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
@@ -125,8 +154,13 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         promoted, reason = approval_gate(*decide(candidate, current, params.force), params)
         if not promoted:
             break
-        entry = {**candidate, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint"),
-                 "previous_verify": (current or {}).get("verify"), "approved_by": params.approved_by or None}
+        entry = {
+            **candidate,
+            "promoted_at": time.time(),
+            "previous": (current or {}).get("checkpoint"),
+            "previous_verify": (current or {}).get("verify"),
+            "approved_by": params.approved_by or None,
+        }
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "promote", entry, current, params.actor)
             break
@@ -135,11 +169,22 @@ def promote(params: PromoteParams, root: str, verification: str) -> StageResult:
         raise RuntimeError(f"{uri} kept changing during 20 promotion attempts; rerun promote")
     log.info(f"[promote] {'promoted' if promoted else 'kept current latest'}: {reason}")
     latest = store.read_json(uri)
-    return StageResult(uri=uri, digest=digest, cache_hit=not promoted,
-                       metrics={"promoted": promoted, "reason": reason, "approval_required": params.require_approval,
-                                "approved_by": params.approved_by or None, "rejected_by": params.rejected_by or None, "latest_checkpoint": (latest or {}).get("checkpoint"),
-                                "verdict": candidate["verdict"], "success_rate": candidate["success_rate"]},
-                       seconds=time.monotonic() - t0)
+    return StageResult(
+        uri=uri,
+        digest=digest,
+        cache_hit=not promoted,
+        metrics={
+            "promoted": promoted,
+            "reason": reason,
+            "approval_required": params.require_approval,
+            "approved_by": params.approved_by or None,
+            "rejected_by": params.rejected_by or None,
+            "latest_checkpoint": (latest or {}).get("checkpoint"),
+            "verdict": candidate["verdict"],
+            "success_rate": candidate["success_rate"],
+        },
+        seconds=time.monotonic() - t0,
+    )
 
 
 main = cli.cli(__doc__, PromoteParams, promote, inputs={"verification": False})

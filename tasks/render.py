@@ -23,13 +23,13 @@ import h5py
 import numpy as np
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, work_dir
-from tasks.core.stage import StageResult, require, run_stage
 from tasks.core.demo_files import episodes_fingerprint, load_episodes, sidecar, write_subset
-from tasks.core.specs import get_spec
-from tasks.core.params import RenderParams
-from tasks.sim.devices import PROJECT_ROOT, require_lavapipe, resolve_device
 from tasks.core.errors import NotRetryable
+from tasks.core.params import RenderParams
+from tasks.core.specs import get_spec
+from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.store import ArtifactStore, work_dir
+from tasks.sim.devices import PROJECT_ROOT, require_lavapipe, resolve_device
 
 STAGE = "render"
 CODE_VERSION = "2"  # 2: keyed on the shard's episodes
@@ -49,8 +49,10 @@ def plan_shards(demo_count: int, holdout_count: int, episodes_per_shard: int) ->
     """
     shards = [{"start": 0, "stop": holdout_count, "split": "holdout"}]
     end = holdout_count + demo_count
-    shards += [{"start": a, "stop": min(a + episodes_per_shard, end), "split": "train"}
-               for a in range(holdout_count, end, episodes_per_shard)]
+    shards += [
+        {"start": a, "stop": min(a + episodes_per_shard, end), "split": "train"}
+        for a in range(holdout_count, end, episodes_per_shard)
+    ]
     return shards
 
 
@@ -112,13 +114,17 @@ def render(params: RenderParams, root: str, demos: str) -> StageResult:
         stop = len(episodes) if params.shard_stop == -1 else min(params.shard_stop, len(episodes))
         shard = episodes[params.shard_start : stop]
         if not shard:
-            raise RenderError(f"shard [{params.shard_start}, {params.shard_stop}) of {demos} is empty: the demo set has {len(episodes)} episodes")
+            raise RenderError(
+                f"shard [{params.shard_start}, {params.shard_stop}) of {demos} is empty: the demo set has {len(episodes)} episodes"
+            )
         return _render_shard(params, spec, store, parent, src, shard, stop)
     finally:
         shutil.rmtree(inputs, ignore_errors=True)
 
 
-def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src: Path, shard: list[dict], stop: int) -> StageResult:
+def _render_shard(
+    params: RenderParams, spec, store: ArtifactStore, parent, src: Path, shard: list[dict], stop: int
+) -> StageResult:
     def build(out: Path) -> dict:
         scratch = out.parent / "replay"
         scratch.mkdir()
@@ -136,14 +142,27 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
                 # Every sensor at this size. Recorded in the rendered trajectory.json, whose env kwargs verify's
                 # closed-loop episodes reuse, so the policy is evaluated on images like the ones it trained on.
                 kwargs = meta["env_info"]["env_kwargs"]
-                kwargs["sensor_configs"] = {**kwargs.get("sensor_configs", {}),  # keeps the planner's shader pack
-                                            "width": params.camera_size, "height": params.camera_size}
+                kwargs["sensor_configs"] = {
+                    **kwargs.get("sensor_configs", {}),  # keeps the planner's shader pack
+                    "width": params.camera_size,
+                    "height": params.camera_size,
+                }
             sidecar(sub).write_text(json.dumps(meta))
             log_path = scratch / f"part{w}.log"
             logs.append(log_path)
-            cmd = [sys.executable, "-m", "tasks.sim.replay_worker", str(sub), "--control-mode", spec.control_mode,
-                   "--spec", spec.to_json()]
-            procs.append(subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT))
+            cmd = [
+                sys.executable,
+                "-m",
+                "tasks.sim.replay_worker",
+                str(sub),
+                "--control-mode",
+                spec.control_mode,
+                "--spec",
+                spec.to_json(),
+            ]
+            procs.append(
+                subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+            )
             outputs.append(scratch / f"part{w}.rgb.{spec.control_mode}.physx_cpu.h5")
         codes = [p.wait() for p in procs]
         seconds = time.monotonic() - t0
@@ -173,15 +192,29 @@ def _render_shard(params: RenderParams, spec, store: ArtifactStore, parent, src:
         write_subset(merged, ok, out / "trajectory.h5")
         frames = int(sum(e["elapsed_steps"] + 1 for e in replayed["episodes"]))
         return {
-            "episodes": len(shard), "successes": len(ok), "success_ratio": round(ratio, 4),
-            "failed_episodes": [e["source_episode_id"] for e in failed], "frames": frames,
-            "render_seconds": round(seconds, 2), "frames_per_second": round(frames / seconds, 2),
-            "workers": len(groups), "device": device, "shard": [params.shard_start, stop],
+            "episodes": len(shard),
+            "successes": len(ok),
+            "success_ratio": round(ratio, 4),
+            "failed_episodes": [e["source_episode_id"] for e in failed],
+            "frames": frames,
+            "render_seconds": round(seconds, 2),
+            "frames_per_second": round(frames / seconds, 2),
+            "workers": len(groups),
+            "device": device,
+            "shard": [params.shard_start, stop],
         }
 
     # Keyed on the shard's own episodes, not the whole demo set: see plan_shards.
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=params.key_params(),
-                     parents=[parent], build=build, key_inputs=[episodes_fingerprint(src, shard)])
+    return run_stage(
+        store,
+        env_id=params.env_id,
+        stage=STAGE,
+        code_version=CODE_VERSION,
+        params=params.key_params(),
+        parents=[parent],
+        build=build,
+        key_inputs=[episodes_fingerprint(src, shard)],
+    )
 
 
 main = cli.cli(__doc__, RenderParams, render, inputs={"demos": False})

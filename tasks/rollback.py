@@ -17,17 +17,17 @@ newest `keep_runs` records, see tasks/maintenance.py).
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import json
+import logging
 import time
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, latest_uri
-from tasks.core.stage import StageResult
-from tasks.core.specs import get_spec
 from tasks.core.promotions import history, record
+from tasks.core.specs import get_spec
+from tasks.core.stage import StageResult
+from tasks.core.store import ArtifactStore, latest_uri
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,16 @@ def choose(records: list[dict[str, Any]], current: dict[str, Any] | None, to: st
     for entry in entries:
         if current.get("previous_verify") and entry.get("verify") == current.get("previous_verify"):
             return entry
-        if not current.get("previous_verify") and current.get("previous") and entry.get("checkpoint") == current.get("previous"):
+        if (
+            not current.get("previous_verify")
+            and current.get("previous")
+            and entry.get("checkpoint") == current.get("previous")
+        ):
             return entry
-    raise RollbackError(f"the history has no entry for the checkpoint the current latest replaced "
-                        f"({current.get('previous') or 'none: it was the first promotion'}); name one with --to")
+    raise RollbackError(
+        f"the history has no entry for the checkpoint the current latest replaced "
+        f"({current.get('previous') or 'none: it was the first promotion'}); name one with --to"
+    )
 
 
 def rollback(params: RollbackParams, root: str) -> StageResult:
@@ -80,22 +86,39 @@ def rollback(params: RollbackParams, root: str) -> StageResult:
             log.info(f"[rollback] {target.get('verify')} is latest already")
             break
         if store.read_manifest(target["checkpoint"]) is None:
-            raise RollbackError(f"the checkpoint {target['checkpoint']} of that entry is no longer in the store "
-                                "(removed by retention); pick a newer entry or retrain")
-        entry = {**target, "promoted_at": time.time(), "previous": (current or {}).get("checkpoint"),
-                 "previous_verify": (current or {}).get("verify"), "rolled_back_from": (current or {}).get("verify")}
+            raise RollbackError(
+                f"the checkpoint {target['checkpoint']} of that entry is no longer in the store "
+                "(removed by retention); pick a newer entry or retrain"
+            )
+        entry = {
+            **target,
+            "promoted_at": time.time(),
+            "previous": (current or {}).get("checkpoint"),
+            "previous_verify": (current or {}).get("verify"),
+            "rolled_back_from": (current or {}).get("verify"),
+        }
         if store.replace_json(uri, entry, version):
             record(store, params.env_id, "rollback", entry, current, params.actor)
-            log.info(f"[rollback] latest of {params.env_id} is {target['checkpoint']} again "
-                       f"(was {(current or {}).get('checkpoint')})")
+            log.info(
+                f"[rollback] latest of {params.env_id} is {target['checkpoint']} again "
+                f"(was {(current or {}).get('checkpoint')})"
+            )
             break
         log.info(f"[rollback] {uri} changed while rolling back; deciding again")
     else:
         raise RuntimeError(f"{uri} kept changing during 20 rollback attempts; rerun")
     latest = store.read_json(uri) or {}
-    return StageResult(uri=uri, digest="", cache_hit=False, seconds=time.monotonic() - t0,
-                       metrics={"latest_checkpoint": latest.get("checkpoint"), "latest_verify": latest.get("verify"),
-                                "rolled_back_from": latest.get("rolled_back_from")})
+    return StageResult(
+        uri=uri,
+        digest="",
+        cache_hit=False,
+        seconds=time.monotonic() - t0,
+        metrics={
+            "latest_checkpoint": latest.get("checkpoint"),
+            "latest_verify": latest.get("verify"),
+            "rolled_back_from": latest.get("rolled_back_from"),
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,25 +126,48 @@ def main(argv: list[str] | None = None) -> int:
 
     cli.configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.rollback", description=cli.first_paragraph(__doc__))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{history,rollback}",
-                                help="history: list the promotion records; rollback: restore an earlier entry")
-    for name, text in (("history", "list the task's promotion records, newest first"),
-                       ("rollback", "make an earlier promoted checkpoint latest again")):
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="{history,rollback}",
+        help="history: list the promotion records; rollback: restore an earlier entry",
+    )
+    for name, text in (
+        ("history", "list the task's promotion records, newest first"),
+        ("rollback", "make an earlier promoted checkpoint latest again"),
+    ):
         p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        p.add_argument("--root", default=cli.default_root(),
-                       help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
+        p.add_argument(
+            "--root",
+            default=cli.default_root(),
+            help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)",
+        )
         p.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
         if name == "rollback":
-            p.add_argument("--to", default="", help="verify or checkpoint URI (<train uri>@<step> for a kept checkpoint) of "
-                                                    "a history entry (default: the entry the current latest replaced)")
+            p.add_argument(
+                "--to",
+                default="",
+                help="verify or checkpoint URI (<train uri>@<step> for a kept checkpoint) of "
+                "a history entry (default: the entry the current latest replaced)",
+            )
     args = parser.parse_args(argv)
     if args.command == "history":
         get_spec(args.env_id)
         for r in history(ArtifactStore(args.root), args.env_id):
             e = r["entry"]
-            print(json.dumps({"at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"])), "action": r["action"],
-                              "by": r["by"], "checkpoint": e.get("checkpoint_ref") or e.get("checkpoint"), "verify": e.get("verify"),
-                              "success_rate": e.get("success_rate"), "verdict": e.get("verdict")}))
+            print(
+                json.dumps(
+                    {
+                        "at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"])),
+                        "action": r["action"],
+                        "by": r["by"],
+                        "checkpoint": e.get("checkpoint_ref") or e.get("checkpoint"),
+                        "verify": e.get("verify"),
+                        "success_rate": e.get("success_rate"),
+                        "verdict": e.get("verdict"),
+                    }
+                )
+            )
         return 0
     result = rollback(RollbackParams(env_id=args.env_id, to=args.to), root=args.root)
     print(json.dumps(result.to_dict()))

@@ -11,9 +11,9 @@ same table as data. Rerunning the stage rewrites both files
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import json
+import logging
 import re
 import shutil
 import time
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import cli, report
-from tasks.core.store import ArtifactStore, check_segment, work_dir
-from tasks.core.stage import StageResult
 from tasks.core.specs import get_spec
+from tasks.core.stage import StageResult
+from tasks.core.store import ArtifactStore, check_segment, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,20 @@ def stage_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 label += f" ({r['split']}, episodes {r.get('metrics', {}).get('shard')})"
             elif isinstance(value, list) and (r.get("metrics") or {}).get("checkpoint_step"):
                 label += f" (step {r['metrics']['checkpoint_step']})"
-            rows.append({"stage": label, "seconds": round(float(r.get("seconds") or 0), 2),
-                         "cache_hit": bool(r.get("cache_hit")), "uri": r.get("uri", "")})
+            rows.append(
+                {
+                    "stage": label,
+                    "seconds": round(float(r.get("seconds") or 0), 2),
+                    "cache_hit": bool(r.get("cache_hit")),
+                    "uri": r.get("uri", ""),
+                }
+            )
     return rows
 
 
-def run_report(params: RunReportParams, root: str, verification: str, stages: list[dict[str, Any]],
-               selection: str | None = None) -> StageResult:
+def run_report(
+    params: RunReportParams, root: str, verification: str, stages: list[dict[str, Any]], selection: str | None = None
+) -> StageResult:
     params.validate()
     t0 = time.monotonic()
     store = ArtifactStore(root)
@@ -87,17 +94,33 @@ def run_report(params: RunReportParams, root: str, verification: str, stages: li
         page = page.replace("<h2>Camera frames</h2>", section + "<h2>Camera frames</h2>", 1)
     page = page.replace(" run report</title>", f" run report ({params.run_id})</title>", 1)
     run_uri = f"{store.root}/{check_segment(params.env_id, 'env id')}/runs/{run_segment(params.run_id)}"
-    summary = {"run_id": params.run_id, "env_id": params.env_id, "verify": verification, "selection": selection,
-               "selected_step": next((c["step"] for c in (chosen or {}).get("candidates", []) if c.get("selected")), None),
-               "stages": stages,
-               "cache_hits": sum(s["cache_hit"] for s in stages), "stage_seconds": round(sum(s["seconds"] for s in stages), 2),
-               "finished_at": time.time()}  # retention keeps the newest runs' artifacts (tasks/maintenance.py)
+    summary = {
+        "run_id": params.run_id,
+        "env_id": params.env_id,
+        "verify": verification,
+        "selection": selection,
+        "selected_step": next((c["step"] for c in (chosen or {}).get("candidates", []) if c.get("selected")), None),
+        "stages": stages,
+        "cache_hits": sum(s["cache_hit"] for s in stages),
+        "stage_seconds": round(sum(s["seconds"] for s in stages), 2),
+        "finished_at": time.time(),
+    }  # retention keeps the newest runs' artifacts (tasks/maintenance.py)
     store.write_json(f"{run_uri}/run.json", summary)
     store.write_bytes(f"{run_uri}/report.html", page.encode())
     log.info(f"[run_report] {run_uri}/report.html ({len(stages)} stages, {summary['cache_hits']} cache hits)")
-    return StageResult(uri=run_uri, digest="", cache_hit=False, seconds=time.monotonic() - t0, files_uri=run_uri,
-                       metrics={"report": f"{run_uri}/report.html", "stages": len(stages), "cache_hits": summary["cache_hits"],
-                                "stage_seconds": summary["stage_seconds"]})
+    return StageResult(
+        uri=run_uri,
+        digest="",
+        cache_hit=False,
+        seconds=time.monotonic() - t0,
+        files_uri=run_uri,
+        metrics={
+            "report": f"{run_uri}/report.html",
+            "stages": len(stages),
+            "cache_hits": summary["cache_hits"],
+            "stage_seconds": summary["stage_seconds"],
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,18 +128,31 @@ def main(argv: list[str] | None = None) -> int:
 
     cli.configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.run_report", description=cli.first_paragraph(__doc__))
-    parser.add_argument("--root", default=cli.default_root(),
-                        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
+    parser.add_argument(
+        "--root",
+        default=cli.default_root(),
+        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)",
+    )
     parser.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
     parser.add_argument("--run-id", required=True, help="the pipeline run the report is for (e.g. an Airflow run id)")
     parser.add_argument("--verification", required=True, help="verify artifact URI (the run's verification)")
-    parser.add_argument("--stages", type=Path, required=True,
-                        help="JSON file: the run's stages as a list of {stage, seconds, cache_hit, uri}")
-    parser.add_argument("--selection", default=None,
-                        help="select artifact URI (the checkpoint selection), if any (default: none)")
+    parser.add_argument(
+        "--stages",
+        type=Path,
+        required=True,
+        help="JSON file: the run's stages as a list of {stage, seconds, cache_hit, uri}",
+    )
+    parser.add_argument(
+        "--selection", default=None, help="select artifact URI (the checkpoint selection), if any (default: none)"
+    )
     args = parser.parse_args(argv)
-    result = run_report(RunReportParams(args.env_id, args.run_id), root=args.root, verification=args.verification,
-                        stages=json.loads(args.stages.read_text()), selection=args.selection)
+    result = run_report(
+        RunReportParams(args.env_id, args.run_id),
+        root=args.root,
+        verification=args.verification,
+        stages=json.loads(args.stages.read_text()),
+        selection=args.selection,
+    )
     print(json.dumps(result.to_dict()))
     return 0
 

@@ -18,17 +18,17 @@ both. The selected verification is what the approval step and promote then judge
 
 from __future__ import annotations
 
-import logging
 import base64
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, Manifest
-from tasks.core.stage import StageResult, require, run_stage
 from tasks.core.params import SelectParams
+from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.store import ArtifactStore, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,29 @@ class SelectError(ValueError):
 def candidate_row(manifest: Manifest) -> dict[str, Any]:
     """One checkpoint's figures, from its verify artifact's metrics."""
     m = manifest.metrics
-    return {"step": int(m.get("checkpoint_step") or 0), "verify": manifest.uri, "verdict": m.get("verdict"),
-            "successes": m.get("successes"), "episodes": m.get("episodes"), "success_rate": m.get("success_rate"),
-            "ci95": m.get("success_rate_ci95"), "val_loss": m.get("val_loss_at_step"),
-            "action_mae": m.get("action_mae"), "checkpoint": (m.get("lineage") or {}).get("checkpoint_ref")}
+    return {
+        "step": int(m.get("checkpoint_step") or 0),
+        "verify": manifest.uri,
+        "verdict": m.get("verdict"),
+        "successes": m.get("successes"),
+        "episodes": m.get("episodes"),
+        "success_rate": m.get("success_rate"),
+        "ci95": m.get("success_rate_ci95"),
+        "val_loss": m.get("val_loss_at_step"),
+        "action_mae": m.get("action_mae"),
+        "checkpoint": (m.get("lineage") or {}).get("checkpoint_ref"),
+    }
 
 
 def rank_key(row: dict[str, Any]) -> tuple:
     """Sorts the best candidate first (see the module docstring for the order and why)."""
     loss = row.get("val_loss")
-    return (row.get("verdict") == "failed", -(row.get("successes") or 0),
-            loss if loss is not None and math.isfinite(loss) else math.inf, -row["step"])
+    return (
+        row.get("verdict") == "failed",
+        -(row.get("successes") or 0),
+        loss if loss is not None and math.isfinite(loss) else math.inf,
+        -row["step"],
+    )
 
 
 def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
@@ -63,13 +75,21 @@ def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
     if len(rows) == 1:
         return best, f"one checkpoint evaluated (step {best['step']}): it is the candidate"
     runner_up = ranked[1]
-    won_by = ("verdict" if (best["verdict"] == "failed") != (runner_up["verdict"] == "failed")
-              else "successes" if (best.get("successes") or 0) != (runner_up.get("successes") or 0)
-              else "validation loss" if rank_key(best)[2] != rank_key(runner_up)[2] else "the later step")
-    return best, (f"step {best['step']} of {len(rows)} checkpoints: {best.get('successes')}/{best.get('episodes')} "
-                  f"closed-loop successes, validation loss {best.get('val_loss')}; ahead of step {runner_up['step']} "
-                  f"({runner_up.get('successes')}/{runner_up.get('episodes')}, validation loss {runner_up.get('val_loss')}) "
-                  f"by {won_by}")
+    won_by = (
+        "verdict"
+        if (best["verdict"] == "failed") != (runner_up["verdict"] == "failed")
+        else "successes"
+        if (best.get("successes") or 0) != (runner_up.get("successes") or 0)
+        else "validation loss"
+        if rank_key(best)[2] != rank_key(runner_up)[2]
+        else "the later step"
+    )
+    return best, (
+        f"step {best['step']} of {len(rows)} checkpoints: {best.get('successes')}/{best.get('episodes')} "
+        f"closed-loop successes, validation loss {best.get('val_loss')}; ahead of step {runner_up['step']} "
+        f"({runner_up.get('successes')}/{runner_up.get('episodes')}, validation loss {runner_up.get('val_loss')}) "
+        f"by {won_by}"
+    )
 
 
 def check_comparable(manifests: list[Manifest], env_id: str) -> None:
@@ -77,20 +97,28 @@ def check_comparable(manifests: list[Manifest], env_id: str) -> None:
 
     for m in manifests:
         if m.stage != "verify" or m.env_id != env_id:
-            raise SelectError(f"{m.uri} is a {m.stage} artifact of {m.env_id}; select takes verify artifacts of {env_id}")
+            raise SelectError(
+                f"{m.uri} is a {m.stage} artifact of {m.env_id}; select takes verify artifacts of {env_id}"
+            )
     first = manifests[0].metrics
     for m in manifests[1:]:
         if m.metrics["lineage"]["checkpoint"] != first["lineage"]["checkpoint"]:
-            raise SelectError(f"{m.uri} verified {m.metrics['lineage']['checkpoint']}, not "
-                              f"{first['lineage']['checkpoint']}: select compares the checkpoints of one training run")
+            raise SelectError(
+                f"{m.uri} verified {m.metrics['lineage']['checkpoint']}, not "
+                f"{first['lineage']['checkpoint']}: select compares the checkpoints of one training run"
+            )
         differences = protocol_differences(m.metrics.get("protocol"), first.get("protocol"))
         if differences:
-            raise SelectError(f"{m.uri} was evaluated under another protocol than {manifests[0].uri} "
-                              f"({'; '.join(differences[:5])}): verify every checkpoint with the same settings")
+            raise SelectError(
+                f"{m.uri} was evaluated under another protocol than {manifests[0].uri} "
+                f"({'; '.join(differences[:5])}): verify every checkpoint with the same settings"
+            )
     steps = [int(m.metrics.get("checkpoint_step") or 0) for m in manifests]
     if len(set(steps)) != len(steps):
-        raise SelectError(f"the verifications name step(s) {sorted({s for s in steps if steps.count(s) > 1})} more than "
-                          "once: give one verification per checkpoint")
+        raise SelectError(
+            f"the verifications name step(s) {sorted({s for s in steps if steps.count(s) > 1})} more than "
+            "once: give one verification per checkpoint"
+        )
 
 
 def select(params: SelectParams, root: str, verifications: list[str]) -> StageResult:
@@ -98,7 +126,9 @@ def select(params: SelectParams, root: str, verifications: list[str]) -> StageRe
     if not verifications:
         raise SelectError("no verifications given: select needs one verify artifact per kept checkpoint")
     store = ArtifactStore(root)
-    manifests = [require(store, uri, stage="verify", env_id=params.env_id, what="verification") for uri in verifications]
+    manifests = [
+        require(store, uri, stage="verify", env_id=params.env_id, what="verification") for uri in verifications
+    ]
     check_comparable(manifests, params.env_id)
     manifests.sort(key=lambda m: int(m.metrics.get("checkpoint_step") or 0))
     rows = [candidate_row(m) for m in manifests]
@@ -114,12 +144,19 @@ def select(params: SelectParams, root: str, verifications: list[str]) -> StageRe
         if figure:
             (out / "selection.png").write_bytes(base64.b64decode(figure))
         log.info(f"[select] {reason}")
-        return {"verify": best["verify"], "step": best["step"], "checkpoint": best["checkpoint"], "reason": reason,
-                "candidates": [{k: r[k] for k in ("step", "successes", "episodes", "val_loss", "verdict", "selected")}
-                               for r in rows]}
+        return {
+            "verify": best["verify"],
+            "step": best["step"],
+            "checkpoint": best["checkpoint"],
+            "reason": reason,
+            "candidates": [
+                {k: r[k] for k in ("step", "successes", "episodes", "val_loss", "verdict", "selected")} for r in rows
+            ],
+        }
 
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params={},
-                     parents=manifests, build=build)
+    return run_stage(
+        store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params={}, parents=manifests, build=build
+    )
 
 
 main = cli.cli(__doc__, SelectParams, select, inputs={"verifications": True})

@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tasks.core.store import ArtifactStore, work_dir
 from tasks.core.cli import configure_logging, default_root, first_paragraph
 from tasks.core.specs import get_spec
+from tasks.core.store import ArtifactStore, work_dir
 
 
 def resolve_checkpoint(store: ArtifactStore, env_id: str, checkpoint: str | None) -> str:
     if checkpoint:
         return checkpoint
-    from tasks.core.store import latest_uri
-
     from tasks.core.checkpoints import checkpoint_ref
+    from tasks.core.store import latest_uri
 
     latest = store.read_json(latest_uri(store, env_id))
     if not latest:
@@ -39,13 +38,23 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.serve", description=first_paragraph(__doc__))
-    parser.add_argument("--root", default=default_root(),
-                        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
+    parser.add_argument(
+        "--root",
+        default=default_root(),
+        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)",
+    )
     parser.add_argument("--env-id", required=True, help="registered ManiSkill env id, e.g. PickCube-v1")
-    parser.add_argument("--checkpoint", help="train artifact URI (its final checkpoint), or <URI>@<step> for one of "
-                        "the checkpoints it kept (default: the promoted latest)")
-    parser.add_argument("--host", default="0.0.0.0", help="address the websocket server listens on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="port the websocket server listens on (default %(default)s)")
+    parser.add_argument(
+        "--checkpoint",
+        help="train artifact URI (its final checkpoint), or <URI>@<step> for one of "
+        "the checkpoints it kept (default: the promoted latest)",
+    )
+    parser.add_argument(
+        "--host", default="0.0.0.0", help="address the websocket server listens on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port the websocket server listens on (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     spec = get_spec(args.env_id)
     store = ArtifactStore(args.root)
@@ -54,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     policy, config = load_policy(spec, manifest, local)
     metadata = {**(config.policy_metadata or {}), "checkpoint": uri, "action_horizon": config.model.action_horizon}
     logging.info("serving %s on %s:%d", uri, args.host, args.port)
-    websocket_policy_server.WebsocketPolicyServer(policy, host=args.host, port=args.port, metadata=metadata).serve_forever()
+    websocket_policy_server.WebsocketPolicyServer(
+        policy, host=args.host, port=args.port, metadata=metadata
+    ).serve_forever()
     return 0
 
 

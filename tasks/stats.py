@@ -17,18 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore
-from tasks.core.stage import StageResult, require, run_stage
 from tasks.core.checks import check_norm_stats_widths, model_input_widths
 from tasks.core.dataset import ACTION_KEY, STATE_KEY
-from tasks.core.specs import TaskSpec, get_spec
 from tasks.core.params import StatsParams
+from tasks.core.specs import TaskSpec, get_spec
+from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.store import ArtifactStore
 
 STAGE = "stats"
 CODE_VERSION = "1"
 # How the stats stage words a width mismatch: the stats were just computed from the dataset, so the dataset is stale.
-WIDTH_MISMATCH = ("{key} stats have width {got} but the model input for {env_id} has width {expected}; "
-                  "recompute stats from a dataset converted with the current TaskSpec")
+WIDTH_MISMATCH = (
+    "{key} stats have width {got} but the model input for {env_id} has width {expected}; "
+    "recompute stats from a dataset converted with the current TaskSpec"
+)
 
 
 class StatsError(ValueError):
@@ -43,21 +45,27 @@ def action_chunks(actions: np.ndarray, horizon: int) -> np.ndarray:
     return actions[idx]
 
 
-def iter_episode_columns(dataset_root: Path, repo_id: str = "maniskill/stats") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_episode_columns(
+    dataset_root: Path, repo_id: str = "maniskill/stats"
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields (state, actions) per episode in dataset order, reading only those parquet columns."""
     import pyarrow.parquet as pq
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
     meta = LeRobotDatasetMetadata(repo_id, root=dataset_root)
     for ep_index in sorted(meta.episodes):
-        table = pq.read_table(dataset_root / meta.get_data_file_path(ep_index), columns=[STATE_KEY, ACTION_KEY, "frame_index"])
+        table = pq.read_table(
+            dataset_root / meta.get_data_file_path(ep_index), columns=[STATE_KEY, ACTION_KEY, "frame_index"]
+        )
         order = np.argsort(table.column("frame_index").to_numpy())
         state = np.stack(table.column(STATE_KEY).to_numpy(zero_copy_only=False))[order].astype(np.float32)
         actions = np.stack(table.column(ACTION_KEY).to_numpy(zero_copy_only=False))[order].astype(np.float32)
         yield state, actions
 
 
-def transformed_batches(spec: TaskSpec, dataset_root: Path, horizon: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def transformed_batches(
+    spec: TaskSpec, dataset_root: Path, horizon: int, batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
     """Batches of model-ready `state` (B, S) and `actions` (B, H, A), in dataset order, through ManiSkillInputs."""
     from tasks.policy.transforms import data_transforms
 
@@ -80,8 +88,13 @@ def transformed_batches(spec: TaskSpec, dataset_root: Path, horizon: int, batch_
 def check_stats(spec: TaskSpec, norm_stats: dict, min_std: float) -> None:
     """Refuses stats training could not use: widths other than the spec's or the model's (tasks/core/checks.py),
     and state dimensions whose std is near zero."""
-    check_norm_stats_widths(spec.env_id, {key: s.mean.shape[-1] for key, s in norm_stats.items()},
-                            model_input_widths(spec), error=StatsError, mismatch=WIDTH_MISMATCH)
+    check_norm_stats_widths(
+        spec.env_id,
+        {key: s.mean.shape[-1] for key, s in norm_stats.items()},
+        model_input_widths(spec),
+        error=StatsError,
+        mismatch=WIDTH_MISMATCH,
+    )
     names = {"state": spec.state_dim_names()}
     # Only state: a live observation that strays from a near-constant training value is blown up by ~1/std.
     # Near-constant *actions* are harmless (normalised targets still have unit scale; a constant gripper
@@ -91,9 +104,11 @@ def check_stats(spec: TaskSpec, norm_stats: dict, min_std: float) -> None:
         flat = np.where(std < min_std)[0]
         if len(flat):
             dims = ", ".join(f"{names[key][i]} (std {std[i]:.2e})" for i in flat)
-            raise StatsError(f"{key} dimensions with near-zero std (< {min_std}) in {spec.env_id}: {dims}. "
-                             "They are constant in the demos and would be scaled by ~1/std during normalisation; "
-                             "drop them from state_keys in tasks/core/specs.py or collect more varied demos.")
+            raise StatsError(
+                f"{key} dimensions with near-zero std (< {min_std}) in {spec.env_id}: {dims}. "
+                "They are constant in the demos and would be scaled by ~1/std during normalisation; "
+                "drop them from state_keys in tasks/core/specs.py or collect more varied demos."
+            )
 
 
 def compute_norm_stats(spec: TaskSpec, dataset_root: Path, horizon: int, batch_size: int) -> tuple[dict, int]:
@@ -121,13 +136,24 @@ def stats(params: StatsParams, root: str, dataset: str) -> StageResult:
         norm_stats, frames = compute_norm_stats(spec, dataset_root, params.action_horizon, params.batch_size)
         check_stats(spec, norm_stats, params.min_std)
         normalize.save(out, norm_stats)
-        return {"frames": frames, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
-                "constant_action_dims": np.where(norm_stats["actions"].std < params.min_std)[0].tolist(),
-                "action_horizon": params.action_horizon,
-                "min_std": {k: float(np.min(v.std)) for k, v in norm_stats.items()}}
+        return {
+            "frames": frames,
+            "state_dim": spec.state_dim,
+            "action_dim": spec.action_dim,
+            "constant_action_dims": np.where(norm_stats["actions"].std < params.min_std)[0].tolist(),
+            "action_horizon": params.action_horizon,
+            "min_std": {k: float(np.min(v.std)) for k, v in norm_stats.items()},
+        }
 
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION,
-                     params={**dataclasses.asdict(params), "spec": spec.digest(STAGE)}, parents=[parent], build=build)
+    return run_stage(
+        store,
+        env_id=params.env_id,
+        stage=STAGE,
+        code_version=CODE_VERSION,
+        params={**dataclasses.asdict(params), "spec": spec.digest(STAGE)},
+        parents=[parent],
+        build=build,
+    )
 
 
 main = cli.cli(__doc__, StatsParams, stats, inputs={"dataset": False})

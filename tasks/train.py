@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import cli
-from tasks.core.store import COMPLETE, ArtifactStore, Manifest, latest_uri
-from tasks.core.stage import StageResult, artifact_uri, require, run_stage
+from tasks.core.checkpoints import CANDIDATES, checkpoint_dir_name, checkpoint_ref, final_step, split_checkpoint_ref
+from tasks.core.checks import GCS_HOST, MODEL_ACTION_DIM, check_norm_stats_widths, model_input_widths, unreachable
 from tasks.core.params import LATEST, TrainError, TrainParams, candidate_steps
 from tasks.core.specs import get_spec
-from tasks.core.checks import GCS_HOST, MODEL_ACTION_DIM, check_norm_stats_widths, model_input_widths, unreachable
-from tasks.core.checkpoints import CANDIDATES, checkpoint_dir_name, checkpoint_ref, final_step, split_checkpoint_ref
+from tasks.core.stage import StageResult, artifact_uri, require, run_stage
+from tasks.core.store import COMPLETE, ArtifactStore, Manifest, latest_uri
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,9 @@ def link_dataset(dataset_dir: Path, repo_id: str) -> Path:
     return link
 
 
-def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: bool = False,
-                     min_range: float = 1e-5, min_std: float = 1e-5) -> dict:
+def check_norm_stats(
+    spec, stats_dir: Path, model_action_dim: int, quantile: bool = False, min_range: float = 1e-5, min_std: float = 1e-5
+) -> dict:
     """The manual workflow's 18-vs-7 bug, refused here before any compute: widths must match the model input
     (`tasks.core.checks.check_norm_stats_widths`, the check the stats stage makes when it writes them).
 
@@ -80,12 +81,19 @@ def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: boo
         norm_stats = normalize.load(stats_dir)
     except FileNotFoundError as e:
         raise TrainError(f"no norm_stats.json in the stats artifact ({stats_dir}); rerun the stats stage") from e
-    check_norm_stats_widths(spec.env_id, {key: s.mean.shape[-1] for key, s in norm_stats.items()},
-                            model_input_widths(spec), model_action_dim, error=TrainError)
+    check_norm_stats_widths(
+        spec.env_id,
+        {key: s.mean.shape[-1] for key, s in norm_stats.items()},
+        model_input_widths(spec),
+        model_action_dim,
+        error=TrainError,
+    )
     for key in ("state", "actions"):
         if quantile and (norm_stats[key].q01 is None or norm_stats[key].q99 is None):
-            raise TrainError(f"norm stats {key} lack q01/q99, which quantile normalisation (pi0.5) needs: recompute them "
-                             "with the stats stage (openpi's RunningStats writes them)")
+            raise TrainError(
+                f"norm stats {key} lack q01/q99, which quantile normalisation (pi0.5) needs: recompute them "
+                "with the stats stage (openpi's RunningStats writes them)"
+            )
     if quantile:
         import numpy as np
 
@@ -94,10 +102,12 @@ def check_norm_stats(spec, stats_dir: Path, model_action_dim: int, quantile: boo
         narrow = np.where((spread < min_range) & (np.asarray(actions.std) >= min_std))[0]
         if len(narrow):
             dims = ", ".join(f"action[{i}] (q99-q01 {spread[i]:.2e}, std {actions.std[i]:.2e})" for i in narrow)
-            raise TrainError(f"action dimensions of {spec.env_id} that move but whose 1st and 99th percentiles coincide: "
-                             f"{dims}. Quantile normalisation (pi0.5) would make their rare moves training targets of "
-                             "~1/(q99-q01); train pi0 (z-score normalisation) on these demos, or collect demos in which "
-                             "these dimensions vary")
+            raise TrainError(
+                f"action dimensions of {spec.env_id} that move but whose 1st and 99th percentiles coincide: "
+                f"{dims}. Quantile normalisation (pi0.5) would make their rare moves training targets of "
+                "~1/(q99-q01); train pi0 (z-score normalisation) on these demos, or collect demos in which "
+                "these dimensions vary"
+            )
     return norm_stats
 
 
@@ -113,8 +123,10 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
     if uri == LATEST:
         latest = store.read_json(latest_uri(store, params.env_id))
         if not latest or not latest.get("checkpoint"):
-            raise TrainError(f"pretrained_uri=latest, but no checkpoint of {params.env_id} has been promoted under "
-                             f"{store.root} yet: give a checkpoint URI, or run the pipeline once without it")
+            raise TrainError(
+                f"pretrained_uri=latest, but no checkpoint of {params.env_id} has been promoted under "
+                f"{store.root} yet: give a checkpoint URI, or run the pipeline once without it"
+            )
         uri = checkpoint_ref(latest["checkpoint"], latest.get("step"))
     prefix = f"{store.root}/{params.env_id}/{STAGE}/"
     if not uri.startswith(prefix):
@@ -124,16 +136,22 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
     if manifest is not None:
         checkpoint_dir_name(manifest, step)  # a step the artifact did not keep is refused here, before any work
     if manifest is None:
-        raise TrainError(f"pretrained_uri {uri} is not a complete train artifact (no manifest.json): use a published "
-                         "train artifact's URI")
+        raise TrainError(
+            f"pretrained_uri {uri} is not a complete train artifact (no manifest.json): use a published "
+            "train artifact's URI"
+        )
     parent_preset = manifest.params.get("preset")
     if (parent_preset == "tiny") != (params.preset == "tiny"):
-        raise TrainError(f"pretrained_uri {uri} holds {parent_preset!r} weights, which do not fit the {params.preset!r} "
-                         "preset's model: warm-start from a checkpoint of the same model size")
+        raise TrainError(
+            f"pretrained_uri {uri} holds {parent_preset!r} weights, which do not fit the {params.preset!r} "
+            "preset's model: warm-start from a checkpoint of the same model size"
+        )
     parent_model = manifest.params.get("model", "pi0")
     if parent_model != params.model:
-        raise TrainError(f"pretrained_uri {uri} holds {parent_model} weights, which do not load into a {params.model} "
-                         f"model: warm-start from a {params.model} checkpoint, or set model={parent_model}")
+        raise TrainError(
+            f"pretrained_uri {uri} holds {parent_model} weights, which do not load into a {params.model} "
+            f"model: warm-start from a {params.model} checkpoint, or set model={parent_model}"
+        )
     return checkpoint_ref(manifest.uri, step if step != final_step(manifest) else None), manifest
 
 
@@ -152,7 +170,8 @@ def check_weights_reachable(uri: str, timeout_s: float = 5.0) -> None:
     if (e := unreachable(GCS_HOST, timeout_s=timeout_s)) is not None:
         raise TrainError(
             f"pretrained weights {uri} are not in openpi's cache ({cached}) and {GCS_HOST} is unreachable "
-            f"({e}). Copy the params directory there (or to s3:// and set pretrained_uri to the copy)") from e
+            f"({e}). Copy the params directory there (or to s3:// and set pretrained_uri to the copy)"
+        ) from e
 
 
 # Run in a child process with the cache directory: a sampler that draws in a loop (what pi0's flow-matching time,
@@ -193,8 +212,17 @@ def enable_compilation_cache(cache_dir: Path) -> bool:
     cache_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # the check must not take the GPU's memory
     try:
-        out = subprocess.run([sys.executable, "-c", _CACHE_SELF_CHECK, str(cache_dir)], capture_output=True, text=True,
-                             env=env, timeout=300).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                [sys.executable, "-c", _CACHE_SELF_CHECK, str(cache_dir)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
         ok = bool(out) and out[-1] == "ok"
     except subprocess.TimeoutExpired:
         ok = False
@@ -202,8 +230,10 @@ def enable_compilation_cache(cache_dir: Path) -> bool:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir))
         log.info(f"[train] JAX compilation cache: {cache_dir}")
     else:
-        log.info(f"[train] JAX compilation cache left off: executables loaded from it on this backend "
-            f"({jax.default_backend()}) do not reproduce random sampling (a JAX bug); every attempt compiles afresh")
+        log.info(
+            f"[train] JAX compilation cache left off: executables loaded from it on this backend "
+            f"({jax.default_backend()}) do not reproduce random sampling (a JAX bug); every attempt compiles afresh"
+        )
     _CACHE_CHECKED[str(cache_dir)] = ok
     return ok
 
@@ -221,7 +251,6 @@ class _Loop:
 
     def __init__(self, config):
         import jax
-
         from openpi.training import sharding
 
         self.config = config
@@ -234,7 +263,6 @@ class _Loop:
         import flax.traverse_util as traverse_util
         import jax
         import jax.numpy as jnp
-
         from openpi.shared import array_typing as at
         from openpi.shared import nnx_utils
         from openpi.training import optimizer as _optimizer
@@ -252,11 +280,18 @@ class _Loop:
                 model = nnx.merge(graphdef, state)
             params = nnx.state(model)
             # Frozen weights are stored in bfloat16 and get no optimizer state: that is what makes LoRA fit.
-            params = nnx_utils.state_map(params, config.freeze_filter, lambda p: p.replace(p.value.astype(jnp.bfloat16)))
+            params = nnx_utils.state_map(
+                params, config.freeze_filter, lambda p: p.replace(p.value.astype(jnp.bfloat16))
+            )
             return training_utils.TrainState(
-                step=0, params=params, model_def=nnx.graphdef(model), tx=tx,
+                step=0,
+                params=params,
+                model_def=nnx.graphdef(model),
+                tx=tx,
                 opt_state=tx.init(params.filter(config.trainable_filter)),
-                ema_decay=config.ema_decay, ema_params=None if config.ema_decay is None else params)
+                ema_decay=config.ema_decay,
+                ema_params=None if config.ema_decay is None else params,
+            )
 
         shape = jax.eval_shape(init, rng)
         self.state_sharding = sharding.fsdp_sharding(shape, self.mesh, log=False)
@@ -266,23 +301,31 @@ class _Loop:
         loaded = config.weight_loader.load(expected)
         at.check_pytree_equality(expected=expected, got=loaded, check_shapes=True, check_dtypes=True)
         # Keep only what the loader filled in (a from-scratch run loads nothing).
-        loaded = traverse_util.unflatten_dict({k: v for k, v in traverse_util.flatten_dict(loaded).items()
-                                               if not isinstance(v, jax.ShapeDtypeStruct)})
-        return jax.jit(init, donate_argnums=(1,), in_shardings=self.replicated,
-                       out_shardings=self.state_sharding)(rng, loaded)
+        loaded = traverse_util.unflatten_dict(
+            {k: v for k, v in traverse_util.flatten_dict(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}
+        )
+        return jax.jit(init, donate_argnums=(1,), in_shardings=self.replicated, out_shardings=self.state_sharding)(
+            rng, loaded
+        )
 
     def compile_step(self):
         import jax
 
-        return jax.jit(functools.partial(_train_step, self.config),
-                       in_shardings=(self.replicated, self.state_sharding, self.data_sharding),
-                       out_shardings=(self.state_sharding, self.replicated), donate_argnums=(1,))
+        return jax.jit(
+            functools.partial(_train_step, self.config),
+            in_shardings=(self.replicated, self.state_sharding, self.data_sharding),
+            out_shardings=(self.state_sharding, self.replicated),
+            donate_argnums=(1,),
+        )
 
     def compile_probe(self):
         import jax
 
-        probe = jax.jit(_probe_loss, in_shardings=(self.state_sharding, self.data_sharding, self.replicated),
-                        out_shardings=self.replicated)
+        probe = jax.jit(
+            _probe_loss,
+            in_shardings=(self.state_sharding, self.data_sharding, self.replicated),
+            out_shardings=self.replicated,
+        )
         return lambda state, batch: probe(state, batch, jax.random.key(0))
 
 
@@ -315,15 +358,20 @@ def _train_step(config, rng, state, batch):
 
     step_rng = jax.random.fold_in(rng, state.step)
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, config.trainable_filter))(
-        model, step_rng, observation, actions)
+        model, step_rng, observation, actions
+    )
     trainable = state.params.filter(config.trainable_filter)
     updates, opt_state = state.tx.update(grads, state.opt_state, trainable)
     nnx.update(model, optax.apply_updates(trainable, updates))
     params = nnx.state(model)
     new_state = dc.replace(state, step=state.step + 1, params=params, opt_state=opt_state)
     if state.ema_decay is not None:
-        new_state = dc.replace(new_state, ema_params=jax.tree.map(
-            lambda old, new: state.ema_decay * old + (1 - state.ema_decay) * new, state.ema_params, params))
+        new_state = dc.replace(
+            new_state,
+            ema_params=jax.tree.map(
+                lambda old, new: state.ema_decay * old + (1 - state.ema_decay) * new, state.ema_params, params
+            ),
+        )
     return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
 
@@ -333,14 +381,26 @@ def _init_wandb(params: TrainParams, config, run_dir: Path, resume_id: str | Non
     if not params.wandb:
         return None
     mode = os.environ.get("WANDB_MODE", "offline")
-    run = wandb.init(project=params.wandb_project, name=f"{params.env_id}-{params.preset}", dir=str(run_dir),
-                     mode=mode, id=resume_id, resume="allow" if resume_id else None,
-                     config={"env_id": params.env_id, **params.key_params(), "config_name": config.name})
+    run = wandb.init(
+        project=params.wandb_project,
+        name=f"{params.env_id}-{params.preset}",
+        dir=str(run_dir),
+        mode=mode,
+        id=resume_id,
+        resume="allow" if resume_id else None,
+        config={"env_id": params.env_id, **params.key_params(), "config_name": config.name},
+    )
     return run
 
 
-def openpi_train_config(params: TrainParams, *, repo_id: str = "maniskill/unset", assets_dir: Path | None = None,
-                        checkpoint_base_dir: Path = Path("./checkpoints"), weights_path: str | None = None):
+def openpi_train_config(
+    params: TrainParams,
+    *,
+    repo_id: str = "maniskill/unset",
+    assets_dir: Path | None = None,
+    checkpoint_base_dir: Path = Path("./checkpoints"),
+    weights_path: str | None = None,
+):
     """The openpi TrainConfig these params train with: the preset's defaults where the params leave 0.
 
     `weights_path`: the local or remote params directory the initial weights load from (default: the params'
@@ -348,14 +408,27 @@ def openpi_train_config(params: TrainParams, *, repo_id: str = "maniskill/unset"
     """
     from tasks.policy.configs import for_task
 
-    return for_task(params.env_id, params.preset, model=params.model, repo_id=repo_id, assets_dir=assets_dir,
-                    checkpoint_base_dir=checkpoint_base_dir, exp_name="run", action_horizon=params.action_horizon,
-                    batch_size=params.batch_size or None, num_train_steps=params.steps or None,
-                    peak_lr=params.learning_rate or None,
-                    pretrained_uri=params.weights_uri() if weights_path is None else weights_path, seed=params.seed,
-                    save_interval=params.save_interval or 10**9, log_interval=params.log_interval,
-                    num_workers=params.num_workers, wandb_enabled=params.wandb, wandb_project=params.wandb_project,
-                    fsdp_devices=params.fsdp_devices)
+    return for_task(
+        params.env_id,
+        params.preset,
+        model=params.model,
+        repo_id=repo_id,
+        assets_dir=assets_dir,
+        checkpoint_base_dir=checkpoint_base_dir,
+        exp_name="run",
+        action_horizon=params.action_horizon,
+        batch_size=params.batch_size or None,
+        num_train_steps=params.steps or None,
+        peak_lr=params.learning_rate or None,
+        pretrained_uri=params.weights_uri() if weights_path is None else weights_path,
+        seed=params.seed,
+        save_interval=params.save_interval or 10**9,
+        log_interval=params.log_interval,
+        num_workers=params.num_workers,
+        wandb_enabled=params.wandb,
+        wandb_project=params.wandb_project,
+        fsdp_devices=params.fsdp_devices,
+    )
 
 
 def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key: str, sharding) -> list:
@@ -367,18 +440,33 @@ def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key
 
     frames = json.loads((holdout_dir / "meta" / "info.json").read_text())["total_frames"]
     if frames < config.batch_size:
-        raise TrainError(f"the held-out dataset has {frames} frames, fewer than the batch size {config.batch_size}: "
-                         "hold out more demos (holdout_count) or set val_interval=0 to train without validation loss")
+        raise TrainError(
+            f"the held-out dataset has {frames} frames, fewer than the batch size {config.batch_size}: "
+            "hold out more demos (holdout_count) or set val_interval=0 to train without validation loss"
+        )
     repo_id = repo_id_for(params.env_id, holdout_key)
     link_dataset(holdout_dir, repo_id)
     val_config = dataclasses.replace(config, num_workers=0, data=dataclasses.replace(config.data, repo_id=repo_id))
-    loader = _data_loader.create_data_loader(val_config, sharding=sharding, shuffle=True, num_batches=params.val_batches)
+    loader = _data_loader.create_data_loader(
+        val_config, sharding=sharding, shuffle=True, num_batches=params.val_batches
+    )
     return list(loader)
 
 
-def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, stats_dir: Path, out: Path,
-                 store: ArtifactStore, progress_uri: str, init_weights: str = "", init_params_dir: Path | None = None,
-                 holdout_dir: Path | None = None, holdout_key: str = "") -> dict[str, Any]:
+def run_training(
+    params: TrainParams,
+    *,
+    dataset_dir: Path,
+    dataset_key: str,
+    stats_dir: Path,
+    out: Path,
+    store: ArtifactStore,
+    progress_uri: str,
+    init_weights: str = "",
+    init_params_dir: Path | None = None,
+    holdout_dir: Path | None = None,
+    holdout_key: str = "",
+) -> dict[str, Any]:
     """Trains into `out/` (checkpoint, log, summary), resuming from `progress_uri` when a checkpoint is there.
 
     `holdout_dir`: the held-out dataset; with `val_interval`, its loss is logged every `val_interval` steps and at
@@ -390,14 +478,13 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(params.xla_mem_fraction))
     import jax
     import numpy as np
-
     from openpi.training import checkpoints as _checkpoints
     from openpi.training import data_loader as _data_loader
     from openpi.training import sharding
 
     from tasks.core.dataset import repo_id_for
-    from tasks.policy.tokenizer import ensure_tokenizer
     from tasks.policy.configs import uses_quantile_norm
+    from tasks.policy.tokenizer import ensure_tokenizer
 
     spec = get_spec(params.env_id)
     check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM, quantile=params.model != "pi0")
@@ -410,11 +497,18 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     repo_id = repo_id_for(spec.env_id, dataset_key)
     link_dataset(dataset_dir, repo_id)
     weights_path = str(init_params_dir) if init_params_dir else init_weights.removeprefix("file://")
-    config = openpi_train_config(params, repo_id=repo_id, assets_dir=assets, checkpoint_base_dir=scratch / "checkpoints",
-                                 weights_path=weights_path)
+    config = openpi_train_config(
+        params,
+        repo_id=repo_id,
+        assets_dir=assets,
+        checkpoint_base_dir=scratch / "checkpoints",
+        weights_path=weights_path,
+    )
     if jax.device_count() % config.fsdp_devices:
-        raise TrainError(f"fsdp_devices={config.fsdp_devices} does not divide the {jax.device_count()} devices this worker "
-                         "sees: use a divisor of it (1 shards nothing), or give the worker more GPUs")
+        raise TrainError(
+            f"fsdp_devices={config.fsdp_devices} does not divide the {jax.device_count()} devices this worker "
+            "sees: use a divisor of it (1 shards nothing), or give the worker more GPUs"
+        )
     if config.batch_size % jax.device_count():
         raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
     init = init_description(init_weights, from_artifact=init_params_dir is not None)
@@ -429,15 +523,19 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         store.get_tree(f"{progress_uri}/{resume_step}", ckpt_dir / str(resume_step))
         # Renew the resume point's time: the maintenance sweep ages resume points by it, and a training resumed from
         # an old checkpoint must not lose it before its next save.
-        store.write_json(f"{progress_uri}/{resume_step}/{COMPLETE}", {**done[str(resume_step)], "saved_at": time.time()})
+        store.write_json(
+            f"{progress_uri}/{resume_step}/{COMPLETE}", {**done[str(resume_step)], "saved_at": time.time()}
+        )
         log.info(f"[train] resuming from the checkpoint at step {resume_step} ({progress_uri}/{resume_step})")
     # The candidates an earlier attempt kept come back from their resume points at the end: check now that they
     # still exist, rather than after hours of training.
     lost = [s for s in candidate_steps(params, config.num_train_steps) if s <= resume_step and str(s) not in done]
     if lost:
-        raise TrainError(f"the kept checkpoints of steps {lost} were lost with an earlier attempt (their resume points "
-                         f"under {progress_uri} are gone): rerun with keep_period=0, or delete {progress_uri} to train "
-                         "again from the start")
+        raise TrainError(
+            f"the kept checkpoints of steps {lost} were lost with an earlier attempt (their resume points "
+            f"under {progress_uri} are gone): rerun with keep_period=0, or delete {progress_uri} to train "
+            "again from the start"
+        )
     manager, resuming = _checkpoints.initialize_checkpoint_dir(ckpt_dir, keep_period=None, overwrite=False, resume=True)
 
     loop = _Loop(config)
@@ -463,8 +561,11 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     with sharding.set_mesh(loop.mesh):
         init_probe = float(jax.device_get(probe_fn(state, probe_batch)))
     log.info(f"[train] probe loss of the initial weights: {init_probe:.4f}")
-    val_batches = (held_out_batches(config, params, holdout_dir, holdout_key, loop.data_sharding)
-                   if holdout_dir is not None and params.val_interval else [])
+    val_batches = (
+        held_out_batches(config, params, holdout_dir, holdout_key, loop.data_sharding)
+        if holdout_dir is not None and params.val_interval
+        else []
+    )
 
     def validate(step: int, log_file) -> None:
         """The held-out loss of the current weights (EMA when on): same batches, same noise, no augmentation."""
@@ -472,12 +573,15 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
             losses = jax.device_get([probe_fn(state, b) for b in val_batches])
         value = float(np.mean(losses))
         if not np.isfinite(value):
-            raise RuntimeError(f"held-out validation loss is {value} at step {step}: lower the learning rate or check the data")
+            raise RuntimeError(
+                f"held-out validation loss is {value} at step {step}: lower the learning rate or check the data"
+            )
         log_file.write(json.dumps({"step": step, "val_loss": round(value, 6)}) + "\n")
         log_file.flush()
         log.info(f"[train] step {step}/{config.num_train_steps} held-out validation loss={value:.4f}")
         if wandb_run is not None:
             wandb_run.log({"val_loss": value}, step=step)
+
     intervals: list[tuple[int, float]] = []  # (steps, seconds) per log interval
     pending: list[tuple[int, Any]] = []
     t_mark = time.monotonic()
@@ -491,17 +595,27 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         intervals.append((len(pending), now - t_mark))
         t_mark = now
         for (step, _), info in zip(pending, host):
-            record = {"step": step, "loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]),
-                      "step_time_s": round(dt, 4)}
+            record = {
+                "step": step,
+                "loss": float(info["loss"]),
+                "grad_norm": float(info["grad_norm"]),
+                "step_time_s": round(dt, 4),
+            }
             if not np.isfinite(record["loss"]):
-                raise RuntimeError(f"loss is {record['loss']} at step {step}: lower the learning rate or check the data")
+                raise RuntimeError(
+                    f"loss is {record['loss']} at step {step}: lower the learning rate or check the data"
+                )
             log_file.write(json.dumps(record) + "\n")
         log_file.flush()
-        log.info(f"[train] step {record['step']}/{config.num_train_steps} loss={record['loss']:.4f} "
-            f"grad_norm={record['grad_norm']:.3f} step_time={dt:.3f}s")
+        log.info(
+            f"[train] step {record['step']}/{config.num_train_steps} loss={record['loss']:.4f} "
+            f"grad_norm={record['grad_norm']:.3f} step_time={dt:.3f}s"
+        )
         if wandb_run is not None:
             for (step, _), info in zip(pending, host):
-                wandb_run.log({"loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]), "step_time_s": dt}, step=step)
+                wandb_run.log(
+                    {"loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]), "step_time_s": dt}, step=step
+                )
         pending.clear()
 
     with open(log_path, "a") as log_file:
@@ -524,9 +638,15 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
                 manager.wait_until_finished()
                 saved = ckpt_dir / str(step + 1)
                 shutil.copyfile(log_path, saved / "train_log.jsonl")
-                store.put_tree(saved, f"{progress_uri}/{step + 1}",
-                               {"step": step + 1, "wandb_id": wandb_run.id if wandb_run is not None else None,
-                                "saved_at": time.time()})  # the maintenance sweep ages resume points by it
+                store.put_tree(
+                    saved,
+                    f"{progress_uri}/{step + 1}",
+                    {
+                        "step": step + 1,
+                        "wandb_id": wandb_run.id if wandb_run is not None else None,
+                        "saved_at": time.time(),
+                    },
+                )  # the maintenance sweep ages resume points by it
                 log.info(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
                 if kept:
                     keep_candidate(saved, out, step + 1)
@@ -551,14 +671,22 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
     steady = intervals[1:]
     steady_steps, steady_s = sum(n for n, _ in steady), sum(s for _, s in steady)
     summary = {
-        "config_name": config.name, "model": params.model, "preset": params.preset,
-        "normalization": "quantile (q01/q99)" if uses_quantile_norm(config.model) else "z-score (mean/std)", "steps": config.num_train_steps,
-        "batch_size": config.batch_size, "action_horizon": params.action_horizon,
-        "learning_rate": config.lr_schedule.peak_lr, "ema_decay": config.ema_decay,
-        "init": init, "from_scratch": not init_weights, "init_weights": init_weights or None,
+        "config_name": config.name,
+        "model": params.model,
+        "preset": params.preset,
+        "normalization": "quantile (q01/q99)" if uses_quantile_norm(config.model) else "z-score (mean/std)",
+        "steps": config.num_train_steps,
+        "batch_size": config.batch_size,
+        "action_horizon": params.action_horizon,
+        "learning_rate": config.lr_schedule.peak_lr,
+        "ema_decay": config.ema_decay,
+        "init": init,
+        "from_scratch": not init_weights,
+        "init_weights": init_weights or None,
         "resumed_from_step": resume_step,
         "final_loss": records[-1]["loss"] if records else None,
-        "probe_loss_initial": round(init_probe, 6), "probe_loss_final": round(final_probe, 6),
+        "probe_loss_initial": round(init_probe, 6),
+        "probe_loss_final": round(final_probe, 6),
         "val_loss_final": val_records[-1]["val_loss"] if val_records else None,
         "val_loss_best": min(r["val_loss"] for r in val_records) if val_records else None,
         "val_loss_best_step": min(val_records, key=lambda r: r["val_loss"])["step"] if val_records else None,
@@ -566,11 +694,14 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
         "first_interval_s": round(intervals[0][1], 3) if intervals else None,
         "steps_per_second": round(steady_steps / steady_s, 3) if steady_s > 0 else None,
         "median_step_s": round(float(np.median([s / n for n, s in steady] or [s / n for n, s in intervals])), 4)
-        if intervals else None,
+        if intervals
+        else None,
         "peak_rss_mb": round(peak_rss_mb()),
         "checkpoint_mb": round(dir_size_mb(out / "checkpoint"), 1),
-        "keep_period": params.keep_period, "checkpoint_steps": [*candidates, config.num_train_steps],
-        "device": jax.devices()[0].device_kind, "dataset_repo_id": repo_id,
+        "keep_period": params.keep_period,
+        "checkpoint_steps": [*candidates, config.num_train_steps],
+        "device": jax.devices()[0].device_kind,
+        "dataset_repo_id": repo_id,
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -578,8 +709,12 @@ def run_training(params: TrainParams, *, dataset_dir: Path, dataset_key: str, st
 
 def keep_candidate(saved: Path, out: Path, step: int) -> None:
     """A checkpoint as verify and openpi's policy loader read it: params and assets, not the optimizer state."""
-    shutil.copytree(saved, out / CANDIDATES / str(step), ignore=shutil.ignore_patterns("train_state", "train_log.jsonl"),
-                    dirs_exist_ok=True)
+    shutil.copytree(
+        saved,
+        out / CANDIDATES / str(step),
+        ignore=shutil.ignore_patterns("train_state", "train_log.jsonl"),
+        dirs_exist_ok=True,
+    )
 
 
 def init_description(init_weights: str, from_artifact: bool) -> str:
@@ -597,19 +732,26 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
         raise TrainError(
             "openpi's tokenizer cache holds the offline stand-in tokenizer, whose token ids mean nothing to pretrained "
             f"pi0 weights: preset {params.preset} needs the real PaliGemma tokenizer. Point OPENPI_DATA_HOME at a cache "
-            "with big_vision/paligemma_tokenizer.model (openpi fetches it when online)")
+            "with big_vision/paligemma_tokenizer.model (openpi fetches it when online)"
+        )
     store = ArtifactStore(root)
-    parents: list[Manifest] = [require(store, dataset, stage="convert", env_id=params.env_id, what="dataset"),
-                               require(store, stats, stage="stats", env_id=params.env_id, what="stats")]
+    parents: list[Manifest] = [
+        require(store, dataset, stage="convert", env_id=params.env_id, what="dataset"),
+        require(store, stats, stage="stats", env_id=params.env_id, what="stats"),
+    ]
     holdout_manifest = None
     if holdout:
         holdout_manifest = require(store, holdout, stage="convert", env_id=params.env_id, what="holdout")
         if holdout_manifest.uri == parents[0].uri:
-            raise TrainError(f"holdout {holdout} is the training dataset itself: a validation loss on it measures nothing")
+            raise TrainError(
+                f"holdout {holdout} is the training dataset itself: a validation loss on it measures nothing"
+            )
         parents.append(holdout_manifest)
     elif params.val_interval:
-        raise TrainError("val_interval is set but no held-out dataset was given (--holdout): pass the held-out convert "
-                         "artifact, or set val_interval=0")
+        raise TrainError(
+            "val_interval is set but no held-out dataset was given (--holdout): pass the held-out convert "
+            "artifact, or set val_interval=0"
+        )
     init_weights, init_manifest = resolve_initial_weights(params, store)
     if init_manifest is not None:
         parents.append(init_manifest)
@@ -625,20 +767,35 @@ def train(params: TrainParams, root: str, dataset: str, stats: str, holdout: str
             folder = checkpoint_dir_name(init_manifest, split_checkpoint_ref(init_weights)[1])
             init_dir = store.fetch(init_manifest.uri, cache, only=[f"{folder}/params"])[1] / folder / "params"
         holdout_dir = store.fetch(holdout, cache)[1] if holdout_manifest is not None else None
-        return run_training(params, dataset_dir=dataset_dir, dataset_key=dataset_manifest.key, stats_dir=stats_dir,
-                            out=out, store=store, progress_uri=progress_uri, init_weights=init_weights,
-                            init_params_dir=init_dir, holdout_dir=holdout_dir,
-                            holdout_key=holdout_manifest.key if holdout_manifest is not None else "")
+        return run_training(
+            params,
+            dataset_dir=dataset_dir,
+            dataset_key=dataset_manifest.key,
+            stats_dir=stats_dir,
+            out=out,
+            store=store,
+            progress_uri=progress_uri,
+            init_weights=init_weights,
+            init_params_dir=init_dir,
+            holdout_dir=holdout_dir,
+            holdout_key=holdout_manifest.key if holdout_manifest is not None else "",
+        )
 
-    result = run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key_params,
-                       parents=parents, build=build)
+    result = run_stage(
+        store,
+        env_id=params.env_id,
+        stage=STAGE,
+        code_version=CODE_VERSION,
+        params=key_params,
+        parents=parents,
+        build=build,
+    )
     store.delete_tree(progress_uri)  # the published artifact supersedes the resume points
     return result
 
 
 logging.getLogger("absl").setLevel(logging.WARNING)
-main = cli.cli(__doc__, TrainParams, train,
-                  inputs={"dataset": False, "stats": False, "holdout": "optional"})
+main = cli.cli(__doc__, TrainParams, train, inputs={"dataset": False, "stats": False, "holdout": "optional"})
 
 if __name__ == "__main__":
     raise SystemExit(main())

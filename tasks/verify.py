@@ -27,9 +27,9 @@ reads it together with the recorded protocol.
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -38,17 +38,19 @@ from typing import Any
 import numpy as np
 
 from tasks.core import cli
-from tasks.core.store import ArtifactStore, Manifest
-from tasks.core.stage import StageResult, require, run_stage
-from tasks.sim.rollout import BatchedPolicy, Episode, auto_env_count, open_envs, policy_input, run_episodes
-from tasks.core.specs import TaskSpec, get_spec
 from tasks.core.params import VerifyParams
+from tasks.core.specs import TaskSpec, get_spec
+from tasks.core.stage import StageResult, require, run_stage
+from tasks.core.store import ArtifactStore, Manifest
 from tasks.policy.loading import load_policy
+from tasks.sim.rollout import BatchedPolicy, Episode, auto_env_count, open_envs, policy_input, run_episodes
 
 log = logging.getLogger(__name__)
 
 STAGE = "verify"
-CODE_VERSION = "4"  # 4: which kept checkpoint (step, its validation loss); 3: eval env from the render's env kwargs, ...
+CODE_VERSION = (
+    "4"  # 4: which kept checkpoint (step, its validation loss); 3: eval env from the render's env kwargs, ...
+)
 EVAL_SEED_BASE = 1_000_000  # closed-loop seeds start here; demos are generated from small seeds (checked, not assumed)
 STEP_LIMIT_HEADROOM = 0.15  # over the longest training episode, as openpi's LIBERO example keeps
 
@@ -101,7 +103,9 @@ def _parents(store: ArtifactStore, manifest: Manifest, stage: str) -> list[Manif
 def _trajectory_meta(store: ArtifactStore, manifest: Manifest) -> dict[str, Any]:
     meta = store.read_json(f"{store.files_uri(manifest)}/trajectory.json")
     if not isinstance(meta, dict) or "episodes" not in meta or "env_info" not in meta:
-        raise VerifyError(f"{manifest.uri} has no readable trajectory.json: delete it and rerun the {manifest.stage} stage")
+        raise VerifyError(
+            f"{manifest.uri} has no readable trajectory.json: delete it and rerun the {manifest.stage} stage"
+        )
     return meta
 
 
@@ -126,8 +130,10 @@ def read_sources(store: ArtifactStore, train_dataset: Manifest, holdout_manifest
     holdout_renders = _parents(store, holdout_manifest, "render")
     train_renders = _parents(store, train_dataset, "render")
     if not holdout_renders or not train_renders:
-        raise VerifyError(f"cannot trace the render artifacts behind {holdout_manifest.uri} and {train_dataset.uri}: "
-                          "verify needs the pipeline's lineage (convert <- render <- download)")
+        raise VerifyError(
+            f"cannot trace the render artifacts behind {holdout_manifest.uri} and {train_dataset.uri}: "
+            "verify needs the pipeline's lineage (convert <- render <- download)"
+        )
     holdout_meta = [_trajectory_meta(store, r) for r in holdout_renders]
     train_meta = [_trajectory_meta(store, r) for r in train_renders]
     env_kwargs = dict(holdout_meta[0]["env_info"]["env_kwargs"])
@@ -137,35 +143,51 @@ def read_sources(store: ArtifactStore, train_dataset: Manifest, holdout_manifest
 
     for render, meta in zip(holdout_renders + train_renders, holdout_meta + train_meta):
         if comparable(meta["env_info"]["env_kwargs"]) != comparable(env_kwargs):
-            raise VerifyError(f"{render.uri} was rendered with env kwargs {meta['env_info']['env_kwargs']}, the held-out "
-                              f"data with {env_kwargs}: training and evaluation frames would differ; rerun render for both")
+            raise VerifyError(
+                f"{render.uri} was rendered with env kwargs {meta['env_info']['env_kwargs']}, the held-out "
+                f"data with {env_kwargs}: training and evaluation frames would differ; rerun render for both"
+            )
     # Convert writes the episodes of its inputs in order, so dataset episode i is the i-th replayed episode here.
     holdout_episodes = []
     for render, meta in zip(holdout_renders, holdout_meta):
         for ep in meta["episodes"]:
             seeds = _episode_seeds(ep)
             if len(seeds) != 1:
-                raise VerifyError(f"{render.uri}: held-out episode {ep.get('episode_id')} records {seeds or 'no'} seed(s), "
-                                  "so the oracle cannot replay it from its own start: re-render demos that record one "
-                                  "reset seed per episode")
-            holdout_episodes.append({"seed": seeds[0], "options": (ep.get("reset_kwargs") or {}).get("options"),
-                                     "length": int(ep["elapsed_steps"]), "success": bool(ep.get("success", True))})
+                raise VerifyError(
+                    f"{render.uri}: held-out episode {ep.get('episode_id')} records {seeds or 'no'} seed(s), "
+                    "so the oracle cannot replay it from its own start: re-render demos that record one "
+                    "reset seed per episode"
+                )
+            holdout_episodes.append(
+                {
+                    "seed": seeds[0],
+                    "options": (ep.get("reset_kwargs") or {}).get("options"),
+                    "length": int(ep["elapsed_steps"]),
+                    "success": bool(ep.get("success", True)),
+                }
+            )
     demo_seeds: set[int] = set()
     demo_sets = {d.uri: d for render in holdout_renders + train_renders for d in _parents(store, render, "download")}
     for demos in demo_sets.values():
         for ep in _trajectory_meta(store, demos)["episodes"]:
             seeds = _episode_seeds(ep)
             if not seeds:
-                raise VerifyError(f"{demos.uri}: episode {ep.get('episode_id')} records no seed (reset_kwargs.seed or "
-                                  "episode_seed), so evaluation seeds cannot be checked disjoint from the demos: use "
-                                  "demos whose trajectory.json records seeds")
+                raise VerifyError(
+                    f"{demos.uri}: episode {ep.get('episode_id')} records no seed (reset_kwargs.seed or "
+                    "episode_seed), so evaluation seeds cannot be checked disjoint from the demos: use "
+                    "demos whose trajectory.json records seeds"
+                )
             demo_seeds.update(seeds)
     replayed = sum(r.metrics.get("successes", 0) for r in holdout_renders)
     ratio = replayed / max(1, sum(r.metrics.get("episodes", 0) for r in holdout_renders))
     longest = max(int(ep["elapsed_steps"]) for meta in train_meta for ep in meta["episodes"])
-    return EvalSources(env_kwargs=env_kwargs, holdout_render_success_ratio=ratio,
-                       holdout_episodes=tuple(holdout_episodes), demo_seeds=frozenset(demo_seeds),
-                       longest_training_episode=longest)
+    return EvalSources(
+        env_kwargs=env_kwargs,
+        holdout_render_success_ratio=ratio,
+        holdout_episodes=tuple(holdout_episodes),
+        demo_seeds=frozenset(demo_seeds),
+        longest_training_episode=longest,
+    )
 
 
 def default_step_limit(longest_training_episode: int) -> int:
@@ -175,9 +197,11 @@ def default_step_limit(longest_training_episode: int) -> int:
 def check_seeds_disjoint(seeds: range, demo_seeds: frozenset[int]) -> None:
     overlap = sorted(set(seeds) & demo_seeds)
     if overlap:
-        raise VerifyError(f"evaluation seeds {seeds.start}..{seeds.stop - 1} overlap the demo set's episode seeds "
-                          f"({len(overlap)} shared, e.g. {overlap[:5]}): the policy would be scored on scenes it was "
-                          "trained on. Pick another evaluation seed (verify's seed / the run's seed setting)")
+        raise VerifyError(
+            f"evaluation seeds {seeds.start}..{seeds.stop - 1} overlap the demo set's episode seeds "
+            f"({len(overlap)} shared, e.g. {overlap[:5]}): the policy would be scored on scenes it was "
+            "trained on. Pick another evaluation seed (verify's seed / the run's seed setting)"
+        )
 
 
 def eval_env_kwargs(sources: EvalSources, device: str) -> dict[str, Any]:
@@ -193,10 +217,14 @@ def protocol_for(params: VerifyParams, sources: EvalSources, horizon: int) -> Ev
     execute = params.execute_steps or max(1, horizon // 2)
     if execute > horizon:
         raise VerifyError(f"execute_steps {execute} exceeds the action horizon {horizon}")
-    return EvalProtocol(env_id=params.env_id, env_kwargs=eval_env_kwargs(sources, params.device),
-                        seed_start=EVAL_SEED_BASE + params.seed, episodes=params.episodes,
-                        max_steps=params.max_steps or default_step_limit(sources.longest_training_episode),
-                        execute_steps=execute)
+    return EvalProtocol(
+        env_id=params.env_id,
+        env_kwargs=eval_env_kwargs(sources, params.device),
+        seed_start=EVAL_SEED_BASE + params.seed,
+        episodes=params.episodes,
+        max_steps=params.max_steps or default_step_limit(sources.longest_training_episode),
+        execute_steps=execute,
+    )
 
 
 # ---- statistics -----------------------------------------------------------------------------------------------------
@@ -216,11 +244,15 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     once = sum(e["success_once"] for e in episodes)
     at_end = sum(e["success_at_end"] for e in episodes)
     to_success = [e["steps_to_success"] for e in episodes if e["steps_to_success"] is not None]
-    return {"episodes": n, "successes": once, "success_rate": once / n if n else None,  # success_once's rate
-            "success_at_end_rate": at_end / n if n else None,
-            "success_rate_ci95": wilson_interval(once, n),
-            "median_steps_to_success": float(np.median(to_success)) if to_success else None,
-            "mean_episode_steps": float(np.mean([e["steps"] for e in episodes])) if n else None}
+    return {
+        "episodes": n,
+        "successes": once,
+        "success_rate": once / n if n else None,  # success_once's rate
+        "success_at_end_rate": at_end / n if n else None,
+        "success_rate_ci95": wilson_interval(once, n),
+        "median_steps_to_success": float(np.median(to_success)) if to_success else None,
+        "mean_episode_steps": float(np.mean([e["steps"] for e in episodes])) if n else None,
+    }
 
 
 # ---- the policies -----------------------------------------------------------------------------------------------------
@@ -232,7 +264,12 @@ class DemoReplayPolicy:
     """
 
     def __init__(self, actions: np.ndarray, horizon: int, execute_steps: int):
-        self.actions, self.horizon, self.execute, self.cursor = np.asarray(actions, np.float32), horizon, execute_steps, 0
+        self.actions, self.horizon, self.execute, self.cursor = (
+            np.asarray(actions, np.float32),
+            horizon,
+            execute_steps,
+            0,
+        )
 
     def infer(self, obs: dict) -> dict:
         chunk = self.actions[self.cursor : self.cursor + self.horizon]
@@ -252,28 +289,46 @@ def holdout_demo_actions(holdout_dir: Path, sources: EvalSources) -> list[np.nda
     lengths = [b - a for a, b in zip(starts, stops)]
     expected = [e["length"] for e in sources.holdout_episodes]
     if lengths != expected:
-        raise VerifyError(f"{holdout_dir}: the held-out dataset's episode lengths {lengths} are not those of its render "
-                          f"artifact {expected}: reconvert the held-out shard")
+        raise VerifyError(
+            f"{holdout_dir}: the held-out dataset's episode lengths {lengths} are not those of its render "
+            f"artifact {expected}: reconvert the held-out shard"
+        )
     column = ds.hf_dataset.with_format("numpy")[ACTION_KEY]
     return [np.asarray(column[a:b], dtype=np.float32) for a, b in zip(starts, stops)]
 
 
-def harness_check(spec: TaskSpec, envs, sources: EvalSources, demo_actions: list[np.ndarray], horizon: int,
-                  execute_steps: int, limit: int = 0) -> dict[str, Any]:
+def harness_check(
+    spec: TaskSpec,
+    envs,
+    sources: EvalSources,
+    demo_actions: list[np.ndarray],
+    horizon: int,
+    execute_steps: int,
+    limit: int = 0,
+) -> dict[str, Any]:
     """Runs the oracle on held-out demos (on `envs`, tasks.sim.rollout's) and refuses a harness that cannot reproduce them."""
     picked = list(zip(sources.holdout_episodes, demo_actions))[: limit or None]
     oracles = [DemoReplayPolicy(actions, horizon, execute_steps) for _, actions in picked]
-    episodes = run_episodes(envs, lambda indices, inputs: [oracles[i].infer(x)["actions"] for i, x in zip(indices, inputs)],
-                            spec, [Episode(ep["seed"], len(actions), ep["options"]) for ep, actions in picked],
-                            execute_steps)
+    episodes = run_episodes(
+        envs,
+        lambda indices, inputs: [oracles[i].infer(x)["actions"] for i, x in zip(indices, inputs)],
+        spec,
+        [Episode(ep["seed"], len(actions), ep["options"]) for ep, actions in picked],
+        execute_steps,
+    )
     summary = summarize(episodes)
     # The bar: each replayed demo must end as it ended in the render's replay (the render kept only successful
     # replays, so this is at least the render's replay success ratio). Replaying the same actions from the same
     # seed on the CPU physics is deterministic, so anything less means the harness changed the world.
     rate = summary["success_at_end_rate"]
     bar = sum(ep["success"] for ep, _ in picked) / len(picked)
-    result = {**summary, "bar": bar, "render_success_ratio": round(sources.holdout_render_success_ratio, 4),
-              "ok": rate >= bar, "per_episode": episodes}
+    result = {
+        **summary,
+        "bar": bar,
+        "render_success_ratio": round(sources.holdout_render_success_ratio, 4),
+        "ok": rate >= bar,
+        "per_episode": episodes,
+    }
     if not result["ok"]:
         failed = [e["seed"] for (ep, _), e in zip(picked, episodes) if ep["success"] and not e["success_at_end"]]
         raise HarnessError(
@@ -282,7 +337,8 @@ def harness_check(spec: TaskSpec, envs, sources: EvalSources, demo_actions: list
             f"the same demos succeeded in {bar:.0%}. The evaluation harness, not the policy, is "
             f"wrong: its env (control mode {envs.control_mode!r}, kwargs recorded in the "
             "protocol) does not reproduce the training data's world (control mode, sim backend, action layout); no "
-            "success rate measured with it would mean anything")
+            "success rate measured with it would mean anything"
+        )
     return result
 
 
@@ -292,8 +348,9 @@ def verdict_of(checks: dict[str, bool], thresholds: list[str], episodes: int) ->
     if failed:
         return "failed", f"failed: {', '.join(failed)}"
     if episodes and "success_rate_ok" not in thresholds:
-        return "unchecked", ("unchecked: no min_success_rate set, so the closed-loop success rate is reported but "
-                             "not judged")
+        return "unchecked", (
+            "unchecked: no min_success_rate set, so the closed-loop success rate is reported but not judged"
+        )
     if not thresholds:
         return "unchecked", "unchecked: no thresholds set"
     return "passed", f"passed: {', '.join(thresholds)}"
@@ -306,8 +363,9 @@ def open_loop(policy, spec: TaskSpec, holdout_dir: Path, horizon: int, n_frames:
     from tasks.core.dataset import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY
     from tasks.policy.transforms import to_hwc_uint8
 
-    ds = LeRobotDataset("maniskill/holdout", root=holdout_dir,
-                        delta_timestamps={ACTION_KEY: [t / spec.fps for t in range(horizon)]})
+    ds = LeRobotDataset(
+        "maniskill/holdout", root=holdout_dir, delta_timestamps={ACTION_KEY: [t / spec.fps for t in range(horizon)]}
+    )
     if len(ds) == 0:
         raise VerifyError(f"held-out dataset {holdout_dir} has no frames; convert a non-empty held-out demo set")
     indices = sorted(set(np.linspace(0, len(ds) - 1, min(n_frames, len(ds))).round().astype(int).tolist()))
@@ -330,7 +388,9 @@ def open_loop(policy, spec: TaskSpec, holdout_dir: Path, horizon: int, n_frames:
     pred = np.stack(predicted) if shapes_ok else None
     demo = np.stack(demonstrated)
     metrics: dict[str, Any] = {
-        "holdout_frames": len(indices), "output_shape": list(predicted[0].shape), "shape_ok": bool(shapes_ok),
+        "holdout_frames": len(indices),
+        "output_shape": list(predicted[0].shape),
+        "shape_ok": bool(shapes_ok),
         "finite": bool(finite_ok),
         "latency_ms_median": round(1000 * float(np.median(latencies)), 1) if latencies else None,
     }
@@ -347,10 +407,17 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
     params.validate()
     spec = get_spec(params.env_id)
     store = ArtifactStore(root)
-    train_manifest = require(store, checkpoint.rpartition("@")[0] or checkpoint, stage="train", env_id=params.env_id,
-                             what="checkpoint")
+    train_manifest = require(
+        store, checkpoint.rpartition("@")[0] or checkpoint, stage="train", env_id=params.env_id, what="checkpoint"
+    )
     holdout_manifest = require(store, holdout, stage="convert", env_id=params.env_id, what="holdout")
-    from tasks.core.checkpoints import checkpoint_dir_name, checkpoint_files, checkpoint_ref, final_step, split_checkpoint_ref
+    from tasks.core.checkpoints import (
+        checkpoint_dir_name,
+        checkpoint_files,
+        checkpoint_ref,
+        final_step,
+        split_checkpoint_ref,
+    )
 
     uri, ref_step = split_checkpoint_ref(checkpoint)
     if ref_step and params.step and ref_step != params.step:
@@ -386,18 +453,26 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             envs = open_envs(n_envs, spec.env_id, protocol.env_kwargs, max(protocol.max_steps, longest_oracle), spec)
         try:
             if envs is not None and params.harness:  # the oracle first: a broken harness makes the rest meaningless
-                harness = harness_check(spec, envs, sources, demo_actions, horizon, protocol.execute_steps,
-                                        params.oracle_episodes)
-                log.info(f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
-                           f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})")
+                harness = harness_check(
+                    spec, envs, sources, demo_actions, horizon, protocol.execute_steps, params.oracle_episodes
+                )
+                log.info(
+                    f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
+                    f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})"
+                )
             policy, _ = load_policy(spec, train_manifest, train_dir / folder)
             ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
             if envs is not None:
                 batched = BatchedPolicy(policy, envs.size)
                 t_rollout = time.monotonic()
-                cl_episodes = run_episodes(envs, lambda _, inputs: batched(inputs), spec,
-                                           [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
-                                           protocol.execute_steps, rollout_frames)
+                cl_episodes = run_episodes(
+                    envs,
+                    lambda _, inputs: batched(inputs),
+                    spec,
+                    [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
+                    protocol.execute_steps,
+                    rollout_frames,
+                )
                 rollout_s = time.monotonic() - t_rollout
                 log.info(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")
         finally:
@@ -417,36 +492,89 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
             thresholds.append("success_rate_ok")
         verdict, reason = verdict_of(checks, thresholds, params.episodes)
         metrics = {
-            "verdict": verdict, "verdict_reason": reason, "checks": checks,
-            "thresholds": {"max_action_mae": params.max_action_mae or None, "min_success_rate": params.min_success_rate or None},
-            **m, **closed,
-            "eval_envs": n_envs if params.episodes else 0, "closed_loop_seconds": round(rollout_s, 2),
+            "verdict": verdict,
+            "verdict_reason": reason,
+            "checks": checks,
+            "thresholds": {
+                "max_action_mae": params.max_action_mae or None,
+                "min_success_rate": params.min_success_rate or None,
+            },
+            **m,
+            **closed,
+            "eval_envs": n_envs if params.episodes else 0,
+            "closed_loop_seconds": round(rollout_s, 2),
             "episodes_per_minute": round(60 * len(cl_episodes) / rollout_s, 2) if rollout_s else None,
             "protocol": protocol.to_dict(),
             "harness": {k: v for k, v in (harness or {}).items() if k != "per_episode"} or None,
             "longest_training_episode": sources.longest_training_episode,
             "holdout_is_training_data": holdout_is_training_data,
-            "train": {k: train_manifest.metrics.get(k) for k in ("model", "preset", "normalization", "steps", "final_loss",
-                                                                 "val_loss_final", "batch_size", "init")},
-            "lineage": {"checkpoint": checkpoint, "step": step or None, "checkpoint_ref": checkpoint_ref(checkpoint, step),
-                        "holdout": holdout, "train_parents": list(train_manifest.parents)},
+            "train": {
+                k: train_manifest.metrics.get(k)
+                for k in (
+                    "model",
+                    "preset",
+                    "normalization",
+                    "steps",
+                    "final_loss",
+                    "val_loss_final",
+                    "batch_size",
+                    "init",
+                )
+            },
+            "lineage": {
+                "checkpoint": checkpoint,
+                "step": step or None,
+                "checkpoint_ref": checkpoint_ref(checkpoint, step),
+                "holdout": holdout,
+                "train_parents": list(train_manifest.parents),
+            },
         }
         metrics["checkpoint_step"] = step or final_step(train_manifest)
         metrics["val_loss_at_step"] = val_loss_at(train_dir / "train_log.jsonl", metrics["checkpoint_step"])
-        (out / "metrics.json").write_text(json.dumps(
-            {**metrics, "closed_loop_episodes": cl_episodes, "harness_episodes": (harness or {}).get("per_episode", [])},
-            indent=2))
-        train_log = (train_dir / "train_log.jsonl").read_text().splitlines() if (train_dir / "train_log.jsonl").is_file() else []
-        report.write_report(out / "report.html", spec=spec, metrics=metrics, losses=[json.loads(x) for x in train_log],
-                            predicted=ol["predicted"], demonstrated=ol["demonstrated"],
-                            samples=ol["samples"], rollout_frames=rollout_frames, episodes=cl_episodes,
-                            harness_episodes=(harness or {}).get("per_episode", []))
+        (out / "metrics.json").write_text(
+            json.dumps(
+                {
+                    **metrics,
+                    "closed_loop_episodes": cl_episodes,
+                    "harness_episodes": (harness or {}).get("per_episode", []),
+                },
+                indent=2,
+            )
+        )
+        train_log = (
+            (train_dir / "train_log.jsonl").read_text().splitlines()
+            if (train_dir / "train_log.jsonl").is_file()
+            else []
+        )
+        report.write_report(
+            out / "report.html",
+            spec=spec,
+            metrics=metrics,
+            losses=[json.loads(x) for x in train_log],
+            predicted=ol["predicted"],
+            demonstrated=ol["demonstrated"],
+            samples=ol["samples"],
+            rollout_frames=rollout_frames,
+            episodes=cl_episodes,
+            harness_episodes=(harness or {}).get("per_episode", []),
+        )
         log.info(f"[verify] verification {verdict.upper()}: {reason}")
         return metrics
 
-    key = {**params.key_params(), "render_backend": protocol.env_kwargs.get("render_backend"), "spec": spec.digest(STAGE)}
-    return run_stage(store, env_id=params.env_id, stage=STAGE, code_version=CODE_VERSION, params=key,
-                     parents=[train_manifest, holdout_manifest], build=build)
+    key = {
+        **params.key_params(),
+        "render_backend": protocol.env_kwargs.get("render_backend"),
+        "spec": spec.digest(STAGE),
+    }
+    return run_stage(
+        store,
+        env_id=params.env_id,
+        stage=STAGE,
+        code_version=CODE_VERSION,
+        params=key,
+        parents=[train_manifest, holdout_manifest],
+        build=build,
+    )
 
 
 def val_loss_at(train_log: Path, step: int) -> float | None:
@@ -464,8 +592,11 @@ def verdict_line(metrics: dict[str, Any]) -> str:
     """The verdict in words, for consoles and logs: never 'PASSED' unless thresholds were set and met."""
     verdict = metrics.get("verdict") or "unchecked"
     n, k, ci = metrics.get("episodes"), metrics.get("successes"), metrics.get("success_rate_ci95")
-    closed = (f"closed-loop success {k}/{n} ({metrics.get('success_rate'):.0%}, 95 % CI {ci[0]:.0%}-{ci[1]:.0%})"
-              if n else "no closed-loop episodes")
+    closed = (
+        f"closed-loop success {k}/{n} ({metrics.get('success_rate'):.0%}, 95 % CI {ci[0]:.0%}-{ci[1]:.0%})"
+        if n
+        else "no closed-loop episodes"
+    )
     return f"verification {verdict.upper()} ({metrics.get('verdict_reason', '')}); {closed}"
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks.core.store import ArtifactStore, Manifest, list_files
 from tasks.core.stage import stage_key, tool_versions
+from tasks.core.store import ArtifactStore, Manifest, list_files
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +53,16 @@ def s3_endpoint():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
-    os.environ.update(AWS_ACCESS_KEY_ID="test-key-id", AWS_SECRET_ACCESS_KEY="test-secret", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_ENDPOINT_URL_S3=f"http://{host}:{port}")
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="test-key-id",
+        AWS_SECRET_ACCESS_KEY="test-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_S3=f"http://{host}:{port}",
+    )
     yield f"http://{host}:{port}"
     server.stop()
     for k, v in saved.items():
@@ -81,8 +88,20 @@ def publish_dir(store: ArtifactStore, env_id: str, stage: str, directory: Path, 
     """Publishes hand-made files as a complete artifact (to feed a stage deliberately bad input)."""
     key = stage_key(stage, "test", {"tag": tag or str(directory)}, [])
     uri = store.uri(env_id, stage, key)
-    manifest = Manifest(uri=uri, env_id=env_id, stage=stage, key=key, params={}, parents=(), parent_digests=(),
-                        files=list_files(directory), metrics={}, timings={}, versions=tool_versions(), created_at=0.0)
+    manifest = Manifest(
+        uri=uri,
+        env_id=env_id,
+        stage=stage,
+        key=key,
+        params={},
+        parents=(),
+        parent_digests=(),
+        files=list_files(directory),
+        metrics={},
+        timings={},
+        versions=tool_versions(),
+        created_at=0.0,
+    )
     store.publish(directory, manifest)
     return uri
 

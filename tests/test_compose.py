@@ -25,8 +25,19 @@ def resolved() -> dict:
 
 def test_compose_has_the_airflow_3_celery_topology_and_ours(resolved):
     services = resolved["services"]
-    assert {"postgres", "redis", "minio", "minio-init", "airflow-init", "api-server", "scheduler", "dag-processor",
-            "triggerer", "worker-cpu", "worker-gpu"} <= set(services)
+    assert {
+        "postgres",
+        "redis",
+        "minio",
+        "minio-init",
+        "airflow-init",
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "worker-cpu",
+        "worker-gpu",
+    } <= set(services)
     for name in ("api-server", "scheduler", "dag-processor", "triggerer", "worker-cpu", "worker-gpu"):
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
@@ -55,8 +66,17 @@ def test_services_recover_on_their_own(resolved):
     """Restart policies, a heartbeat timeout shorter than Airflow's 300 s, warm-shutdown grace for the workers, and a
     broker visibility timeout longer than the longest task (no second start of a running training)."""
     services = resolved["services"]
-    for name in ("postgres", "redis", "minio", "api-server", "scheduler", "dag-processor", "triggerer", "worker-cpu",
-                 "worker-gpu"):
+    for name in (
+        "postgres",
+        "redis",
+        "minio",
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "worker-cpu",
+        "worker-gpu",
+    ):
         assert services[name]["restart"] == "unless-stopped", name
     assert services["airflow-init"]["restart"] == "no"
     env = services["scheduler"]["environment"]

@@ -55,9 +55,20 @@ def kind(module: str) -> str:
 
 def test_every_stage_is_a_top_level_module_and_the_rest_sit_in_their_packages():
     stages = sorted(m for m in MODULES if kind(m) == "stage")
-    assert stages == ["tasks.convert", "tasks.download", "tasks.maintenance", "tasks.promote", "tasks.render",
-                      "tasks.rollback", "tasks.run_report", "tasks.select_checkpoint", "tasks.serve", "tasks.stats",
-                      "tasks.train", "tasks.verify"]
+    assert stages == [
+        "tasks.convert",
+        "tasks.download",
+        "tasks.maintenance",
+        "tasks.promote",
+        "tasks.render",
+        "tasks.rollback",
+        "tasks.run_report",
+        "tasks.select_checkpoint",
+        "tasks.serve",
+        "tasks.stats",
+        "tasks.train",
+        "tasks.verify",
+    ]
     assert {kind(m) for m in MODULES} == {"stage", "package", "core", "policy", "sim", "flows", "airflow_tasks"}
 
 
@@ -90,7 +101,7 @@ def test_no_import_circles():
         state[node] = 1
         for nxt in sorted(GRAPH[node]):
             if state.get(nxt) == 1:
-                circles.append(path[path.index(nxt):] + [nxt])
+                circles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2

@@ -38,14 +38,22 @@ def test_an_installed_stage_script_runs():
 def test_the_wheel_holds_the_stages_and_the_airflow_building_blocks(tmp_path):
     uv = shutil.which("uv")
     assert uv, "uv builds the wheel (tools/setup.sh installs it)"
-    subprocess.run([uv, "build", "--wheel", "--out-dir", str(tmp_path), str(PROJECT)], check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(
+        [uv, "build", "--wheel", "--out-dir", str(tmp_path), str(PROJECT)], check=True, capture_output=True, timeout=600
+    )
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for stage in STAGES:
         assert f"tasks/{stage}.py" in names
-    for module in ("tasks/core/params.py", "tasks/core/stage.py", "tasks/policy/configs.py", "tasks/sim/rollout.py",
-                   "tasks/airflow_tasks/__init__.py", "tasks/airflow_tasks/stage_tasks.py", "tasks/flows/pipeline.py"):
+    for module in (
+        "tasks/core/params.py",
+        "tasks/core/stage.py",
+        "tasks/policy/configs.py",
+        "tasks/sim/rollout.py",
+        "tasks/airflow_tasks/__init__.py",
+        "tasks/airflow_tasks/stage_tasks.py",
+        "tasks/flows/pipeline.py",
+    ):
         assert module in names
     assert not any(n.startswith(("tests/", "dags/", "bench/")) for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

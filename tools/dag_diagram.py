@@ -33,10 +33,15 @@ def mermaid(dag) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/dag_diagram.py",
-                                     description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("dag_id", nargs="?", default="maniskill_openpi_sft",
-                        help="id of the DAG to draw, one of those in dags/ (default %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python tools/dag_diagram.py", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
+    parser.add_argument(
+        "dag_id",
+        nargs="?",
+        default="maniskill_openpi_sft",
+        help="id of the DAG to draw, one of those in dags/ (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     sys.path[:0] = [str(PROJECT)]
     import contextlib

@@ -45,9 +45,8 @@ def run_demo(conf: dict) -> dict:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from tasks.policy.tokenizer import seed_offline_tokenizer
-
     from tasks.core.run_config import RunConfig
+    from tasks.policy.tokenizer import seed_offline_tokenizer
 
     if conf.get("preset", RunConfig.defaults("demo")["preset"]) == "tiny":
         seed_offline_tokenizer()
@@ -61,14 +60,20 @@ def run_demo(conf: dict) -> dict:
         tis = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run.run_id).all()
         results = {}
         for ti in sorted(tis, key=lambda t: (t.start_date or 0, t.map_index)):
-            row = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", task_ids=ti.task_id,
-                                                     dag_ids=DAG_ID, map_indexes=ti.map_index)).first()
+            row = session.scalars(
+                XComModel.get_many(
+                    run_id=run.run_id, key="return_value", task_ids=ti.task_id, dag_ids=DAG_ID, map_indexes=ti.map_index
+                )
+            ).first()
             value = XComModel.deserialize_value(row) if row is not None else None
             name = ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
-            results[name] = {"state": ti.state, "seconds": round(ti.duration or 0, 1),
-                             "cache_hit": (value or {}).get("cache_hit") if isinstance(value, dict) else None,
-                             "uri": (value or {}).get("uri") if isinstance(value, dict) else None,
-                             "metrics": (value or {}).get("metrics") if isinstance(value, dict) else None}
+            results[name] = {
+                "state": ti.state,
+                "seconds": round(ti.duration or 0, 1),
+                "cache_hit": (value or {}).get("cache_hit") if isinstance(value, dict) else None,
+                "uri": (value or {}).get("uri") if isinstance(value, dict) else None,
+                "metrics": (value or {}).get("metrics") if isinstance(value, dict) else None,
+            }
     return {"state": str(run.state), "run_id": run.run_id, "wall_s": round(wall, 1), "tasks": results}
 
 
@@ -78,7 +83,7 @@ def print_summary(summary: dict) -> None:
     for name, r in summary["tasks"].items():
         cache = "" if r["cache_hit"] is None else ("hit" if r["cache_hit"] else "built")
         print(f"{name:<18} {r['state']:<9} {r['seconds']:>8}  {cache:<9} {r['uri'] or ''}")
-    selection = (summary["tasks"].get("select", {}).get("metrics") or {})
+    selection = summary["tasks"].get("select", {}).get("metrics") or {}
     verify = summary["tasks"].get("confirm", {})  # the chosen checkpoint's verification on the protocol's seeds
     if verify.get("uri"):
         m = verify["metrics"]
@@ -90,23 +95,35 @@ def print_summary(summary: dict) -> None:
         if selection.get("reason"):
             print(f"checkpoint selection: {selection['reason']}")
         print(verdict_line(m))
-        print(f"held-out action MAE {m.get('action_mae'):.4f}, output {m.get('output_shape')}, "
-              f"inference {m.get('latency_ms_median')} ms, step limit {m.get('protocol', {}).get('max_steps')}")
+        print(
+            f"held-out action MAE {m.get('action_mae'):.4f}, output {m.get('output_shape')}, "
+            f"inference {m.get('latency_ms_median')} ms, step limit {m.get('protocol', {}).get('max_steps')}"
+        )
     promote = summary["tasks"].get("promote", {})
     if promote.get("metrics"):
         print(f"promotion: {promote['metrics']['reason']} -> latest = {promote['metrics']['latest_checkpoint']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/demo_run.py",
-                                     description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("--env-id", default="PickCube-v1",
-                        help="registered ManiSkill task to run the demo on (default %(default)s)")
-    parser.add_argument("--root", default=f"file://{PROJECT / 'artifacts'}",
-                        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)")
-    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="any DAG param, e.g. --conf demo_count=8 --conf steps=10 (repeatable; values parsed as JSON "
-                             "when possible; default: none)")
+    parser = argparse.ArgumentParser(
+        prog="python tools/demo_run.py", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
+    parser.add_argument(
+        "--env-id", default="PickCube-v1", help="registered ManiSkill task to run the demo on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--root",
+        default=f"file://{PROJECT / 'artifacts'}",
+        help="artifact root URI (file:///dir or s3://bucket/prefix; default %(default)s)",
+    )
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any DAG param, e.g. --conf demo_count=8 --conf steps=10 (repeatable; values parsed as JSON "
+        "when possible; default: none)",
+    )
     parser.add_argument("--json", type=Path, help="also write the run summary to this JSON file (default: not written)")
     args = parser.parse_args(argv)
     _prepare_env(PROJECT / ".cache" / "demo")

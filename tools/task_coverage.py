@@ -22,7 +22,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from tasks.core.specs import NOT_REGISTERED, TASK_SPECS  # noqa: E402
-from tasks.flows.task_specs import coverage_row
+from tasks.flows.task_specs import coverage_row  # noqa: E402
 
 
 def table(rows: list[dict], demos: int) -> str:
@@ -45,11 +45,15 @@ def table(rows: list[dict], demos: int) -> str:
         lines.append(
             f"| {r['env_id']} | {TASK_SPECS[r['env_id']].prompt} | {r['planner_success_rate']:.0%} | "
             f"{r['replay_success_ratio']:.0%} | {r['episodes']} | {r['frames']} | {r['state_dim']} | {r['action_dim']} | "
-            f"{', '.join(r['cameras'])} | {r['longest_episode']} | {r['seconds']:.0f} |")
-    lines += ["", "Planner success: demos kept / seeds ManiSkill's planner tried. Replay success: demos that still "
-              "succeed after conversion to the spec's control mode (`pd_ee_delta_pose`). Longest episode: steps after "
-              "conversion; motion-planning demos run far past ManiSkill's `max_episode_steps`, so verify derives its "
-              "step limit from this (x1.15) instead."]
+            f"{', '.join(r['cameras'])} | {r['longest_episode']} | {r['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Planner success: demos kept / seeds ManiSkill's planner tried. Replay success: demos that still "
+        "succeed after conversion to the spec's control mode (`pd_ee_delta_pose`). Longest episode: steps after "
+        "conversion; motion-planning demos run far past ManiSkill's `max_episode_steps`, so verify derives its "
+        "step limit from this (x1.15) instead.",
+    ]
     if NOT_REGISTERED:
         lines += ["", "## Not registered", "", "ManiSkill 3.0.1 has motion-planning solutions for these, but:", ""]
         lines += [f"- **{k}**: {v}." for k, v in sorted(NOT_REGISTERED.items())]
@@ -57,11 +61,14 @@ def table(rows: list[dict], demos: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/task_coverage.py",
-                                     description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(
+        prog="python tools/task_coverage.py", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("env_ids", nargs="*", help="registered env ids to run (default: all)")
     parser.add_argument("--demos", type=int, default=4, help="planner demos per task (default %(default)s)")
-    parser.add_argument("--out", type=Path, default=PROJECT / "docs" / "tasks.md", help="where to write the table (default %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=PROJECT / "docs" / "tasks.md", help="where to write the table (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     rows = []
     for env_id in args.env_ids or sorted(TASK_SPECS):

@@ -36,6 +36,24 @@ from tasks.airflow_tasks.stage_tasks import (
     verify_each,
 )
 
-__all__ = ["DEMOS_ASSET", "POLICY_ASSET", "approve", "candidates", "confirm", "convert", "download", "promote",
-           "render", "render_split", "report", "resolve", "run_params", "select", "shards", "stats", "train", "verify",
-           "verify_each"]
+__all__ = [
+    "DEMOS_ASSET",
+    "POLICY_ASSET",
+    "approve",
+    "candidates",
+    "confirm",
+    "convert",
+    "download",
+    "promote",
+    "render",
+    "render_split",
+    "report",
+    "resolve",
+    "run_params",
+    "select",
+    "shards",
+    "stats",
+    "train",
+    "verify",
+    "verify_each",
+]

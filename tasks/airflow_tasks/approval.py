@@ -31,13 +31,15 @@ def _rate(entry: dict | None) -> str:
 def approval_body(preview: dict[str, Any]) -> str:
     """What the person approving sees (Markdown): the candidate, the incumbent and why the rule would promote."""
     candidate, current = preview["candidate"], preview["current"]
-    lines = [f"**Candidate**: `{candidate.get('checkpoint_ref') or candidate['checkpoint']}`: {_rate(candidate)} "
-             f"(verdict {candidate['verdict']})",
-             f"**Current latest**: " + (f"`{current['checkpoint']}`: {_rate(current)}" if current else "none"),
-             f"**The promotion rule**: {preview['reason']}",
-             f"**Verification report**: `{candidate['report']}`",
-             "Approve moves latest (and the policy asset) to the candidate; Reject keeps the current latest. "
-             "No answer in time counts as Reject."]
+    lines = [
+        f"**Candidate**: `{candidate.get('checkpoint_ref') or candidate['checkpoint']}`: {_rate(candidate)} "
+        f"(verdict {candidate['verdict']})",
+        "**Current latest**: " + (f"`{current['checkpoint']}`: {_rate(current)}" if current else "none"),
+        f"**The promotion rule**: {preview['reason']}",
+        f"**Verification report**: `{candidate['report']}`",
+        "Approve moves latest (and the policy asset) to the candidate; Reject keeps the current latest. "
+        "No answer in time counts as Reject.",
+    ]
     return "\n\n".join(lines)
 
 
@@ -45,8 +47,9 @@ class PromotionApproval(HITLOperator):
     """Approve or Reject a candidate the promotion rule would promote; a no-op when the run needs no approval."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(subject="Promote a new policy?", options=[APPROVE, REJECT], defaults=[REJECT], multiple=False,
-                         **kwargs)
+        super().__init__(
+            subject="Promote a new policy?", options=[APPROVE, REJECT], defaults=[REJECT], multiple=False, **kwargs
+        )
 
     def execute(self, context):
         from tasks.airflow_tasks.glue import bind_s3_connection
@@ -74,8 +77,13 @@ class PromotionApproval(HITLOperator):
         chosen = answer["chosen_options"][0]
         by = user.get("name") or user.get("id") or "timeout"
         self.log.info("%s by %s", chosen, by)
-        return {"required": True, "asked": True, "approved": chosen == APPROVE, "by": by,
-                "at": str(answer.get("responded_at"))}
+        return {
+            "required": True,
+            "asked": True,
+            "approved": chosen == APPROVE,
+            "by": by,
+            "at": str(answer.get("responded_at")),
+        }
 
 
 def approval_answer(result: dict | None) -> dict[str, str]:

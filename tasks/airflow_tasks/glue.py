@@ -19,8 +19,8 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.core.errors import NotRetryable
-from tasks.core.store import ArtifactError
 from tasks.core.stage import StageResult
+from tasks.core.store import ArtifactError
 
 # ValueError covers SpecError, StatsError, TrainError, VerifyError, ConfigError and bad params; NotRetryable the
 # stages' other refusals (ConvertError, RenderError, DownloadError, TokenizerError).
@@ -57,13 +57,16 @@ def bind_wandb_connection(conn_id: str | None) -> None:
     except AirflowNotFoundException:
         raise AirflowFailException(
             f"W&B connection {conn_id!r} does not exist: create it (password = W&B API key) or clear wandb_conn_id "
-            "to let W&B read WANDB_API_KEY from the worker's environment") from None
+            "to let W&B read WANDB_API_KEY from the worker's environment"
+        ) from None
     extra = conn.extra_dejson
     # A configured account means "log to it", unless the connection says otherwise (e.g. an air-gapped worker).
     mode = extra.get("mode", "online")
     if not conn.password and mode != "offline":
-        raise AirflowFailException(f"W&B connection {conn_id!r} has no password: put the W&B API key in its password field "
-                                   "(or set extra mode=offline)")
+        raise AirflowFailException(
+            f"W&B connection {conn_id!r} has no password: put the W&B API key in its password field "
+            "(or set extra mode=offline)"
+        )
     if conn.password:
         os.environ["WANDB_API_KEY"] = conn.password
     if conn.host:

@@ -17,11 +17,20 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.core.run_config import RunConfig, active_profile, asset_overrides, check_keys
 
+
 def _params(profile: str | None) -> dict[str, Param]:
     defaults = RunConfig.defaults(profile or active_profile())
     schemas = RunConfig.json_schema()
-    return {f.name: Param(defaults[f.name], title=f.metadata["title"], description=f.metadata["description"],
-                          section=f.metadata["section"], **schemas[f.name]) for f in RunConfig.settings()}
+    return {
+        f.name: Param(
+            defaults[f.name],
+            title=f.metadata["title"],
+            description=f.metadata["description"],
+            section=f.metadata["section"],
+            **schemas[f.name],
+        )
+        for f in RunConfig.settings()
+    }
 
 
 def common_params(profile: str | None = None) -> dict[str, Param]:
@@ -49,18 +58,26 @@ def profile_doc() -> str:
     def cell(v: Any) -> str:
         return "—" if v is None else f"`{v}`"
 
-    rows = "\n".join(f"| {titles[k]} | {cell(defaults['production'][k])} | {cell(defaults['demo'][k])} |" for k in shown)
-    return (f"### Profiles\nThis deployment's form defaults come from the **{active}** profile (`PIPELINE_PROFILE`). "
-            "**production** is openpi's fine-tuning recipe: LoRA from pi0_base with the preset's steps, batch, LR "
-            "schedule and EMA, resume points, enough demos and closed-loop episodes for a success rate to mean "
-            "something. **demo** is the CPU-sized run of tools/demo.sh and the tests.\n\n"
-            f"| setting | production | demo |\n|---|---|---|\n{rows}\n\n"
-            "— : left empty, meaning the preset's value (steps, batch), the TaskSpec's (step limit), or none.\n")
+    rows = "\n".join(
+        f"| {titles[k]} | {cell(defaults['production'][k])} | {cell(defaults['demo'][k])} |" for k in shown
+    )
+    return (
+        f"### Profiles\nThis deployment's form defaults come from the **{active}** profile (`PIPELINE_PROFILE`). "
+        "**production** is openpi's fine-tuning recipe: LoRA from pi0_base with the preset's steps, batch, LR "
+        "schedule and EMA, resume points, enough demos and closed-loop episodes for a success rate to mean "
+        "something. **demo** is the CPU-sized run of tools/demo.sh and the tests.\n\n"
+        f"| setting | production | demo |\n|---|---|---|\n{rows}\n\n"
+        "— : left empty, meaning the preset's value (steps, batch), the TaskSpec's (step limit), or none.\n"
+    )
 
 
-def resolve_run_config(params: Mapping[str, Any], conf: Mapping[str, Any] | None = None,
-                       asset_events: Mapping[str, Any] | None = None, env_id: str | None = None,
-                       extra_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+def resolve_run_config(
+    params: Mapping[str, Any],
+    conf: Mapping[str, Any] | None = None,
+    asset_events: Mapping[str, Any] | None = None,
+    env_id: str | None = None,
+    extra_keys: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The run's typed config as plain data (for XCom). `params`: the DAG's params (form defaults merged with
     the trigger's conf by Airflow); `conf`: the trigger's conf, checked for unknown keys; `extra_keys`: conf keys
     the DAG itself takes (the backfill's env_ids)."""
@@ -73,4 +90,3 @@ def resolve_run_config(params: Mapping[str, Any], conf: Mapping[str, Any] | None
         return RunConfig.build(values).to_dict()
     except ValueError as e:  # ConfigError and the stages' own refusals: retrying cannot fix them
         raise AirflowFailException(f"{type(e).__name__}: {e}") from e
-

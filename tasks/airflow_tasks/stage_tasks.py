@@ -15,12 +15,12 @@ from typing import Any
 
 from airflow.sdk import Asset, task
 
+from tasks.airflow_tasks.approval import PromotionApproval, approval_answer
 from tasks.airflow_tasks.glue import bind_wandb_connection, run_stage_task
 from tasks.airflow_tasks.params import resolve_run_config
-from tasks.render import plan_shards
-from tasks.core.run_config import RunConfig
-from tasks.airflow_tasks.approval import PromotionApproval, approval_answer
 from tasks.airflow_tasks.xcom import pull, run_config
+from tasks.core.run_config import RunConfig
+from tasks.render import plan_shards
 
 # GPU stages go to their own Celery queue and pool; both are configurable, and the embedded default
 # (dag.test, LocalExecutor) runs them without either existing. Render goes there only when asked to.
@@ -28,8 +28,12 @@ GPU_QUEUE = os.environ.get("PIPELINE_GPU_QUEUE", "gpu")
 GPU_POOL = os.environ.get("PIPELINE_GPU_POOL", "gpu")
 RENDER_QUEUE = os.environ.get("PIPELINE_RENDER_QUEUE", "default")
 RENDER_POOL = os.environ.get("PIPELINE_RENDER_POOL", "default_pool")
-DEMOS_ASSET = Asset(name="maniskill_demos", uri=os.environ.get("PIPELINE_DEMOS_ASSET_URI", "s3://maniskill-demos/incoming"))
-POLICY_ASSET = Asset(name="maniskill_pi0_policy", uri=os.environ.get("PIPELINE_POLICY_ASSET_URI", "s3://maniskill-policies/latest"))
+DEMOS_ASSET = Asset(
+    name="maniskill_demos", uri=os.environ.get("PIPELINE_DEMOS_ASSET_URI", "s3://maniskill-demos/incoming")
+)
+POLICY_ASSET = Asset(
+    name="maniskill_pi0_policy", uri=os.environ.get("PIPELINE_POLICY_ASSET_URI", "s3://maniskill-policies/latest")
+)
 
 
 def _run(fn, stage_params, config: RunConfig, **inputs) -> dict[str, Any]:
@@ -72,8 +76,10 @@ def shards(demos: dict, ti=None) -> list[dict]:
 def _render(config: RunConfig, shard: dict) -> dict:
     from tasks.render import render as stage
 
-    return {**_run(stage, config.render_params(shard["start"], shard["stop"]), config, demos=shard["demos"]),
-            "split": shard["split"]}
+    return {
+        **_run(stage, config.render_params(shard["start"], shard["stop"]), config, demos=shard["demos"]),
+        "split": shard["split"],
+    }
 
 
 @task(queue=RENDER_QUEUE, pool=RENDER_POOL)
@@ -114,8 +120,9 @@ def train(dataset: dict, norm_stats: dict, holdout: dict, ti=None) -> dict:
     config = run_config(ti)
     if config.wandb:
         bind_wandb_connection(config.wandb_conn_id)
-    return _run(stage, config.train_params(), config, dataset=dataset["uri"], stats=norm_stats["uri"],
-                holdout=holdout["uri"])
+    return _run(
+        stage, config.train_params(), config, dataset=dataset["uri"], stats=norm_stats["uri"], holdout=holdout["uri"]
+    )
 
 
 @task
@@ -129,8 +136,9 @@ def candidates(trained: dict) -> list[dict]:
 def _verify(config: RunConfig, checkpoint: dict, holdout: dict) -> dict:
     from tasks.verify import verify as stage
 
-    params = dataclasses.replace(config.verify_params(selection=bool(checkpoint.get("selection"))),
-                                 step=int(checkpoint.get("step") or 0))
+    params = dataclasses.replace(
+        config.verify_params(selection=bool(checkpoint.get("selection"))), step=int(checkpoint.get("step") or 0)
+    )
     return _run(stage, params, config, checkpoint=checkpoint["uri"], holdout=holdout["uri"])
 
 
@@ -150,10 +158,13 @@ def verify_each(checkpoints: list[dict], holdout: dict, ti=None) -> list[dict]:
 @task
 def select(verifications: list[dict], ti=None) -> dict:
     """The kept checkpoint that succeeds most in closed loop (ties: lower validation loss) is the candidate."""
-    from tasks.select_checkpoint import SelectParams, select as stage
+    from tasks.select_checkpoint import SelectParams
+    from tasks.select_checkpoint import select as stage
 
     config = run_config(ti)
-    return _run(stage, SelectParams(env_id=config.env_id), config, verifications=[v["uri"] for v in _items(verifications)])
+    return _run(
+        stage, SelectParams(env_id=config.env_id), config, verifications=[v["uri"] for v in _items(verifications)]
+    )
 
 
 @task(queue=GPU_QUEUE, pool=GPU_POOL)
@@ -187,7 +198,8 @@ def promote(confirmation: dict, ti=None) -> dict:
 @task
 def report(promotion: dict, ti=None, run_id=None) -> dict:
     """The run report: verify's figures plus every stage's duration, cache hit and artifact in this run."""
-    from tasks.run_report import RunReportParams, run_report as stage, stage_rows
+    from tasks.run_report import RunReportParams, stage_rows
+    from tasks.run_report import run_report as stage
 
     config = run_config(ti)
     if "." in ti.task_id:  # backfill: render per split and verify per checkpoint, each a list
@@ -197,8 +209,23 @@ def report(promotion: dict, ti=None, run_id=None) -> dict:
         rendered = pull(ti, "render", mapped=True)
         verified = pull(ti, "verify", mapped=True)
     selection, confirmation = pull(ti, "select"), pull(ti, "confirm")
-    results = {"download": pull(ti, "download"), "render": rendered, "convert": pull(ti, "convert"),
-               "convert_holdout": pull(ti, "convert_holdout"), "stats": pull(ti, "stats"), "train": pull(ti, "train"),
-               "verify": verified, "select": selection, "confirm": confirmation, "promote": promotion}
-    return _run(stage, RunReportParams(env_id=config.env_id, run_id=run_id), config,
-                verification=confirmation["uri"], stages=stage_rows(results), selection=selection["uri"])
+    results = {
+        "download": pull(ti, "download"),
+        "render": rendered,
+        "convert": pull(ti, "convert"),
+        "convert_holdout": pull(ti, "convert_holdout"),
+        "stats": pull(ti, "stats"),
+        "train": pull(ti, "train"),
+        "verify": verified,
+        "select": selection,
+        "confirm": confirmation,
+        "promote": promotion,
+    }
+    return _run(
+        stage,
+        RunReportParams(env_id=config.env_id, run_id=run_id),
+        config,
+        verification=confirmation["uri"],
+        stages=stage_rows(results),
+        selection=selection["uri"],
+    )

@@ -12,8 +12,6 @@ from pathlib import Path
 from tasks.core.params import TrainError
 from tasks.core.store import ArtifactStore, Manifest, work_dir
 
-
-
 CANDIDATES = "candidates"  # candidates/<step>/: the kept checkpoints of a train artifact (keep_period)
 
 
@@ -52,8 +50,10 @@ def checkpoint_dir_name(manifest: Manifest, step: int | None) -> str:
         return "checkpoint"
     kept = checkpoint_steps(manifest)
     if step not in kept:
-        raise TrainError(f"{manifest.uri} keeps no checkpoint of step {step}: it keeps steps {', '.join(map(str, kept))} "
-                         "(train with keep_period to keep more)")
+        raise TrainError(
+            f"{manifest.uri} keeps no checkpoint of step {step}: it keeps steps {', '.join(map(str, kept))} "
+            "(train with keep_period to keep more)"
+        )
     return f"{CANDIDATES}/{step}"
 
 

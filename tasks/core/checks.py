@@ -26,8 +26,10 @@ MODEL_ACTION_DIM = 32
 SPEC_FIELD = {"state": "state_keys", "actions": "action_dim"}
 
 # The default wording of a norm-stats width mismatch. Fields: key, got, expected, env_id, field.
-NORM_STATS_MISMATCH = ("norm stats {key} width {got} != model input width {expected} for {env_id} ({field} in "
-                       "tasks/core/specs.py); recompute the stats from a dataset converted with the current TaskSpec")
+NORM_STATS_MISMATCH = (
+    "norm stats {key} width {got} != model input width {expected} for {env_id} ({field} in "
+    "tasks/core/specs.py); recompute the stats from a dataset converted with the current TaskSpec"
+)
 
 GCS_HOST = "storage.googleapis.com"  # openpi's gs:// assets: pi0_base weights, the PaliGemma tokenizer
 HUB_HOST = "huggingface.co"  # ManiSkill's demo hub
@@ -38,8 +40,9 @@ def model_input_widths(spec: TaskSpec) -> dict[str, int]:
     return {"state": spec.state_dim, "actions": spec.action_dim}
 
 
-def check_fits_model(env_id: str, widths: Mapping[str, int], model_dim: int = MODEL_ACTION_DIM, *,
-                     error: type[Exception] = ValueError) -> None:
+def check_fits_model(
+    env_id: str, widths: Mapping[str, int], model_dim: int = MODEL_ACTION_DIM, *, error: type[Exception] = ValueError
+) -> None:
     """Refuses a state or action wider than the model's action vector.
 
     Why: openpi pads state and actions up to `model_dim` (32 for pi0 and pi0.5) and cannot cut them down, so a wider
@@ -48,15 +51,26 @@ def check_fits_model(env_id: str, widths: Mapping[str, int], model_dim: int = MO
     """
     for key, width in widths.items():
         if width > model_dim:
-            fix = ("use fewer or narrower state_keys" if key == "state"
-                   else f"use a control_mode with at most {model_dim} action values")
-            raise error(f"{env_id}: {key} width {width} exceeds the model's action_dim {model_dim} (openpi pads state "
-                        f"and actions to it and cannot fit wider ones): {fix} in tasks/core/specs.py")
+            fix = (
+                "use fewer or narrower state_keys"
+                if key == "state"
+                else f"use a control_mode with at most {model_dim} action values"
+            )
+            raise error(
+                f"{env_id}: {key} width {width} exceeds the model's action_dim {model_dim} (openpi pads state "
+                f"and actions to it and cannot fit wider ones): {fix} in tasks/core/specs.py"
+            )
 
 
-def check_norm_stats_widths(env_id: str, stats_widths: Mapping[str, int], expected: Mapping[str, int],
-                            model_dim: int = MODEL_ACTION_DIM, *, error: type[Exception] = ValueError,
-                            mismatch: str = NORM_STATS_MISMATCH) -> None:
+def check_norm_stats_widths(
+    env_id: str,
+    stats_widths: Mapping[str, int],
+    expected: Mapping[str, int],
+    model_dim: int = MODEL_ACTION_DIM,
+    *,
+    error: type[Exception] = ValueError,
+    mismatch: str = NORM_STATS_MISMATCH,
+) -> None:
     """Refuses norm stats whose state or action widths are not the spec's, or do not fit the model.
 
     Why: stats computed from a dataset converted with an older TaskSpec (the manual workflow's 18-vs-7 bug) would
@@ -71,7 +85,9 @@ def check_norm_stats_widths(env_id: str, stats_widths: Mapping[str, int], expect
             raise error(f"norm stats lack {key!r}; recompute them with the stats stage for {env_id}")
         got = stats_widths[key]
         if got != width:
-            raise error(mismatch.format(key=key, got=got, expected=width, env_id=env_id, field=SPEC_FIELD.get(key, key)))
+            raise error(
+                mismatch.format(key=key, got=got, expected=width, env_id=env_id, field=SPEC_FIELD.get(key, key))
+            )
         check_fits_model(env_id, {key: got}, model_dim, error=error)
 
 

@@ -45,8 +45,13 @@ def arguments(params_cls: type, inputs: dict[str, bool | str] | None = None) -> 
         if several is True:
             fields.append((name, Annotated[list[str], tyro.conf.arg(help="input artifact URIs (one or more)")]))
         elif several == "optional":
-            fields.append((name, Annotated[str, tyro.conf.arg(help="input artifact URI; may be left out")],
-                           dataclasses.field(default="")))
+            fields.append(
+                (
+                    name,
+                    Annotated[str, tyro.conf.arg(help="input artifact URI; may be left out")],
+                    dataclasses.field(default=""),
+                )
+            )
         else:
             fields.append((name, Annotated[str, tyro.conf.arg(help="input artifact URI")]))
     fields.append(("root", Annotated[str, tyro.conf.arg(help=ROOT_HELP)], dataclasses.field(default=default_root())))
@@ -62,8 +67,12 @@ def _prog(module: str) -> str | None:
     return f"python -m {module}" if module else None
 
 
-def cli(description: str | None, params_cls: type, run: Callable[..., StageResult],
-        inputs: dict[str, bool | str] | None = None) -> Callable[[list[str] | None], int]:
+def cli(
+    description: str | None,
+    params_cls: type,
+    run: Callable[..., StageResult],
+    inputs: dict[str, bool | str] | None = None,
+) -> Callable[[list[str] | None], int]:
     """Builds `main(argv)` for a stage: `--root`, input URIs, params flags; prints the result as JSON on stdout.
 
     `description` is the module docstring: its first paragraph describes the CLI in `--help`. `inputs` maps each
@@ -76,8 +85,12 @@ def cli(description: str | None, params_cls: type, run: Callable[..., StageResul
         import tyro
 
         configure_logging()
-        args = tyro.cli(arguments(params_cls, inputs), args=argv, prog=_prog(run.__module__),
-                        description=first_paragraph(description))
+        args = tyro.cli(
+            arguments(params_cls, inputs),
+            args=argv,
+            prog=_prog(run.__module__),
+            description=first_paragraph(description),
+        )
         kwargs = {name: getattr(args, name) for name in inputs}
         # Upstream tools print progress on stdout; keep stdout for the one JSON result line.
         with contextlib.redirect_stdout(sys.stderr):

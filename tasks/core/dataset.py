@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from lerobot.constants import ACTION, OBS_IMAGES, OBS_STATE
 
-
-
 IMAGE_KEY_PREFIX = f"{OBS_IMAGES}."  # + the ManiSkill sensor name, e.g. observation.images.base_camera
 STATE_KEY = OBS_STATE
 ACTION_KEY = ACTION

@@ -28,7 +28,9 @@ def load_episodes(h5_path: Path) -> list[dict]:
     try:
         meta = json.loads(json_path.read_text())
     except FileNotFoundError:
-        raise DemoFileError(f"{json_path}: JSON sidecar missing; ManiSkill writes <name>.h5 and <name>.json together") from None
+        raise DemoFileError(
+            f"{json_path}: JSON sidecar missing; ManiSkill writes <name>.h5 and <name>.json together"
+        ) from None
     except json.JSONDecodeError as e:
         raise DemoFileError(f"{json_path}: not valid JSON ({e}); re-download or regenerate the demos") from None
     episodes = meta.get("episodes")
@@ -37,16 +39,22 @@ def load_episodes(h5_path: Path) -> list[dict]:
     try:
         h5 = h5py.File(h5_path, "r")
     except (OSError, ValueError) as e:
-        raise DemoFileError(f"{h5_path}: cannot open as HDF5 ({e}); the file is corrupt or truncated - re-download or regenerate it") from None
+        raise DemoFileError(
+            f"{h5_path}: cannot open as HDF5 ({e}); the file is corrupt or truncated - re-download or regenerate it"
+        ) from None
     with h5:
         for ep in episodes:
             name = f"traj_{ep['episode_id']}"
             if name not in h5:
-                raise DemoFileError(f"{h5_path}: episode {ep['episode_id']} is listed in {json_path.name} but '{name}' is not in the H5")
+                raise DemoFileError(
+                    f"{h5_path}: episode {ep['episode_id']} is listed in {json_path.name} but '{name}' is not in the H5"
+                )
             try:
                 actions = h5[name]["actions"][:]
             except (KeyError, OSError, ValueError) as e:
-                raise DemoFileError(f"{h5_path}: episode {ep['episode_id']} ('{name}/actions') is unreadable ({e}); the file is corrupt or truncated") from None
+                raise DemoFileError(
+                    f"{h5_path}: episode {ep['episode_id']} ('{name}/actions') is unreadable ({e}); the file is corrupt or truncated"
+                ) from None
             steps = ep.get("elapsed_steps")
             if steps is not None and steps != len(actions):
                 raise DemoFileError(
@@ -74,11 +82,15 @@ def read_episode(h5: h5py.File, episode_id: int, camera: str, h5_path: Path) -> 
         group = h5[name]
         obs = group["obs"]
     except KeyError:
-        raise DemoFileError(f"{h5_path}: episode {episode_id} has no '{name}/obs' group; render the demos first") from None
+        raise DemoFileError(
+            f"{h5_path}: episode {episode_id} has no '{name}/obs' group; render the demos first"
+        ) from None
     cameras = sorted(c for c in obs["sensor_data"] if "rgb" in obs["sensor_data"][c]) if "sensor_data" in obs else []
     if cameras and camera not in cameras:
-        raise DemoFileError(f"{h5_path}: no camera {camera!r} in the rendered episodes; they have {cameras}. "
-                            "Fix the camera names of the TaskSpec in tasks/core/specs.py")
+        raise DemoFileError(
+            f"{h5_path}: no camera {camera!r} in the rendered episodes; they have {cameras}. "
+            "Fix the camera names of the TaskSpec in tasks/core/specs.py"
+        )
     if not cameras:
         raise DemoFileError(
             f"{h5_path}: episode {episode_id} has no images at obs/sensor_data/{camera}/rgb - this looks like a "
@@ -88,16 +100,24 @@ def read_episode(h5: h5py.File, episode_id: int, camera: str, h5_path: Path) -> 
         data = {
             "actions": group["actions"][:],
             "rgb": obs["sensor_data"][camera]["rgb"][:],
-            "obs": {g: {k: obs[g][k][:] for k in obs[g] if isinstance(obs[g][k], h5py.Dataset)} for g in ("agent", "extra") if g in obs},
+            "obs": {
+                g: {k: obs[g][k][:] for k in obs[g] if isinstance(obs[g][k], h5py.Dataset)}
+                for g in ("agent", "extra")
+                if g in obs
+            },
         }
     except (OSError, ValueError) as e:
-        raise DemoFileError(f"{h5_path}: episode {episode_id} is unreadable ({e}); the file is corrupt or truncated") from None
+        raise DemoFileError(
+            f"{h5_path}: episode {episode_id} is unreadable ({e}); the file is corrupt or truncated"
+        ) from None
     if len(data["rgb"]) != len(data["actions"]) + 1:
         raise DemoFileError(
             f"{h5_path}: episode {episode_id} has {len(data['rgb'])} images for {len(data['actions'])} actions (expected one more image than actions)"
         )
     if data["rgb"].dtype != np.uint8 or data["rgb"].ndim != 4 or data["rgb"].shape[-1] != 3:
-        raise DemoFileError(f"{h5_path}: episode {episode_id}: images are {data['rgb'].dtype}{data['rgb'].shape}, expected uint8 (T,H,W,3)")
+        raise DemoFileError(
+            f"{h5_path}: episode {episode_id}: images are {data['rgb'].dtype}{data['rgb'].shape}, expected uint8 (T,H,W,3)"
+        )
     return data
 
 
@@ -117,7 +137,10 @@ def episodes_fingerprint(h5_path: Path, episodes: list[dict]) -> str:
         for ep in episodes:
             h.update(json.dumps(ep, sort_keys=True).encode())
             datasets: list[tuple[str, h5py.Dataset]] = []
-            f[f"traj_{ep['episode_id']}"].visititems(lambda name, obj: datasets.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+            # visititems calls back at once, inside this iteration: binding `datasets` late is what is meant
+            f[f"traj_{ep['episode_id']}"].visititems(
+                lambda name, obj: datasets.append((name, obj)) if isinstance(obj, h5py.Dataset) else None  # noqa: B023
+            )
             for name, ds in sorted(datasets, key=lambda x: x[0]):
                 data = np.ascontiguousarray(ds[()])
                 h.update(f"{name}\0{data.dtype.str}\0{data.shape}\n".encode())

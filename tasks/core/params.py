@@ -105,11 +105,15 @@ class RenderParams:
         if self.control_mode and self.control_mode not in CONTROL_MODES:
             raise ValueError(f"unknown control mode {self.control_mode!r}: use one of {CONTROL_MODES}")
         if self.control_mode and self.control_mode != spec.control_mode:
-            raise ValueError(f"control mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} "
-                             f"({spec.control_mode!r}), which training and evaluation use: leave control_mode empty "
-                             "or change the spec in tasks/core/specs.py")
+            raise ValueError(
+                f"control mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} "
+                f"({spec.control_mode!r}), which training and evaluation use: leave control_mode empty "
+                "or change the spec in tasks/core/specs.py"
+            )
         if self.shard_start < 0 or (self.shard_stop != -1 and self.shard_stop <= self.shard_start):
-            raise ValueError(f"bad shard [{self.shard_start}, {self.shard_stop}): need 0 <= start < stop (or stop=-1 for 'to the end')")
+            raise ValueError(
+                f"bad shard [{self.shard_start}, {self.shard_stop}): need 0 <= start < stop (or stop=-1 for 'to the end')"
+            )
         if not 0.0 <= self.min_success_ratio <= 1.0:
             raise ValueError(f"min_success_ratio must be within [0, 1], got {self.min_success_ratio}")
         if self.device not in DEVICES:
@@ -206,8 +210,10 @@ class TrainParams:
     def validate(self) -> None:
         get_spec(self.env_id)
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)} (openpi's gemma_fast has no "
-                             "small variant, so pi0-FAST is not offered: it could not be tested)")
+            raise ValueError(
+                f"unknown model {self.model!r}: choose one of {', '.join(MODELS)} (openpi's gemma_fast has no "
+                "small variant, so pi0-FAST is not offered: it could not be tested)"
+            )
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if not 0 <= self.steps <= 10_000_000:
@@ -229,27 +235,37 @@ class TrainParams:
         uri = self.weights_uri()
         base = BASE_PARAMS[self.model]
         if uri and uri != LATEST and not uri.startswith(("gs://", "s3://", "/", "file://")):
-            raise ValueError(f"pretrained_uri {uri!r} must be 'base', gs://..., s3://..., file://..., an absolute path "
-                             "or 'latest'")
+            raise ValueError(
+                f"pretrained_uri {uri!r} must be 'base', gs://..., s3://..., file://..., an absolute path or 'latest'"
+            )
         other = {u: m for m, u in BASE_PARAMS.items() if m != self.model}
         if uri.rstrip("/") in other:
-            raise TrainError(f"pretrained_uri {uri} is {other[uri.rstrip('/')]}'s base checkpoint, which does not load "
-                             f"into a {self.model} model: use pretrained_uri=base ({base}) or set model="
-                             f"{other[uri.rstrip('/')]}")
+            raise TrainError(
+                f"pretrained_uri {uri} is {other[uri.rstrip('/')]}'s base checkpoint, which does not load "
+                f"into a {self.model} model: use pretrained_uri=base ({base}) or set model="
+                f"{other[uri.rstrip('/')]}"
+            )
         if self.preset == "lora" and not uri:
             raise TrainError(
                 "preset lora needs pretrained weights: LoRA adapters on a randomly initialised, frozen Gemma learn "
                 f"nothing useful. Set pretrained_uri=base ({base}; or an s3:// / local copy of it, a train artifact, "
-                "or 'latest')")
+                "or 'latest')"
+            )
         if self.preset == "full" and not uri and not self.from_scratch:
-            raise TrainError(f"preset full without pretrained_uri would train {self.model} from random initialisation: "
-                             f"set pretrained_uri=base ({base}), or from_scratch=true if that is really what you want")
+            raise TrainError(
+                f"preset full without pretrained_uri would train {self.model} from random initialisation: "
+                f"set pretrained_uri=base ({base}), or from_scratch=true if that is really what you want"
+            )
         if self.from_scratch and (uri or self.preset != "full"):
-            raise TrainError("from_scratch applies to the full preset without pretrained_uri only (tiny always starts "
-                             "from scratch unless given a train artifact; lora needs weights)")
+            raise TrainError(
+                "from_scratch applies to the full preset without pretrained_uri only (tiny always starts "
+                "from scratch unless given a train artifact; lora needs weights)"
+            )
         if self.preset == "tiny" and uri.startswith("gs://"):
-            raise TrainError(f"the tiny preset's dummy gemma variants match no released checkpoint ({uri}); it can "
-                             "start from scratch or from a tiny train artifact (its URI or 'latest')")
+            raise TrainError(
+                f"the tiny preset's dummy gemma variants match no released checkpoint ({uri}); it can "
+                "start from scratch or from a tiny train artifact (its URI or 'latest')"
+            )
 
     def resolved_steps(self) -> int:
         """`steps`, or the preset's default when 0."""

@@ -14,8 +14,6 @@ from typing import Any
 
 from tasks.core.store import PAYLOAD_TIME_FORMAT, ArtifactStore
 
-
-
 HISTORY = "promotions"  # per-task folder of promotion records (not a stage)
 ACTIONS = ("promote", "rollback")
 
@@ -28,15 +26,17 @@ def cli_actor() -> str:
     return f"{user}@{platform.node()}"
 
 
-def record(store: ArtifactStore, env_id: str, action: str, entry: dict[str, Any], replaced: dict[str, Any] | None,
-           actor: str) -> str:
+def record(
+    store: ArtifactStore, env_id: str, action: str, entry: dict[str, Any], replaced: dict[str, Any] | None, actor: str
+) -> str:
     """Adds one record of a change of latest; returns its URI."""
     if action not in ACTIONS:
         raise ValueError(f"unknown registry action {action!r}: one of {ACTIONS}")
     stamp = time.strftime(PAYLOAD_TIME_FORMAT, time.gmtime())
     uri = f"{store.root}/{env_id}/{HISTORY}/{stamp}-{action}-{uuid.uuid4().hex[:8]}.json"
-    store.write_json(uri, {"action": action, "at": time.time(), "by": actor or cli_actor(), "entry": entry,
-                           "replaced": replaced})
+    store.write_json(
+        uri, {"action": action, "at": time.time(), "by": actor or cli_actor(), "entry": entry, "replaced": replaced}
+    )
     return uri
 
 

@@ -1,10 +1,8 @@
-"""Evaluation protocols: the recorded conditions of a closed-loop evaluation, which two figures must share to be compared.
-"""
+"""Evaluation protocols: the recorded conditions of a closed-loop evaluation, which two figures must share to be compared."""
 
 from __future__ import annotations
 
 from typing import Any
-
 
 
 def protocol_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
@@ -15,7 +13,11 @@ def protocol_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> 
     for key in sorted(set(a) | set(b)):
         if key == "env_kwargs":
             ka, kb = a.get(key) or {}, b.get(key) or {}
-            out += [f"env_kwargs.{k}: {ka.get(k)!r} vs {kb.get(k)!r}" for k in sorted(set(ka) | set(kb)) if ka.get(k) != kb.get(k)]
+            out += [
+                f"env_kwargs.{k}: {ka.get(k)!r} vs {kb.get(k)!r}"
+                for k in sorted(set(ka) | set(kb))
+                if ka.get(k) != kb.get(k)
+            ]
         elif a.get(key) != b.get(key):
             out.append(f"{key}: {a.get(key)!r} vs {b.get(key)!r}")
     return out

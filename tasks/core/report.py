@@ -57,8 +57,14 @@ def loss_figure(losses: list[dict]) -> str | None:
     if train:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], marker="o", markersize=3, label="training loss")
     if val:
-        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], marker="s", markersize=4, color="tab:red",
-                label="held-out validation loss")
+        ax.plot(
+            [r["step"] for r in val],
+            [r["val_loss"] for r in val],
+            marker="s",
+            markersize=4,
+            color="tab:red",
+            label="held-out validation loss",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
@@ -104,11 +110,21 @@ def selection_figure(rows: list[dict]) -> str | None:
     rates = [r["success_rate"] if r["success_rate"] is not None else np.nan for r in rows]
     lo = [r["success_rate"] - r["ci95"][0] if r.get("ci95") else 0.0 for r in rows]
     hi = [r["ci95"][1] - r["success_rate"] if r.get("ci95") else 0.0 for r in rows]
-    ax.errorbar(steps, rates, yerr=[lo, hi], marker="o", capsize=3, color="tab:green", label="closed-loop success (95 % CI)")
+    ax.errorbar(
+        steps, rates, yerr=[lo, hi], marker="o", capsize=3, color="tab:green", label="closed-loop success (95 % CI)"
+    )
     chosen = [r for r in rows if r.get("selected")]
     if chosen:
-        ax.plot([chosen[0]["step"]], [chosen[0]["success_rate"] or 0.0], marker="*", markersize=14, color="gold",
-                markeredgecolor="black", linestyle="none", label="selected")
+        ax.plot(
+            [chosen[0]["step"]],
+            [chosen[0]["success_rate"] or 0.0],
+            marker="*",
+            markersize=14,
+            color="gold",
+            markeredgecolor="black",
+            linestyle="none",
+            label="selected",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.05, 1.05)
@@ -117,8 +133,13 @@ def selection_figure(rows: list[dict]) -> str | None:
     handles, labels = ax.get_legend_handles_labels()
     if losses:
         ax2 = ax.twinx()
-        line, = ax2.plot([s for s, _ in losses], [v for _, v in losses], marker="s", color="tab:red",
-                         label="held-out validation loss")
+        (line,) = ax2.plot(
+            [s for s, _ in losses],
+            [v for _, v in losses],
+            marker="s",
+            color="tab:red",
+            label="held-out validation loss",
+        )
         ax2.set_ylabel("validation loss")
         handles.append(line)
         labels.append(line.get_label())
@@ -134,13 +155,16 @@ def selection_section(selection: dict[str, Any]) -> str:
         f"<td class='num'>{r.get('successes')}/{r.get('episodes')}</td><td class='num'>{_pct(r.get('success_rate'))}</td>"
         f"<td class='num'>{_fmt(r.get('val_loss'))}</td><td>{html.escape(str(r.get('verdict')))}</td>"
         f"<td>{'selected' if r.get('selected') else ''}</td><td><code>{html.escape(r.get('verify') or '')}</code></td></tr>"
-        for r in rows)
+        for r in rows
+    )
     figure = selection_figure(rows)
-    return ("<h2>Checkpoint selection</h2>"
-            f"<p>{html.escape(selection.get('reason') or '')}</p>"
-            + (_img_tag(figure, "closed-loop success and validation loss against step") if figure else "")
-            + "<table id='selection'><tr><th>step</th><th>successes</th><th>success rate</th><th>validation loss</th>"
-            f"<th>verdict</th><th></th><th>verification</th></tr>{body}</table>")
+    return (
+        "<h2>Checkpoint selection</h2>"
+        f"<p>{html.escape(selection.get('reason') or '')}</p>"
+        + (_img_tag(figure, "closed-loop success and validation loss against step") if figure else "")
+        + "<table id='selection'><tr><th>step</th><th>successes</th><th>success rate</th><th>validation loss</th>"
+        f"<th>verdict</th><th></th><th>verification</th></tr>{body}</table>"
+    )
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
@@ -172,41 +196,67 @@ def stages_section(stages: list[dict]) -> str:
         f"<tr><td>{html.escape(s['stage'])}</td><td class='num'>{float(s.get('seconds') or 0):.1f}</td>"
         f"<td class='{'hit' if s.get('cache_hit') else 'ran'}'>{'cache hit' if s.get('cache_hit') else 'ran'}</td>"
         f"<td><code>{html.escape(s.get('uri') or '')}</code></td></tr>"
-        for s in stages)
+        for s in stages
+    )
     hits = sum(bool(s.get("cache_hit")) for s in stages)
-    return ("<h2>Stages of this run</h2>"
-            f"<p>{len(stages)} stages, {hits} cache hits, {total:.1f} s of stage time.</p>"
-            f"<table id='stages'><tr><th>stage</th><th>seconds</th><th>cache</th><th>artifact</th></tr>{rows}</table>")
+    return (
+        "<h2>Stages of this run</h2>"
+        f"<p>{len(stages)} stages, {hits} cache hits, {total:.1f} s of stage time.</p>"
+        f"<table id='stages'><tr><th>stage</th><th>seconds</th><th>cache</th><th>artifact</th></tr>{rows}</table>"
+    )
 
 
 def _pct(rate: Any) -> str:
     return "n/a" if rate is None else f"{100 * rate:.0f} %"
 
 
-def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses: list[dict],
-                 predicted: np.ndarray | None, demonstrated: np.ndarray, samples: list[dict],
-                 rollout_frames: list[dict], episodes: list[dict], harness_episodes: list[dict] | None = None) -> Path:
+def write_report(
+    path: Path,
+    *,
+    spec: TaskSpec,
+    metrics: dict[str, Any],
+    losses: list[dict],
+    predicted: np.ndarray | None,
+    demonstrated: np.ndarray,
+    samples: list[dict],
+    rollout_frames: list[dict],
+    episodes: list[dict],
+    harness_episodes: list[dict] | None = None,
+) -> Path:
     verdict = metrics.get("verdict") or "unchecked"
     css = {"passed": "pass", "failed": "fail"}.get(verdict, "unchecked")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.env_id)} run report</title>"
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>{html.escape(spec.env_id)}: pi0 verification <span id='verdict' class='{css}'>{verdict.upper()}</span></h1>",
-             f"<p id='verdict-reason'>{html.escape(metrics.get('verdict_reason') or '')}</p>",
-             f"<p>Prompt: <i>{html.escape(spec.prompt)}</i></p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(spec.env_id)} run report</title>"
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(spec.env_id)}: pi0 verification <span id='verdict' class='{css}'>{verdict.upper()}</span></h1>",
+        f"<p id='verdict-reason'>{html.escape(metrics.get('verdict_reason') or '')}</p>",
+        f"<p>Prompt: <i>{html.escape(spec.prompt)}</i></p>",
+    ]
     ci = metrics.get("success_rate_ci95")
     harness = metrics.get("harness") or {}
-    headline = [("closed-loop success rate (success_once)",
-                 f"{metrics.get('successes')}/{metrics.get('episodes')} = {_pct(metrics.get('success_rate'))}"
-                 + (f", 95 % Wilson CI {_pct(ci[0])} - {_pct(ci[1])}" if ci else "")),
-                ("success_at_end rate", _pct(metrics.get("success_at_end_rate"))),
-                ("median steps to first success", metrics.get("median_steps_to_success")),
-                ("harness check (oracle replays held-out demos)",
-                 f"{'ok' if harness.get('ok') else 'FAILED'}: {_pct(harness.get('success_at_end_rate'))} of "
-                 f"{harness.get('episodes')} demos replayed, bar {_pct(harness.get('bar'))}" if harness else "not run"),
-                ("held-out action MAE", metrics.get("action_mae")), ("output shape", metrics.get("output_shape")),
-                ("finite", metrics.get("finite")), ("inference latency (ms, median)", metrics.get("latency_ms_median")),
-                ("checks", metrics.get("checks")), ("thresholds", metrics.get("thresholds")),
-                ("training", metrics.get("train"))]
+    headline = [
+        (
+            "closed-loop success rate (success_once)",
+            f"{metrics.get('successes')}/{metrics.get('episodes')} = {_pct(metrics.get('success_rate'))}"
+            + (f", 95 % Wilson CI {_pct(ci[0])} - {_pct(ci[1])}" if ci else ""),
+        ),
+        ("success_at_end rate", _pct(metrics.get("success_at_end_rate"))),
+        ("median steps to first success", metrics.get("median_steps_to_success")),
+        (
+            "harness check (oracle replays held-out demos)",
+            f"{'ok' if harness.get('ok') else 'FAILED'}: {_pct(harness.get('success_at_end_rate'))} of "
+            f"{harness.get('episodes')} demos replayed, bar {_pct(harness.get('bar'))}"
+            if harness
+            else "not run",
+        ),
+        ("held-out action MAE", metrics.get("action_mae")),
+        ("output shape", metrics.get("output_shape")),
+        ("finite", metrics.get("finite")),
+        ("inference latency (ms, median)", metrics.get("latency_ms_median")),
+        ("checks", metrics.get("checks")),
+        ("thresholds", metrics.get("thresholds")),
+        ("training", metrics.get("train")),
+    ]
     parts += ["<h2>Metrics</h2>", f"<div id='metrics'>{_table(headline)}</div>"]
     parts += [STAGES_MARKER]
     frames = [(_frame_png(s["image"]), f"held-out frame {s['frame']}") for s in samples]
@@ -216,23 +266,40 @@ def write_report(path: Path, *, spec: TaskSpec, metrics: dict[str, Any], losses:
         parts += [f"<figure>{_img_tag(b, c, 160)}<figcaption>{html.escape(c)}</figcaption></figure>" for b, c in frames]
         parts += ["</div>"]
     loss = loss_figure(losses)
-    parts += ["<h2>Training and validation loss</h2>",
-              f"<div id='loss'>{_img_tag(loss, 'training and validation loss curves')}</div>" if loss else "<p>no training log</p>"]
+    parts += [
+        "<h2>Training and validation loss</h2>",
+        f"<div id='loss'>{_img_tag(loss, 'training and validation loss curves')}</div>"
+        if loss
+        else "<p>no training log</p>",
+    ]
     acts = actions_figure(predicted, demonstrated)
-    parts += ["<h2>Predicted vs demonstrated actions (held-out frames)</h2>",
-              f"<div id='actions'>{_img_tag(acts, 'predicted vs demonstrated actions')}</div>" if acts else "<p>predictions unusable (see checks)</p>"]
+    parts += [
+        "<h2>Predicted vs demonstrated actions (held-out frames)</h2>",
+        f"<div id='actions'>{_img_tag(acts, 'predicted vs demonstrated actions')}</div>"
+        if acts
+        else "<p>predictions unusable (see checks)</p>",
+    ]
     if episodes:
-        rows = "".join(f"<tr><td>{e['seed']}</td><td>{'yes' if e['success_once'] else 'no'}</td>"
-                       f"<td>{'yes' if e['success_at_end'] else 'no'}</td><td>{e['steps_to_success'] or ''}</td>"
-                       f"<td>{e['steps']}</td><td>{e['seconds']}</td></tr>" for e in episodes)
-        parts += ["<h2>Closed-loop episodes</h2>",
-                  "<table id='episodes'><tr><th>seed</th><th>success_once</th><th>success_at_end</th>"
-                  f"<th>first success at step</th><th>steps</th><th>seconds</th></tr>{rows}</table>"]
+        rows = "".join(
+            f"<tr><td>{e['seed']}</td><td>{'yes' if e['success_once'] else 'no'}</td>"
+            f"<td>{'yes' if e['success_at_end'] else 'no'}</td><td>{e['steps_to_success'] or ''}</td>"
+            f"<td>{e['steps']}</td><td>{e['seconds']}</td></tr>"
+            for e in episodes
+        )
+        parts += [
+            "<h2>Closed-loop episodes</h2>",
+            "<table id='episodes'><tr><th>seed</th><th>success_once</th><th>success_at_end</th>"
+            f"<th>first success at step</th><th>steps</th><th>seconds</th></tr>{rows}</table>",
+        ]
     if harness_episodes:
-        rows = "".join(f"<tr><td>{e['seed']}</td><td>{'yes' if e['success_at_end'] else 'no'}</td><td>{e['steps']}</td></tr>"
-                       for e in harness_episodes)
-        parts += ["<h2>Harness check: held-out demos replayed by the oracle</h2>",
-                  f"<table id='harness'><tr><th>demo seed</th><th>success_at_end</th><th>steps</th></tr>{rows}</table>"]
+        rows = "".join(
+            f"<tr><td>{e['seed']}</td><td>{'yes' if e['success_at_end'] else 'no'}</td><td>{e['steps']}</td></tr>"
+            for e in harness_episodes
+        )
+        parts += [
+            "<h2>Harness check: held-out demos replayed by the oracle</h2>",
+            f"<table id='harness'><tr><th>demo seed</th><th>success_at_end</th><th>steps</th></tr>{rows}</table>",
+        ]
     protocol = metrics.get("protocol")
     if protocol:
         parts += ["<h2>Evaluation protocol</h2>", f"<div id='protocol'>{_table(list(protocol.items()))}</div>"]

@@ -29,9 +29,20 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from tasks.core.params import (
+    BASE,
+    MODELS,
+    PRESETS,
+    SELECTION_SEED_OFFSET,
+    ConvertParams,
+    DownloadParams,
+    PromoteParams,
+    RenderParams,
+    StatsParams,
+    TrainParams,
+    VerifyParams,
+)
 from tasks.core.specs import CONTROL_MODES, TASK_SPECS, get_spec
-from tasks.core.params import (BASE, MODELS, PRESETS, SELECTION_SEED_OFFSET, ConvertParams, DownloadParams,
-                               PromoteParams, RenderParams, StatsParams, TrainParams, VerifyParams)
 
 PROFILE_ENV = "PIPELINE_PROFILE"
 PROFILES = ("production", "demo")
@@ -50,111 +61,285 @@ class ConfigError(ValueError):
 def _opt(default: Any, description: str, section: str, title: str, **schema: Any) -> Any:
     """A run setting: its default (the production one), its form text and its JSON-schema bounds."""
     assert section in SECTIONS, section
-    return dataclasses.field(default=default, metadata={"description": description, "section": section,
-                                                         "title": title, "schema": schema})
+    return dataclasses.field(
+        default=default, metadata={"description": description, "section": section, "title": title, "schema": schema}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One pipeline run for one ManiSkill task. Field defaults are the production profile's."""
 
-    env_id: str = _opt("PickCube-v1", "ManiSkill task (registered in tasks/core/specs.py)", "Task and demos", "Task",
-                       enum=sorted(TASK_SPECS))
-    demo_source: str = _opt("motionplanning", "motionplanning: generate offline with ManiSkill's planner; hub: ManiSkill's "
-                            "download_demo; s3: a mirrored demo folder (demo_source_uri)", "Task and demos", "Demo source",
-                            enum=list(DEMO_SOURCES))
-    demo_source_uri: str | None = _opt(None, "for demo_source=s3: folder with trajectory.h5 and .json", "Task and demos",
-                                       "Demo folder (s3)")
-    demo_count: int = _opt(200, "demos used for training", "Task and demos", "Training demos", minimum=1, maximum=100_000)
-    holdout_count: int = _opt(20, "demos kept out of training (the first ones of the demo set), for verify's held-out "
-                              "frames", "Task and demos", "Held-out demos", minimum=1, maximum=10_000)
-    seed: int = _opt(0, "first motion-planning seed; also the training seed", "Task and demos", "Seed",
-                     minimum=0, maximum=2**31 - 1)
-    control_mode: str = _opt(FROM_SPEC, "control mode the demos are replayed into and the policy acts in: the TaskSpec's "
-                             "(another value is refused: edit the spec instead, every stage reads it)", "Render",
-                             "Control mode", enum=[FROM_SPEC, *CONTROL_MODES],
-                             values_display={FROM_SPEC: "the task's (from its TaskSpec)"})
-    episodes_per_shard: int = _opt(50, "render shard size: large demo sets render in parallel shards", "Render",
-                                   "Episodes per render shard", minimum=1, maximum=10_000)
-    min_success_ratio: float = _opt(0.8, "render fails when fewer replays succeed than this", "Render",
-                                    "Minimum replay success ratio", minimum=0, maximum=1)
-    camera_size: int = _opt(224, "square camera resolution to render at, in pixels; pi0 takes 224x224 images (openpi "
-                            "resizes with padding), so 224 keeps every rendered pixel; 0: the task's own default "
-                            "(128x128 for most ManiSkill tasks). Recorded in the dataset; evaluation renders alike",
-                            "Render", "Camera resolution", minimum=0, maximum=1024)
-    model: str = _opt("pi0", "openpi model family: pi0 (flow matching, z-score normalisation) or pi05 (pi0.5: state "
-                      "as discrete prompt tokens, adaRMS time conditioning, quantile normalisation from the stats' "
-                      "q01/q99); each has the tiny, lora and full presets and starts from its own base checkpoint",
-                      "Training", "Model family", enum=list(MODELS),
-                      values_display={"pi0": "pi0", "pi05": "pi0.5"})
-    preset: str = _opt("lora", "lora: gemma_2b_lora + gemma_300m_lora from pretrained weights (openpi's low-memory "
-                       "fine-tune); full: full fine-tune with EMA; tiny: CPU-sized pi0 for tests and the demo",
-                       "Training", "Preset", enum=list(PRESETS))
-    pretrained_uri: str | None = _opt(BASE, "initial weights: 'base' (the model family's released checkpoint: "
-                                      "gs://openpi-assets/checkpoints/pi0_base/params or pi05_base/params), openpi "
-                                      "params elsewhere (gs://..., s3://..., /path), a train artifact URI of this store, "
-                                      "or 'latest' (the task's promoted checkpoint). Required by lora", "Training",
-                                      "Initial weights", pattern=r"^(base|latest|(gs|s3|file)://\S+|/\S+)$")
-    from_scratch: bool = _opt(False, "full preset only: train from random initialisation (no pretrained_uri); a "
-                              "deliberate choice, reported as 'from scratch'", "Training", "Full fine-tune from scratch")
-    steps: int | None = _opt(None, "training steps; empty: the preset's (openpi's 30000 for lora/full)", "Training",
-                             "Training steps", minimum=1, maximum=10_000_000)
-    batch_size: int | None = _opt(None, "global batch size; empty: the preset's (32 for lora/full)", "Training",
-                                  "Batch size", minimum=1, maximum=4096)
-    learning_rate: float | None = _opt(None, "peak learning rate; empty: the preset's (2.5e-5 for lora/full)", "Training",
-                                       "Peak learning rate", exclusiveMinimum=0, maximum=1)
+    env_id: str = _opt(
+        "PickCube-v1",
+        "ManiSkill task (registered in tasks/core/specs.py)",
+        "Task and demos",
+        "Task",
+        enum=sorted(TASK_SPECS),
+    )
+    demo_source: str = _opt(
+        "motionplanning",
+        "motionplanning: generate offline with ManiSkill's planner; hub: ManiSkill's "
+        "download_demo; s3: a mirrored demo folder (demo_source_uri)",
+        "Task and demos",
+        "Demo source",
+        enum=list(DEMO_SOURCES),
+    )
+    demo_source_uri: str | None = _opt(
+        None, "for demo_source=s3: folder with trajectory.h5 and .json", "Task and demos", "Demo folder (s3)"
+    )
+    demo_count: int = _opt(
+        200, "demos used for training", "Task and demos", "Training demos", minimum=1, maximum=100_000
+    )
+    holdout_count: int = _opt(
+        20,
+        "demos kept out of training (the first ones of the demo set), for verify's held-out frames",
+        "Task and demos",
+        "Held-out demos",
+        minimum=1,
+        maximum=10_000,
+    )
+    seed: int = _opt(
+        0, "first motion-planning seed; also the training seed", "Task and demos", "Seed", minimum=0, maximum=2**31 - 1
+    )
+    control_mode: str = _opt(
+        FROM_SPEC,
+        "control mode the demos are replayed into and the policy acts in: the TaskSpec's "
+        "(another value is refused: edit the spec instead, every stage reads it)",
+        "Render",
+        "Control mode",
+        enum=[FROM_SPEC, *CONTROL_MODES],
+        values_display={FROM_SPEC: "the task's (from its TaskSpec)"},
+    )
+    episodes_per_shard: int = _opt(
+        50,
+        "render shard size: large demo sets render in parallel shards",
+        "Render",
+        "Episodes per render shard",
+        minimum=1,
+        maximum=10_000,
+    )
+    min_success_ratio: float = _opt(
+        0.8,
+        "render fails when fewer replays succeed than this",
+        "Render",
+        "Minimum replay success ratio",
+        minimum=0,
+        maximum=1,
+    )
+    camera_size: int = _opt(
+        224,
+        "square camera resolution to render at, in pixels; pi0 takes 224x224 images (openpi "
+        "resizes with padding), so 224 keeps every rendered pixel; 0: the task's own default "
+        "(128x128 for most ManiSkill tasks). Recorded in the dataset; evaluation renders alike",
+        "Render",
+        "Camera resolution",
+        minimum=0,
+        maximum=1024,
+    )
+    model: str = _opt(
+        "pi0",
+        "openpi model family: pi0 (flow matching, z-score normalisation) or pi05 (pi0.5: state "
+        "as discrete prompt tokens, adaRMS time conditioning, quantile normalisation from the stats' "
+        "q01/q99); each has the tiny, lora and full presets and starts from its own base checkpoint",
+        "Training",
+        "Model family",
+        enum=list(MODELS),
+        values_display={"pi0": "pi0", "pi05": "pi0.5"},
+    )
+    preset: str = _opt(
+        "lora",
+        "lora: gemma_2b_lora + gemma_300m_lora from pretrained weights (openpi's low-memory "
+        "fine-tune); full: full fine-tune with EMA; tiny: CPU-sized pi0 for tests and the demo",
+        "Training",
+        "Preset",
+        enum=list(PRESETS),
+    )
+    pretrained_uri: str | None = _opt(
+        BASE,
+        "initial weights: 'base' (the model family's released checkpoint: "
+        "gs://openpi-assets/checkpoints/pi0_base/params or pi05_base/params), openpi "
+        "params elsewhere (gs://..., s3://..., /path), a train artifact URI of this store, "
+        "or 'latest' (the task's promoted checkpoint). Required by lora",
+        "Training",
+        "Initial weights",
+        pattern=r"^(base|latest|(gs|s3|file)://\S+|/\S+)$",
+    )
+    from_scratch: bool = _opt(
+        False,
+        "full preset only: train from random initialisation (no pretrained_uri); a "
+        "deliberate choice, reported as 'from scratch'",
+        "Training",
+        "Full fine-tune from scratch",
+    )
+    steps: int | None = _opt(
+        None,
+        "training steps; empty: the preset's (openpi's 30000 for lora/full)",
+        "Training",
+        "Training steps",
+        minimum=1,
+        maximum=10_000_000,
+    )
+    batch_size: int | None = _opt(
+        None,
+        "global batch size; empty: the preset's (32 for lora/full)",
+        "Training",
+        "Batch size",
+        minimum=1,
+        maximum=4096,
+    )
+    learning_rate: float | None = _opt(
+        None,
+        "peak learning rate; empty: the preset's (2.5e-5 for lora/full)",
+        "Training",
+        "Peak learning rate",
+        exclusiveMinimum=0,
+        maximum=1,
+    )
     action_horizon: int = _opt(10, "pi0 action chunk length", "Training", "Action horizon", minimum=1, maximum=256)
-    save_interval: int = _opt(1000, "checkpoint (resume point) every N steps; 0: only at the end", "Training",
-                              "Checkpoint every N steps", minimum=0, maximum=10_000_000)
-    keep_period: int = _opt(5000, "also keep the checkpoint of every N-th step (openpi's keep_period) and verify each "
-                            "of them: the one with the most closed-loop successes (ties: lower validation loss) is "
-                            "the candidate for promotion; 0: only the final checkpoint. Each kept checkpoint costs "
-                            "one verify and its params in the store (about 6 GB for pi0 lora)", "Training",
-                            "Keep and evaluate a checkpoint every N steps", minimum=0, maximum=10_000_000)
-    log_interval: int = _opt(100, "bring loss and grad norm to the host and log them every N steps", "Training",
-                             "Log every N steps", minimum=1, maximum=100_000)
-    num_workers: int = _opt(2, "data-loader worker processes (they load the next batch while a step runs)", "Training",
-                            "Data-loader workers", minimum=0, maximum=64)
-    val_interval: int = _opt(1000, "loss on the held-out demos every N steps (and at the end), beside the training "
-                             "loss; 0: off", "Training", "Validation loss every N steps", minimum=0, maximum=10_000_000)
-    val_batches: int = _opt(4, "held-out batches per validation (the same ones each time)", "Training",
-                            "Validation batches", minimum=1, maximum=1000)
-    fsdp_devices: int = _opt(1, "openpi's fsdp_devices: shard weights and optimizer state over this many GPUs of the "
-                             "worker (must divide its GPU count); 1: each GPU holds a full copy (data parallel). lora "
-                             "needs >= 22.5 GB per copy, full >= 70 GB: use 2+ for full on 40-48 GB GPUs", "Training",
-                             "FSDP devices", minimum=1, maximum=512)
-    xla_mem_fraction: float = _opt(0.9, "XLA_PYTHON_CLIENT_MEM_FRACTION for training", "Training",
-                                   "GPU memory fraction", minimum=0.05, maximum=1)
-    wandb: bool = _opt(True, "log training to Weights & Biases (offline, published in the train artifact, unless a "
-                       "connection or WANDB_MODE=online says otherwise)", "Training", "Weights & Biases")
-    eval_episodes: int = _opt(50, "closed-loop evaluation episodes", "Evaluation", "Closed-loop episodes",
-                              minimum=0, maximum=10_000)
-    eval_envs: int = _opt(0, "closed-loop envs stepped together, each in a worker process, with one batched policy "
-                          "call per replanning step; 0: one per CPU core of the worker (at most 8), one below 4 "
-                          "episodes. Does not change what is measured (same seeds, same protocol; only the policy's noise "
-                          "draws depend on the batching)", "Evaluation",
-                          "Parallel eval envs", minimum=0, maximum=64)
-    eval_max_steps: int | None = _opt(None, "closed-loop step limit per episode; empty: the longest training episode "
-                                      "(after control-mode conversion) plus 15 %", "Evaluation", "Step limit",
-                                      minimum=1, maximum=100_000)
-    holdout_frames: int = _opt(64, "held-out frames for the open-loop checks", "Evaluation", "Held-out frames",
-                               minimum=1, maximum=10_000)
-    min_success_rate: float = _opt(0.2, "verify's verdict is 'failed' below this closed-loop success rate (success_once); "
-                                   "0: not judged, the verdict is 'unchecked' and nothing is promoted", "Evaluation",
-                                   "Minimum success rate", minimum=0, maximum=1)
-    require_approval: bool = _opt(False, "a person approves (Airflow's Required Actions page) before latest moves; "
-                                  "asked only when the promotion rule would promote the candidate. A deployment "
-                                  "with PIPELINE_REQUIRE_APPROVAL=1 requires it of every run, whatever this says",
-                                  "Evaluation", "Require approval")
-    approval_timeout_hours: float = _opt(72.0, "how long the approval waits; no answer counts as a rejection",
-                                         "Evaluation", "Approval timeout (hours)", minimum=0.01, maximum=24 * 90)
-    artifact_root: str = _opt("", "where artifacts go: file:///abs/dir (embedded) or s3://bucket/prefix",
-                              "Storage and accounts", "Artifact root", pattern=r"^(file:///|s3://)[A-Za-z0-9._/-]+$")
-    s3_conn_id: str | None = _opt(None, "Airflow aws connection for s3:// roots (endpoint_url in its extra for MinIO); "
-                                  "empty: the worker's AWS environment", "Storage and accounts", "S3 connection")
-    wandb_conn_id: str | None = _opt(None, "Airflow connection holding the W&B API key (password; host for self-hosted "
-                                     "W&B; extra mode/entity); empty: W&B reads WANDB_API_KEY from the environment",
-                                     "Storage and accounts", "W&B connection")
+    save_interval: int = _opt(
+        1000,
+        "checkpoint (resume point) every N steps; 0: only at the end",
+        "Training",
+        "Checkpoint every N steps",
+        minimum=0,
+        maximum=10_000_000,
+    )
+    keep_period: int = _opt(
+        5000,
+        "also keep the checkpoint of every N-th step (openpi's keep_period) and verify each "
+        "of them: the one with the most closed-loop successes (ties: lower validation loss) is "
+        "the candidate for promotion; 0: only the final checkpoint. Each kept checkpoint costs "
+        "one verify and its params in the store (about 6 GB for pi0 lora)",
+        "Training",
+        "Keep and evaluate a checkpoint every N steps",
+        minimum=0,
+        maximum=10_000_000,
+    )
+    log_interval: int = _opt(
+        100,
+        "bring loss and grad norm to the host and log them every N steps",
+        "Training",
+        "Log every N steps",
+        minimum=1,
+        maximum=100_000,
+    )
+    num_workers: int = _opt(
+        2,
+        "data-loader worker processes (they load the next batch while a step runs)",
+        "Training",
+        "Data-loader workers",
+        minimum=0,
+        maximum=64,
+    )
+    val_interval: int = _opt(
+        1000,
+        "loss on the held-out demos every N steps (and at the end), beside the training loss; 0: off",
+        "Training",
+        "Validation loss every N steps",
+        minimum=0,
+        maximum=10_000_000,
+    )
+    val_batches: int = _opt(
+        4,
+        "held-out batches per validation (the same ones each time)",
+        "Training",
+        "Validation batches",
+        minimum=1,
+        maximum=1000,
+    )
+    fsdp_devices: int = _opt(
+        1,
+        "openpi's fsdp_devices: shard weights and optimizer state over this many GPUs of the "
+        "worker (must divide its GPU count); 1: each GPU holds a full copy (data parallel). lora "
+        "needs >= 22.5 GB per copy, full >= 70 GB: use 2+ for full on 40-48 GB GPUs",
+        "Training",
+        "FSDP devices",
+        minimum=1,
+        maximum=512,
+    )
+    xla_mem_fraction: float = _opt(
+        0.9, "XLA_PYTHON_CLIENT_MEM_FRACTION for training", "Training", "GPU memory fraction", minimum=0.05, maximum=1
+    )
+    wandb: bool = _opt(
+        True,
+        "log training to Weights & Biases (offline, published in the train artifact, unless a "
+        "connection or WANDB_MODE=online says otherwise)",
+        "Training",
+        "Weights & Biases",
+    )
+    eval_episodes: int = _opt(
+        50, "closed-loop evaluation episodes", "Evaluation", "Closed-loop episodes", minimum=0, maximum=10_000
+    )
+    eval_envs: int = _opt(
+        0,
+        "closed-loop envs stepped together, each in a worker process, with one batched policy "
+        "call per replanning step; 0: one per CPU core of the worker (at most 8), one below 4 "
+        "episodes. Does not change what is measured (same seeds, same protocol; only the policy's noise "
+        "draws depend on the batching)",
+        "Evaluation",
+        "Parallel eval envs",
+        minimum=0,
+        maximum=64,
+    )
+    eval_max_steps: int | None = _opt(
+        None,
+        "closed-loop step limit per episode; empty: the longest training episode "
+        "(after control-mode conversion) plus 15 %",
+        "Evaluation",
+        "Step limit",
+        minimum=1,
+        maximum=100_000,
+    )
+    holdout_frames: int = _opt(
+        64, "held-out frames for the open-loop checks", "Evaluation", "Held-out frames", minimum=1, maximum=10_000
+    )
+    min_success_rate: float = _opt(
+        0.2,
+        "verify's verdict is 'failed' below this closed-loop success rate (success_once); "
+        "0: not judged, the verdict is 'unchecked' and nothing is promoted",
+        "Evaluation",
+        "Minimum success rate",
+        minimum=0,
+        maximum=1,
+    )
+    require_approval: bool = _opt(
+        False,
+        "a person approves (Airflow's Required Actions page) before latest moves; "
+        "asked only when the promotion rule would promote the candidate. A deployment "
+        "with PIPELINE_REQUIRE_APPROVAL=1 requires it of every run, whatever this says",
+        "Evaluation",
+        "Require approval",
+    )
+    approval_timeout_hours: float = _opt(
+        72.0,
+        "how long the approval waits; no answer counts as a rejection",
+        "Evaluation",
+        "Approval timeout (hours)",
+        minimum=0.01,
+        maximum=24 * 90,
+    )
+    artifact_root: str = _opt(
+        "",
+        "where artifacts go: file:///abs/dir (embedded) or s3://bucket/prefix",
+        "Storage and accounts",
+        "Artifact root",
+        pattern=r"^(file:///|s3://)[A-Za-z0-9._/-]+$",
+    )
+    s3_conn_id: str | None = _opt(
+        None,
+        "Airflow aws connection for s3:// roots (endpoint_url in its extra for MinIO); "
+        "empty: the worker's AWS environment",
+        "Storage and accounts",
+        "S3 connection",
+    )
+    wandb_conn_id: str | None = _opt(
+        None,
+        "Airflow connection holding the W&B API key (password; host for self-hosted "
+        "W&B; extra mode/entity); empty: W&B reads WANDB_API_KEY from the environment",
+        "Storage and accounts",
+        "W&B connection",
+    )
     # Which profile supplied the defaults: recorded with the run, not a form field.
     profile: str = dataclasses.field(default="production", metadata={"internal": True})
 
@@ -190,16 +375,24 @@ class RunConfig:
         values = {f.name: f.default for f in cls.settings()}
         from tasks.core.cli import default_root
 
-        values.update(artifact_root=default_root(), s3_conn_id=os.environ.get("PIPELINE_S3_CONN_ID") or None,
-                      wandb_conn_id=os.environ.get("PIPELINE_WANDB_CONN_ID") or None,
-                      require_approval=deployment_requires_approval())
+        values.update(
+            artifact_root=default_root(),
+            s3_conn_id=os.environ.get("PIPELINE_S3_CONN_ID") or None,
+            wandb_conn_id=os.environ.get("PIPELINE_WANDB_CONN_ID") or None,
+            require_approval=deployment_requires_approval(),
+        )
         if profile == "demo":
             values.update(DEMO_PROFILE)
         return values
 
     @classmethod
-    def build(cls, values: Mapping[str, Any] | None = None, *, profile: str | None = None,
-              overrides: Mapping[str, Any] | None = None) -> "RunConfig":
+    def build(
+        cls,
+        values: Mapping[str, Any] | None = None,
+        *,
+        profile: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> RunConfig:
         """The profile's defaults, then `values` (e.g. the DAG's params), then `overrides` (a trigger's conf);
         unknown keys refused, types coerced, everything validated."""
         profile = profile or active_profile()
@@ -207,8 +400,10 @@ class RunConfig:
         for source in (values or {}), (overrides or {}):
             check_keys(source, cls.setting_names(), "run setting")
             merged.update(source)
-        config = cls(**{name: _coerce(name, hint, merged[name]) for name, hint in _hints().items() if name in merged},
-                     profile=profile)
+        config = cls(
+            **{name: _coerce(name, hint, merged[name]) for name, hint in _hints().items() if name in merged},
+            profile=profile,
+        )
         config.validate()
         return config
 
@@ -216,7 +411,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """A config that `build` made and `to_dict` serialised (e.g. through XCom)."""
         config = cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
         config.validate()
@@ -231,7 +426,8 @@ class RunConfig:
             raise ConfigError(
                 f"control_mode {self.control_mode!r} contradicts the TaskSpec of {self.env_id} ({spec.control_mode!r}): "
                 f"every stage (render, training, evaluation) uses the spec's control mode, so set control_mode to "
-                f"{FROM_SPEC!r} (the form's default) or change control_mode in tasks/core/specs.py")
+                f"{FROM_SPEC!r} (the form's default) or change control_mode in tasks/core/specs.py"
+            )
         from tasks.core.store import ArtifactError, ArtifactStore
 
         try:
@@ -243,13 +439,17 @@ class RunConfig:
         for name, schema in self.json_schema().items():
             if name == "env_id":
                 continue  # get_spec checked it against the registry as it is now, not as it was at import
-            error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(getattr(self, name)))
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(schema).iter_errors(getattr(self, name))
+            )
             if error is not None:
                 raise ConfigError(f"{name}: {error.message}")
         if self.keep_period and self.val_interval and self.keep_period % self.val_interval:
-            raise ConfigError(f"keep_period={self.keep_period} is not a multiple of val_interval={self.val_interval}: the "
-                              "kept checkpoints would have no validation loss to break ties between equal success "
-                              "rates. Use a multiple (openpi's keep_period 5000 with val_interval 1000), or val_interval=0")
+            raise ConfigError(
+                f"keep_period={self.keep_period} is not a multiple of val_interval={self.val_interval}: the "
+                "kept checkpoints would have no validation loss to break ties between equal success "
+                "rates. Use a multiple (openpi's keep_period 5000 with val_interval 1000), or val_interval=0"
+            )
         # every stage's own checks, before any work starts
         self.download_params().validate()
         self.render_params().validate()
@@ -260,14 +460,24 @@ class RunConfig:
 
     # ---- the stages' params -----------------------------------------------------------------------------------------
     def download_params(self):
-        return DownloadParams(env_id=self.env_id, source=self.demo_source, count=self.demo_count + self.holdout_count,
-                              seed=self.seed, source_uri=self.demo_source_uri or "")
+        return DownloadParams(
+            env_id=self.env_id,
+            source=self.demo_source,
+            count=self.demo_count + self.holdout_count,
+            seed=self.seed,
+            source_uri=self.demo_source_uri or "",
+        )
 
     def render_params(self, shard_start: int = 0, shard_stop: int = -1):
         mode = "" if self.control_mode == FROM_SPEC else self.control_mode
-        return RenderParams(env_id=self.env_id, control_mode=mode, shard_start=shard_start,
-                            shard_stop=shard_stop, min_success_ratio=self.min_success_ratio,
-                            camera_size=self.camera_size)
+        return RenderParams(
+            env_id=self.env_id,
+            control_mode=mode,
+            shard_start=shard_start,
+            shard_stop=shard_stop,
+            min_success_ratio=self.min_success_ratio,
+            camera_size=self.camera_size,
+        )
 
     def convert_params(self):
         return ConvertParams(env_id=self.env_id)
@@ -276,41 +486,74 @@ class RunConfig:
         return StatsParams(env_id=self.env_id, action_horizon=self.action_horizon)
 
     def train_params(self):
-        return TrainParams(env_id=self.env_id, model=self.model, preset=self.preset, steps=self.steps or 0, batch_size=self.batch_size or 0,
-                           learning_rate=self.learning_rate or 0.0, action_horizon=self.action_horizon,
-                           save_interval=self.save_interval, keep_period=self.keep_period, seed=self.seed, pretrained_uri=self.pretrained_uri or "",
-                           from_scratch=self.from_scratch, log_interval=self.log_interval, num_workers=self.num_workers,
-                           wandb=self.wandb, xla_mem_fraction=self.xla_mem_fraction, val_interval=self.val_interval,
-                           val_batches=self.val_batches, fsdp_devices=self.fsdp_devices)
+        return TrainParams(
+            env_id=self.env_id,
+            model=self.model,
+            preset=self.preset,
+            steps=self.steps or 0,
+            batch_size=self.batch_size or 0,
+            learning_rate=self.learning_rate or 0.0,
+            action_horizon=self.action_horizon,
+            save_interval=self.save_interval,
+            keep_period=self.keep_period,
+            seed=self.seed,
+            pretrained_uri=self.pretrained_uri or "",
+            from_scratch=self.from_scratch,
+            log_interval=self.log_interval,
+            num_workers=self.num_workers,
+            wandb=self.wandb,
+            xla_mem_fraction=self.xla_mem_fraction,
+            val_interval=self.val_interval,
+            val_batches=self.val_batches,
+            fsdp_devices=self.fsdp_devices,
+        )
 
     def verify_params(self, selection: bool = False):
         """verify's params; `selection`: for scoring one of several kept checkpoints (its own seeds, no harness check;
         the chosen one is then verified with the plain params)."""
-        return VerifyParams(env_id=self.env_id, holdout_frames=self.holdout_frames, episodes=self.eval_episodes,
-                            envs=self.eval_envs, max_steps=self.eval_max_steps or 0,
-                            seed=self.seed + (SELECTION_SEED_OFFSET if selection else 0), harness=not selection,
-                            min_success_rate=self.min_success_rate)
+        return VerifyParams(
+            env_id=self.env_id,
+            holdout_frames=self.holdout_frames,
+            episodes=self.eval_episodes,
+            envs=self.eval_envs,
+            max_steps=self.eval_max_steps or 0,
+            seed=self.seed + (SELECTION_SEED_OFFSET if selection else 0),
+            harness=not selection,
+            min_success_rate=self.min_success_rate,
+        )
 
     def promote_params(self, actor: str = "", approved_by: str = "", rejected_by: str = ""):
         # The deployment's rule cannot be switched off by a run's conf.
-        return PromoteParams(env_id=self.env_id, actor=actor,
-                             require_approval=self.require_approval or deployment_requires_approval(),
-                             approved_by=approved_by, rejected_by=rejected_by)
+        return PromoteParams(
+            env_id=self.env_id,
+            actor=actor,
+            require_approval=self.require_approval or deployment_requires_approval(),
+            approved_by=approved_by,
+            rejected_by=rejected_by,
+        )
 
 
 # The demo profile: what differs from production, and why (CPU, minutes, no pretrained weights here).
 DEMO_PROFILE: dict[str, Any] = {
     "preset": "tiny",  # dummy gemma variants: trains on a CPU in about a minute
     "pretrained_uri": None,  # no released checkpoint fits the tiny model; it starts from scratch
-    "steps": 4, "batch_size": 1,
-    "save_interval": 0, "log_interval": 1, "num_workers": 0,  # a handful of steps: one checkpoint, every loss logged
+    "steps": 4,
+    "batch_size": 1,
+    "save_interval": 0,
+    "log_interval": 1,
+    "num_workers": 0,  # a handful of steps: one checkpoint, every loss logged
     "keep_period": 0,  # one checkpoint to verify: the demo's policy is not judged anyway
     "wandb": False,
-    "demo_count": 4, "holdout_count": 1,
-    "val_interval": 2, "val_batches": 1,
+    "demo_count": 4,
+    "holdout_count": 1,
+    "val_interval": 2,
+    "val_batches": 1,
     "camera_size": 0,  # ManiSkill's 128x128: rendering and inference on CPU stay fast (the tiny model resizes anyway)
     # 2 short episodes of an untrained tiny model: success is not judged (verdict 'unchecked', nothing promoted).
-    "eval_episodes": 2, "eval_max_steps": 40, "holdout_frames": 4, "min_success_rate": 0.0,
+    "eval_episodes": 2,
+    "eval_max_steps": 40,
+    "holdout_frames": 4,
+    "min_success_rate": 0.0,
 }
 
 
@@ -335,8 +578,9 @@ def check_keys(values: Mapping[str, Any], known: tuple[str, ...] | list[str], wh
     for key in unknown:
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
         hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    raise ConfigError(f"unknown {what}{'s' if len(unknown) > 1 else ''}: {', '.join(hints)}. "
-                      f"Valid names: {', '.join(sorted(known))}")
+    raise ConfigError(
+        f"unknown {what}{'s' if len(unknown) > 1 else ''}: {', '.join(hints)}. Valid names: {', '.join(sorted(known))}"
+    )
 
 
 def asset_overrides(asset_events: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class StateKey:
     stop: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "StateKey":
+    def parse(cls, text: str) -> StateKey:
         m = _STATE_KEY.match(text)
         if not m:
             raise SpecError(f"bad state key {text!r}: expected 'group/name' or 'group/name[a:b]'")
@@ -112,7 +112,7 @@ class TaskSpec:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "TaskSpec":
+    def from_json(cls, text: str) -> TaskSpec:
         data = json.loads(text)
         data["cameras"] = tuple(tuple(c) for c in data["cameras"])
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
@@ -174,38 +174,55 @@ def spec_problems(spec: TaskSpec, layout: EnvLayout) -> list[str]:
     problems = []
     for sensor, _ in spec.cameras:
         if sensor not in layout.sensors:
-            problems.append(f"camera {sensor!r} is not an RGB sensor of {layout.env_id} (robot {layout.robot}); "
-                            f"its sensors are {sorted(layout.sensors)}")
+            problems.append(
+                f"camera {sensor!r} is not an RGB sensor of {layout.env_id} (robot {layout.robot}); "
+                f"its sensors are {sorted(layout.sensors)}"
+            )
     sizes = {layout.sensors[sensor] for sensor, _ in spec.cameras if sensor in layout.sensors}
     if len(sizes) > 1:
-        problems.append(f"the spec's cameras render at different sizes {sorted(sizes)}; one dataset holds one image "
-                        "size: set the render's camera_size")
+        problems.append(
+            f"the spec's cameras render at different sizes {sorted(sizes)}; one dataset holds one image "
+            "size: set the render's camera_size"
+        )
     for key, width in zip(spec.parsed_state_keys, spec.state_widths):
         if key.path not in layout.obs_widths:
-            problems.append(f"state key {str(key)!r}: the RGB-mode observation of {layout.env_id} has no {key.path!r}; "
-                            f"it has {sorted(layout.obs_widths)} (object poses are in state mode only: the policy "
-                            "must see objects through its cameras)")
+            problems.append(
+                f"state key {str(key)!r}: the RGB-mode observation of {layout.env_id} has no {key.path!r}; "
+                f"it has {sorted(layout.obs_widths)} (object poses are in state mode only: the policy "
+                "must see objects through its cameras)"
+            )
         elif layout.obs_widths[key.path] != width:
-            problems.append(f"state key {str(key)!r}: state_widths says {width} but {key.path} is "
-                            f"{layout.obs_widths[key.path]} wide")
+            problems.append(
+                f"state key {str(key)!r}: state_widths says {width} but {key.path} is "
+                f"{layout.obs_widths[key.path]} wide"
+            )
         elif (key.stop or 0) > width or (key.start or 0) >= width:
             problems.append(f"state key {str(key)!r} slices past the {width} values of {key.path}")
     if spec.control_mode != layout.control_mode:
         problems.append(f"probed in {layout.control_mode}, but the spec uses {spec.control_mode}")
     elif spec.action_dim != layout.action_dim:
-        problems.append(f"action_dim is {spec.action_dim} but {layout.env_id}'s {layout.robot} takes {layout.action_dim} "
-                        f"values in {spec.control_mode}")
+        problems.append(
+            f"action_dim is {spec.action_dim} but {layout.env_id}'s {layout.robot} takes {layout.action_dim} "
+            f"values in {spec.control_mode}"
+        )
     if spec.fps != layout.control_freq:
-        problems.append(f"fps is {spec.fps} but {layout.env_id} controls at {layout.control_freq} Hz (the dataset fps "
-                        "must equal the control frequency: openpi builds action chunks from timestamps)")
+        problems.append(
+            f"fps is {spec.fps} but {layout.env_id} controls at {layout.control_freq} Hz (the dataset fps "
+            "must equal the control frequency: openpi builds action chunks from timestamps)"
+        )
     return problems
 
 
 def check_spec(spec: TaskSpec, layout: EnvLayout) -> None:
     problems = spec_problems(spec, layout)
     if problems:
-        raise SpecError(f"the TaskSpec of {spec.env_id} does not fit the env: " + "; ".join(problems)
-                        + ". Fix it in tasks/core/specs.py (`python -m tasks.flows.task_specs derive " + spec.env_id + "` proposes one)")
+        raise SpecError(
+            f"the TaskSpec of {spec.env_id} does not fit the env: "
+            + "; ".join(problems)
+            + ". Fix it in tasks/core/specs.py (`python -m tasks.flows.task_specs derive "
+            + spec.env_id
+            + "` proposes one)"
+        )
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
@@ -284,11 +301,11 @@ TASK_SPECS: dict[str, TaskSpec] = {
 # ManiSkill 3.0.1 motion-planning tasks that are not registered, and why (README and docs/tasks.md list them).
 NOT_REGISTERED: dict[str, str] = {
     "DrawTriangle-v1": "ManiSkill 3.0.1's motion-planning solution raises on every seed (PandaStickMotionPlanningSolver "
-                       "passes 9 positional arguments to BaseMotionPlanningSolver.__init__, which takes 8), so no demos "
-                       "can be generated offline and the spec cannot be tested; panda_stick has no gripper (6 action "
-                       "values in pd_ee_delta_pose), which the pipeline itself can serve",
+    "passes 9 positional arguments to BaseMotionPlanningSolver.__init__, which takes 8), so no demos "
+    "can be generated offline and the spec cannot be tested; panda_stick has no gripper (6 action "
+    "values in pd_ee_delta_pose), which the pipeline itself can serve",
     "DrawSVG-v1": "same broken panda_stick solver as DrawTriangle-v1 in ManiSkill 3.0.1 (and the env needs svgpathtools, "
-                  "which is installed)",
+    "which is installed)",
 }
 
 
@@ -301,4 +318,3 @@ def get_spec(env_id: str) -> TaskSpec:
             "Add a TaskSpec for it in tasks/core/specs.py (it needs a ManiSkill motion-planning solution "
             "or downloadable demos)."
         ) from None
-

@@ -94,8 +94,15 @@ class InUseMarks:
         self._thread.join(timeout=5)
 
 
-def artifact_uri(store: ArtifactStore, env_id: str, stage: str, code_version: str, params: dict[str, Any],
-                 parents: Sequence[Manifest], key_inputs: Sequence[str] | None = None) -> str:
+def artifact_uri(
+    store: ArtifactStore,
+    env_id: str,
+    stage: str,
+    code_version: str,
+    params: dict[str, Any],
+    parents: Sequence[Manifest],
+    key_inputs: Sequence[str] | None = None,
+) -> str:
     """Where `run_stage` will publish this stage's output for these inputs."""
     inputs = list(key_inputs) if key_inputs is not None else [p.digest for p in parents]
     return store.uri(env_id, stage, stage_key(stage, code_version, params, inputs))
@@ -129,7 +136,9 @@ def run_stage(
     if existing is not None:
         log.info(f"[{stage}] cache hit: {uri}")
         mark_in_use(store, [uri])
-        return StageResult(uri, existing.digest, True, existing.metrics, time.monotonic() - start, store.files_uri(existing))
+        return StageResult(
+            uri, existing.digest, True, existing.metrics, time.monotonic() - start, store.files_uri(existing)
+        )
     log.info(f"[{stage}] building {uri}")
     scratch = work_dir()
     in_use = None
@@ -165,15 +174,18 @@ def run_stage(
         if in_use is not None:
             in_use.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    return StageResult(uri, published.digest, reused, published.metrics, time.monotonic() - start, store.files_uri(published))
+    return StageResult(
+        uri, published.digest, reused, published.metrics, time.monotonic() - start, store.files_uri(published)
+    )
 
 
 class InputArtifactError(ArtifactError, ValueError):
     """A stage was given an input artifact it cannot take: another stage's, or another task's."""
 
 
-def require(store: ArtifactStore, uri: str, *, stage: str | tuple[str, ...], env_id: str,
-            what: str = "input") -> Manifest:
+def require(
+    store: ArtifactStore, uri: str, *, stage: str | tuple[str, ...], env_id: str, what: str = "input"
+) -> Manifest:
     """An input artifact's manifest, once checked: published in full, made by `stage`, for `env_id`.
 
     Every stage reads its inputs through this, so a missing, half-written or wrong input fails before any work with
@@ -185,8 +197,11 @@ def require(store: ArtifactStore, uri: str, *, stage: str | tuple[str, ...], env
         expected = " or ".join(stages)
         raise InputArtifactError(
             f"{what} {uri} is a {manifest.stage} artifact; this takes a {expected} artifact: pass the URI that "
-            f"`python -m tasks.{stages[0]}` prints (or the {stages[0]} task's result)")
+            f"`python -m tasks.{stages[0]}` prints (or the {stages[0]} task's result)"
+        )
     if manifest.env_id != env_id:
-        raise InputArtifactError(f"{what} {uri} is an artifact of {manifest.env_id}, not of {env_id}: pass the "
-                                 f"{manifest.stage} artifact made for {env_id}")
+        raise InputArtifactError(
+            f"{what} {uri} is an artifact of {manifest.env_id}, not of {env_id}: pass the "
+            f"{manifest.stage} artifact made for {env_id}"
+        )
     return manifest

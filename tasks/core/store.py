@@ -24,11 +24,11 @@ backoff for `PIPELINE_S3_RETRY_SECONDS` (default 300 s); after that the stage fa
 
 from __future__ import annotations
 
-import logging
 import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -64,8 +64,15 @@ class StorageUnavailable(RuntimeError):
     """The storage endpoint could not be reached within the retry window (retryable: rerun once it is back)."""
 
 
-_TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
-                     errno.EHOSTUNREACH, errno.ENETUNREACH}
+_TRANSIENT_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.EPIPE,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+}
 
 
 def is_transient(exc: BaseException, _depth: int = 0) -> bool:
@@ -157,7 +164,7 @@ class Manifest:
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         data.pop("digest", None)
         data["files"] = tuple(FileEntry(**f) for f in data["files"])
@@ -183,7 +190,9 @@ class ArtifactStore:
         if root.startswith("file://"):
             path = root[len("file://") :]
             if not path.startswith("/"):
-                raise ArtifactError(f"bad artifact root {root!r}: file:// roots need an absolute path, e.g. file:///data/artifacts")
+                raise ArtifactError(
+                    f"bad artifact root {root!r}: file:// roots need an absolute path, e.g. file:///data/artifacts"
+                )
             return root
         if root.startswith("s3://"):
             bucket, _, prefix = root[len("s3://") :].partition("/")
@@ -206,15 +215,19 @@ class ArtifactStore:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             e = state.outcome.exception()
-            log.warning(f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in "
-                        f"{state.upcoming_sleep:.1f}s")
+            log.warning(
+                f"[storage] {self._endpoint()} not answering ({type(e).__name__}); retrying '{what}' in "
+                f"{state.upcoming_sleep:.1f}s"
+            )
             if hasattr(self.fs, "invalidate_cache"):  # s3fs caches listings: a retry must not read a stale one
                 self.fs.invalidate_cache()
 
-        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient),
-                                     stop=tenacity.stop_after_delay(self.retry_window),
-                                     wait=tenacity.wait_exponential(multiplier=0.5, min=0.5, max=15.0),
-                                     before_sleep=before_sleep)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient),
+            stop=tenacity.stop_after_delay(self.retry_window),
+            wait=tenacity.wait_exponential(multiplier=0.5, min=0.5, max=15.0),
+            before_sleep=before_sleep,
+        )
         try:
             return retrying(op)
         except tenacity.RetryError as gave_up:
@@ -228,7 +241,9 @@ class ArtifactStore:
 
     # ---- addressing -------------------------------------------------------------------------------------------------
     def uri(self, env_id: str, stage: str, key: str) -> str:
-        return "/".join((self.root, check_segment(env_id, "env id"), check_segment(stage, "stage"), check_segment(key, "key")))
+        return "/".join(
+            (self.root, check_segment(env_id, "env id"), check_segment(stage, "stage"), check_segment(key, "key"))
+        )
 
     def _path(self, uri: str) -> str:
         if not uri.startswith(self.root + "/") and uri != self.root:
@@ -355,8 +370,11 @@ class ArtifactStore:
         """
         manifest = self.require(uri)
         files = self._path(self.files_uri(manifest))
-        wanted = [f for f in manifest.files
-                  if not only or any(f.path == o or f.path.startswith(o.rstrip("/") + "/") for o in only)]
+        wanted = [
+            f
+            for f in manifest.files
+            if not only or any(f.path == o or f.path.startswith(o.rstrip("/") + "/") for o in only)
+        ]
         if only and not wanted:
             raise ArtifactError(f"artifact {uri} has no files under {', '.join(only)}")
         if self.protocol == "file":
@@ -364,11 +382,15 @@ class ArtifactStore:
             for f in wanted:
                 p = local / f.path
                 if not p.is_file() or p.stat().st_size != f.size:
-                    raise ArtifactError(f"artifact {uri}: file {f.path} is missing or has the wrong size; delete {uri} and rerun")
+                    raise ArtifactError(
+                        f"artifact {uri}: file {f.path} is missing or has the wrong size; delete {uri} and rerun"
+                    )
             return manifest, local
         dest = Path(cache_dir) / manifest.key
         # A whole fetch is marked by the manifest; a partial one by a marker naming what it fetched.
-        done = dest / (MANIFEST if not only else ".fetched-" + hashlib.sha256("\n".join(sorted(only)).encode()).hexdigest()[:16])
+        done = dest / (
+            MANIFEST if not only else ".fetched-" + hashlib.sha256("\n".join(sorted(only)).encode()).hexdigest()[:16]
+        )
         if done.is_file() and Manifest.from_json(done.read_text()).digest == manifest.digest:
             return manifest, dest
         if (dest / MANIFEST).is_file() and Manifest.from_json((dest / MANIFEST).read_text()).digest == manifest.digest:
@@ -380,9 +402,14 @@ class ArtifactStore:
             if only and target.is_file() and target.stat().st_size == f.size and sha256_file(target) == f.sha256:
                 continue  # fetched for another part before
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._retrying(f"download {uri}/{f.path}", lambda f=f, target=target: self.fs.get_file(f"{files}/{f.path}", str(target)))
+            self._retrying(
+                f"download {uri}/{f.path}",
+                lambda f=f, target=target: self.fs.get_file(f"{files}/{f.path}", str(target)),
+            )
             if sha256_file(target) != f.sha256:
-                raise ArtifactError(f"artifact {uri}: {f.path} does not match its manifest hash; delete {uri} and rerun")
+                raise ArtifactError(
+                    f"artifact {uri}: {f.path} does not match its manifest hash; delete {uri} and rerun"
+                )
         done.write_text(manifest.to_json())
         return manifest, dest
 
@@ -405,6 +432,7 @@ class ArtifactStore:
                 return False
             finally:
                 os.unlink(tmp)
+
         # a single S3 PUT is atomic: the object appears whole or not at all; `If-None-Match: *` makes it a create
         def op():
             try:
@@ -560,5 +588,3 @@ def work_dir() -> Path:
     base = Path(os.environ.get("PIPELINE_WORK_DIR", tempfile.gettempdir()))
     base.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="stage-", dir=base))
-
-

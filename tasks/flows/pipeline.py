@@ -18,12 +18,12 @@ import time
 
 from tasks import run_report
 from tasks.convert import convert
+from tasks.core.cli import configure_logging, first_paragraph
+from tasks.core.run_config import PROFILES, RunConfig, active_profile
 from tasks.download import download
 from tasks.promote import promote
 from tasks.render import plan_shards, render
 from tasks.select_checkpoint import SelectParams, select
-from tasks.core.cli import configure_logging, first_paragraph
-from tasks.core.run_config import PROFILES, RunConfig, active_profile
 from tasks.stats import stats
 from tasks.train import train
 from tasks.verify import verdict_line, verify
@@ -44,32 +44,50 @@ def run_pipeline(config: RunConfig) -> dict:
     train_n = demos.metrics["episodes"] - config.holdout_count
     rendered = {"train": [], "holdout": []}
     for i, shard in enumerate(plan_shards(train_n, config.holdout_count, config.episodes_per_shard)):
-        r = step(f"render[{i}]", render(config.render_params(shard["start"], shard["stop"]), root=root, demos=demos.uri))
+        r = step(
+            f"render[{i}]", render(config.render_params(shard["start"], shard["stop"]), root=root, demos=demos.uri)
+        )
         rendered[shard["split"]].append(r.uri)
     dataset = step("convert", convert(config.convert_params(), root=root, rendered=rendered["train"]))
     held_out = step("convert_holdout", convert(config.convert_params(), root=root, rendered=rendered["holdout"]))
     norm = step("stats", stats(config.stats_params(), root=root, dataset=dataset.uri))
-    ckpt = step("train", train(config.train_params(), root=root, dataset=dataset.uri, stats=norm.uri,
-                               holdout=held_out.uri))
+    ckpt = step(
+        "train", train(config.train_params(), root=root, dataset=dataset.uri, stats=norm.uri, holdout=held_out.uri)
+    )
     steps = ckpt.metrics.get("checkpoint_steps") or [ckpt.metrics["steps"]]
     scored = config.verify_params(selection=len(steps) > 1)  # several: selection seeds, confirmed below
     checked = []
     for i, s in enumerate(steps):
-        checked.append(step(f"verify[{i}]", verify(dataclasses.replace(scored, step=s), root=root,
-                                                   checkpoint=ckpt.uri, holdout=held_out.uri)))
+        checked.append(
+            step(
+                f"verify[{i}]",
+                verify(dataclasses.replace(scored, step=s), root=root, checkpoint=ckpt.uri, holdout=held_out.uri),
+            )
+        )
         print(f"==> step {s}: {verdict_line(checked[-1].metrics)}", flush=True)
-    chosen = step("select", select(SelectParams(env_id=config.env_id), root=root, verifications=[c.uri for c in checked]))
+    chosen = step(
+        "select", select(SelectParams(env_id=config.env_id), root=root, verifications=[c.uri for c in checked])
+    )
     print(f"==> {chosen.metrics['reason']}", flush=True)
-    confirmed = step("confirm", verify(config.verify_params(), root=root, checkpoint=chosen.metrics["checkpoint"],
-                                       holdout=held_out.uri))
+    confirmed = step(
+        "confirm",
+        verify(config.verify_params(), root=root, checkpoint=chosen.metrics["checkpoint"], holdout=held_out.uri),
+    )
     print(f"==> {verdict_line(confirmed.metrics)}", flush=True)
     step("promote", promote(config.promote_params(), root=root, verification=confirmed.uri))
     # the same run report the DAG's last task writes (this run's stage durations and cache hits)
     run_id = f"direct__{time.strftime('%Y-%m-%dT%H%M%S', time.gmtime())}"
     rows = run_report.stage_rows({name: r.to_dict() for name, r in results.items()})
-    report = step("report", run_report.run_report(run_report.RunReportParams(env_id=config.env_id, run_id=run_id),
-                                                  root=root, verification=confirmed.uri, stages=rows,
-                                                  selection=chosen.uri))
+    report = step(
+        "report",
+        run_report.run_report(
+            run_report.RunReportParams(env_id=config.env_id, run_id=run_id),
+            root=root,
+            verification=confirmed.uri,
+            stages=rows,
+            selection=chosen.uri,
+        ),
+    )
     print(f"==> run report: {report.metrics['report']}", flush=True)
     print(f"==> finished in {time.monotonic() - t0:.1f}s", flush=True)
     return {name: r.to_dict() for name, r in results.items()}
@@ -92,16 +110,31 @@ def parse_settings(items: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.flows.pipeline", description=first_paragraph(__doc__))
-    parser.add_argument("--profile", choices=PROFILES, default=None,
-                        help="run defaults: production (openpi's LoRA recipe from pi0_base) or demo (tiny, CPU); "
-                             "default: $PIPELINE_PROFILE, else production")
-    parser.add_argument("--env-id", default=None,
-                        help="ManiSkill task (registered in tasks/core/specs.py; default: the profile's env_id)")
-    parser.add_argument("--root", default=None,
-                        help="artifact root (file:///dir or s3://bucket/prefix; default: the profile's artifact_root)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any run setting of tasks/core/run_config.py, e.g. --set steps=10 --set demo_count=8; "
-                             "repeatable, values parsed as JSON when possible (default: none)")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="run defaults: production (openpi's LoRA recipe from pi0_base) or demo (tiny, CPU); "
+        "default: $PIPELINE_PROFILE, else production",
+    )
+    parser.add_argument(
+        "--env-id",
+        default=None,
+        help="ManiSkill task (registered in tasks/core/specs.py; default: the profile's env_id)",
+    )
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="artifact root (file:///dir or s3://bucket/prefix; default: the profile's artifact_root)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any run setting of tasks/core/run_config.py, e.g. --set steps=10 --set demo_count=8; "
+        "repeatable, values parsed as JSON when possible (default: none)",
+    )
     args = parser.parse_args(argv)
     values = parse_settings(args.set)
     if args.env_id:

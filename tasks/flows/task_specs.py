@@ -35,16 +35,18 @@ class Derived:
 
     def code(self) -> str:
         s = self.spec
-        lines = [f"TaskSpec(  # derived by `python -m tasks.flows.task_specs derive {s.env_id}`",
-                 f"    env_id={s.env_id!r},",
-                 f"    prompt={s.prompt!r},",
-                 f"    cameras={s.cameras!r},",
-                 f"    state_keys={s.state_keys!r},",
-                 f"    state_widths={s.state_widths!r},",
-                 f"    action_dim={s.action_dim},",
-                 f"    control_mode={s.control_mode!r},",
-                 f"    fps={s.fps},",
-                 "),"]
+        lines = [
+            f"TaskSpec(  # derived by `python -m tasks.flows.task_specs derive {s.env_id}`",
+            f"    env_id={s.env_id!r},",
+            f"    prompt={s.prompt!r},",
+            f"    cameras={s.cameras!r},",
+            f"    state_keys={s.state_keys!r},",
+            f"    state_widths={s.state_widths!r},",
+            f"    action_dim={s.action_dim},",
+            f"    control_mode={s.control_mode!r},",
+            f"    fps={s.fps},",
+            "),",
+        ]
         notes = ["# " + line for note in self.notes for line in textwrap.wrap(note, 110)]
         return "\n".join(notes + lines)
 
@@ -60,8 +62,14 @@ def describe(env_id: str) -> str:
     return doc.strip()[:300] or "(none in its docstring)"
 
 
-def derive(env_id: str, demos: int = 3, seed: int = 0, control_mode: str = "pd_ee_delta_pose",
-           root: str | None = None, min_std: float = 1e-5) -> Derived:
+def derive(
+    env_id: str,
+    demos: int = 3,
+    seed: int = 0,
+    control_mode: str = "pd_ee_delta_pose",
+    root: str | None = None,
+    min_std: float = 1e-5,
+) -> Derived:
     """Proposes a TaskSpec for `env_id` from the env and from demos rendered by the pipeline's own stages."""
     import h5py
 
@@ -74,9 +82,16 @@ def derive(env_id: str, demos: int = 3, seed: int = 0, control_mode: str = "pd_e
     if not cameras:
         raise SpecError(f"{env_id} has no RGB sensor: a vision-language-action policy cannot see it")
     candidates = [k for k in sorted(layout.obs_widths) if k not in SKIPPED_STATE]
-    provisional = TaskSpec(env_id=env_id, prompt="(derive)", cameras=tuple(cameras), state_keys=tuple(candidates),
-                           state_widths=tuple(layout.obs_widths[k] for k in candidates), action_dim=layout.action_dim,
-                           control_mode=control_mode, fps=layout.control_freq)
+    provisional = TaskSpec(
+        env_id=env_id,
+        prompt="(derive)",
+        cameras=tuple(cameras),
+        state_keys=tuple(candidates),
+        state_widths=tuple(layout.obs_widths[k] for k in candidates),
+        action_dim=layout.action_dim,
+        control_mode=control_mode,
+        fps=layout.control_freq,
+    )
     registered = TASK_SPECS.get(env_id)
     if registered is None:
         TASK_SPECS[env_id] = provisional  # the stages look specs up by env id; removed again below
@@ -110,19 +125,31 @@ def derive(env_id: str, demos: int = 3, seed: int = 0, control_mode: str = "pd_e
             widths.append(full)
         if runs != [(0, full)]:
             kept = ", ".join(f"[{a}:{b}]" for a, b in runs)
-            notes.append(f"{k} sliced to {kept}: the other values are constant in the demos (std < {min_std}; the stats "
-                         "stage refuses constant state, which normalisation would blow up).")
+            notes.append(
+                f"{k} sliced to {kept}: the other values are constant in the demos (std < {min_std}; the stats "
+                "stage refuses constant state, which normalisation would blow up)."
+            )
     planner = demo_set.metrics.get("planner_success_rate")
-    facts = {"robot": layout.robot, "sensors": {k: list(v) for k, v in layout.sensors.items()},
-             "obs_widths": layout.obs_widths, "control_freq": layout.control_freq, "action_dim": layout.action_dim,
-             "demos": demos, "planner_success_rate": planner,
-             "replay_success_ratio": rendered.metrics.get("success_ratio"), "episode_lengths": lengths,
-             "longest_episode": max(lengths) if lengths else 0, "unplaced_cameras": unplaced}
+    facts = {
+        "robot": layout.robot,
+        "sensors": {k: list(v) for k, v in layout.sensors.items()},
+        "obs_widths": layout.obs_widths,
+        "control_freq": layout.control_freq,
+        "action_dim": layout.action_dim,
+        "demos": demos,
+        "planner_success_rate": planner,
+        "replay_success_ratio": rendered.metrics.get("success_ratio"),
+        "episode_lengths": lengths,
+        "longest_episode": max(lengths) if lengths else 0,
+        "unplaced_cameras": unplaced,
+    }
     notes = [
         f"{env_id}: robot {layout.robot}, {layout.control_freq} Hz (fps), {layout.action_dim} action values in "
         f"{control_mode}; RGB sensors {dict(layout.sensors)}.",
-        "Cameras: " + ", ".join(f"{s} -> {slot}" for s, slot in cameras)
-        + (f"; no pi0 slot left for {unplaced}" if unplaced else "") + ".",
+        "Cameras: "
+        + ", ".join(f"{s} -> {slot}" for s, slot in cameras)
+        + (f"; no pi0 slot left for {unplaced}" if unplaced else "")
+        + ".",
         f"State: the RGB-mode observation's {', '.join(candidates)} (object poses exist in state mode only; "
         "agent/qvel and scalars are left out).",
         *notes,
@@ -131,9 +158,16 @@ def derive(env_id: str, demos: int = 3, seed: int = 0, control_mode: str = "pd_e
         f"Prompt: write the instruction. ManiSkill describes the task as: {describe(env_id)}",
     ]
     # A TaskSpec refuses an empty prompt: the proposal carries a marker the user replaces.
-    proposal = TaskSpec(env_id=env_id, prompt="<the instruction, e.g. from ManiSkill's description above>",
-                        cameras=tuple(cameras), state_keys=tuple(state_keys), state_widths=tuple(widths),
-                        action_dim=layout.action_dim, control_mode=control_mode, fps=layout.control_freq)
+    proposal = TaskSpec(
+        env_id=env_id,
+        prompt="<the instruction, e.g. from ManiSkill's description above>",
+        cameras=tuple(cameras),
+        state_keys=tuple(state_keys),
+        state_widths=tuple(widths),
+        action_dim=layout.action_dim,
+        control_mode=control_mode,
+        fps=layout.control_freq,
+    )
     return Derived(proposal, facts, notes)
 
 
@@ -144,14 +178,22 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.flows.task_specs", description=first_paragraph(__doc__))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{derive,check}",
-                                help="derive: propose a TaskSpec for a new env; check: check the registered ones")
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="{derive,check}",
+        help="derive: propose a TaskSpec for a new env; check: check the registered ones",
+    )
     text = "propose a TaskSpec for a ManiSkill env id from the env and a few rendered demos"
     d = sub.add_parser("derive", help=text, description=text[0].upper() + text[1:] + ".")
     d.add_argument("env_id", help="a ManiSkill env id with a motion-planning solution, e.g. LiftPegUpright-v1")
-    d.add_argument("--demos", type=int, default=3, help="planner demos to generate and render, 1..100 (default %(default)s)")
+    d.add_argument(
+        "--demos", type=int, default=3, help="planner demos to generate and render, 1..100 (default %(default)s)"
+    )
     d.add_argument("--seed", type=int, default=0, help="first planner seed (default %(default)s)")
-    d.add_argument("--control-mode", default="pd_ee_delta_pose", help="control mode to replay into (default %(default)s)")
+    d.add_argument(
+        "--control-mode", default="pd_ee_delta_pose", help="control mode to replay into (default %(default)s)"
+    )
     d.add_argument("--json", action="store_true", help="print the measured facts as JSON after the spec (default: off)")
     text = "check registered TaskSpecs against their envs; exits 1 on a problem"
     c = sub.add_parser("check", help=text, description=text[0].upper() + text[1:] + ".")
@@ -190,16 +232,20 @@ def coverage_row(env_id: str, root: str, demos: int = 2, seed: int = 0, camera_s
     demo_set = download(DownloadParams(env_id=env_id, count=demos, seed=seed), root=root)
     # min_success_ratio 0: the ratio is reported (and judged by the caller), and derive's render of the same demos
     # is then the same artifact
-    rendered = render(RenderParams(env_id=env_id, min_success_ratio=0.0, camera_size=camera_size), root=root,
-                      demos=demo_set.uri)
+    rendered = render(
+        RenderParams(env_id=env_id, min_success_ratio=0.0, camera_size=camera_size), root=root, demos=demo_set.uri
+    )
     dataset = convert(ConvertParams(env_id=env_id), root=root, rendered=[rendered.uri])
     norm = stats(StatsParams(env_id=env_id), root=root, dataset=dataset.uri)
     return {
-        "env_id": env_id, "demos": demos,
+        "env_id": env_id,
+        "demos": demos,
         "planner_success_rate": demo_set.metrics.get("planner_success_rate"),
         "replay_success_ratio": rendered.metrics["success_ratio"],
-        "episodes": dataset.metrics["episodes"], "frames": dataset.metrics["frames"],
-        "state_dim": spec.state_dim, "action_dim": spec.action_dim,
+        "episodes": dataset.metrics["episodes"],
+        "frames": dataset.metrics["frames"],
+        "state_dim": spec.state_dim,
+        "action_dim": spec.action_dim,
         "cameras": [f"{sensor}->{slot}" for sensor, slot in spec.cameras],
         "image_shape_chw": dataset.metrics.get("image_shape_chw"),
         "longest_episode": dataset.metrics.get("longest_episode"),

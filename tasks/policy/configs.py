@@ -40,12 +40,11 @@ from openpi.training import config as _config
 from openpi.training import optimizer as _optimizer
 from openpi.training import weight_loaders
 
-from tasks.policy.transforms import ManiSkillDataConfig
-from tasks.core.params import BASE_PARAMS, MODELS, PRESETS
-from tasks.core.specs import TASK_SPECS, TaskSpec, get_spec
-from tasks.core.params import PRESET_DEFAULTS
 # pi0 pads state and actions to MODEL_ACTION_DIM; tasks/core/checks.py refuses anything wider (here, stats, train).
 from tasks.core.checks import MODEL_ACTION_DIM, check_fits_model, model_input_widths
+from tasks.core.params import BASE_PARAMS, MODELS, PRESET_DEFAULTS, PRESETS
+from tasks.core.specs import TASK_SPECS, TaskSpec, get_spec
+from tasks.policy.transforms import ManiSkillDataConfig
 
 
 class ConfigError(ValueError):
@@ -60,7 +59,9 @@ def model_config(preset: str, action_horizon: int, model: str = "pi0") -> pi0_co
         # float32 activations: XLA on CPU has no fast bfloat16 matmul, and the tiny model is small anyway.
         return pi0_config.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy", dtype="float32", **family)
     if preset == "lora":
-        return pi0_config.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora", **family)
+        return pi0_config.Pi0Config(
+            paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora", **family
+        )
     if preset == "full":
         return pi0_config.Pi0Config(**family)
     raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
@@ -119,10 +120,14 @@ def train_config(
         project_name=wandb_project,
         exp_name=exp_name,
         model=model,
-        weight_loader=(weight_loaders.CheckpointWeightLoader(pretrained_uri) if pretrained_uri
-                       else weight_loaders.NoOpWeightLoader()),
-        lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=min(defaults.warmup_steps, steps), peak_lr=lr,
-                                                   decay_steps=max(steps, 2), decay_lr=lr / 10),
+        weight_loader=(
+            weight_loaders.CheckpointWeightLoader(pretrained_uri)
+            if pretrained_uri
+            else weight_loaders.NoOpWeightLoader()
+        ),
+        lr_schedule=_optimizer.CosineDecaySchedule(
+            warmup_steps=min(defaults.warmup_steps, steps), peak_lr=lr, decay_steps=max(steps, 2), decay_lr=lr / 10
+        ),
         optimizer=_optimizer.AdamW(clip_gradient_norm=1.0),
         ema_decay=0.99 if preset == "full" else None,  # openpi's default for both families (pi05_libero alone: 0.999)
         freeze_filter=freeze_filter(preset, model),
@@ -142,8 +147,12 @@ def train_config(
         keep_period=None,
         wandb_enabled=wandb_enabled,
         fsdp_devices=fsdp_devices,
-        policy_metadata={"env_id": spec.env_id, "model": family, "control_mode": spec.control_mode,
-                         "action_dim": spec.action_dim},
+        policy_metadata={
+            "env_id": spec.env_id,
+            "model": family,
+            "control_mode": spec.control_mode,
+            "action_dim": spec.action_dim,
+        },
     )
 
 
@@ -152,9 +161,14 @@ def registry() -> dict[str, _config.TrainConfig]:
 
     Like openpi's own fine-tuning configs, lora and full start from their family's base checkpoint; tiny from scratch.
     """
-    return {config_name(env_id, preset, model): train_config(
-                spec, preset, model=model, pretrained_uri="" if preset == "tiny" else BASE_PARAMS[model])
-            for env_id, spec in TASK_SPECS.items() for model in MODELS for preset in PRESETS}
+    return {
+        config_name(env_id, preset, model): train_config(
+            spec, preset, model=model, pretrained_uri="" if preset == "tiny" else BASE_PARAMS[model]
+        )
+        for env_id, spec in TASK_SPECS.items()
+        for model in MODELS
+        for preset in PRESETS
+    }
 
 
 def get_config(name: str) -> _config.TrainConfig:

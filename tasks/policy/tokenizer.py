@@ -18,6 +18,7 @@ import argparse
 import io
 import os
 from pathlib import Path
+
 from tasks.core.checks import GCS_HOST, unreachable
 from tasks.core.errors import NotRetryable
 
@@ -48,8 +49,10 @@ def seed_offline_tokenizer(vocab_size: int = 400) -> Path:
     from tasks.core.specs import TASK_SPECS
 
     if "OPENPI_DATA_HOME" not in os.environ:
-        raise TokenizerError("refusing to seed the offline tokenizer into the default ~/.cache/openpi: set OPENPI_DATA_HOME "
-                             "to a private directory first (the stand-in must never shadow the real PaliGemma tokenizer)")
+        raise TokenizerError(
+            "refusing to seed the offline tokenizer into the default ~/.cache/openpi: set OPENPI_DATA_HOME "
+            "to a private directory first (the stand-in must never shadow the real PaliGemma tokenizer)"
+        )
     path = tokenizer_path()
     if path.is_file():
         return path
@@ -58,9 +61,19 @@ def seed_offline_tokenizer(vocab_size: int = 400) -> Path:
     corpus += ["Action: " + " ".join(str(i) for i in range(k, k + 40)) + " |" for k in range(0, 256, 8)]
     corpus += ["Task: pick up the cube, State: 1 2 3;\n", "move the red cube to the green goal", "stack the blocks"]
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus * 20), model_writer=model, vocab_size=vocab_size,
-                                   character_coverage=1.0, model_type="bpe", byte_fallback=True,
-                                   bos_id=2, eos_id=1, pad_id=0, unk_id=3, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus * 20),
+        model_writer=model,
+        vocab_size=vocab_size,
+        character_coverage=1.0,
+        model_type="bpe",
+        byte_fallback=True,
+        bos_id=2,
+        eos_id=1,
+        pad_id=0,
+        unk_id=3,
+        minloglevel=2,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(model.getvalue())
@@ -88,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.policy.tokenizer", description=first_paragraph(__doc__))
-    parser.add_argument("--seed-offline", action="store_true",
-                        help="write the offline stand-in to $OPENPI_DATA_HOME (default: make sure the real tokenizer "
-                             "is in openpi's cache, downloading it if needed)")
+    parser.add_argument(
+        "--seed-offline",
+        action="store_true",
+        help="write the offline stand-in to $OPENPI_DATA_HOME (default: make sure the real tokenizer "
+        "is in openpi's cache, downloading it if needed)",
+    )
     args = parser.parse_args(argv)
     print(seed_offline_tokenizer() if args.seed_offline else ensure_tokenizer())
     return 0

@@ -86,8 +86,12 @@ class ManiSkillOutputs(_transforms.DataTransformFn):
 
 def repack_transform(spec: TaskSpec) -> _transforms.Group:
     """Dataset keys (LeRobot conventions, see tasks/convert.py) -> the keys ManiSkillInputs reads."""
-    mapping = {"images": {sensor: IMAGE_KEY_PREFIX + sensor for sensor, _ in spec.cameras},
-               "state": STATE_KEY, "actions": ACTION_KEY, "prompt": "prompt"}
+    mapping = {
+        "images": {sensor: IMAGE_KEY_PREFIX + sensor for sensor, _ in spec.cameras},
+        "state": STATE_KEY,
+        "actions": ACTION_KEY,
+        "prompt": "prompt",
+    }
     return _transforms.Group(inputs=[_transforms.RepackTransform(mapping)])
 
 

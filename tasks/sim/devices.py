@@ -11,8 +11,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-
-
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LAVAPIPE_ICD = PROJECT_ROOT / ".cache" / "mesa" / "lvp_icd.json"
 
@@ -41,8 +39,10 @@ def lavapipe_icd() -> Path | None:
     return icd if icd.is_file() else None
 
 
-LAVAPIPE_MISSING = ("software Vulkan driver (Mesa lavapipe) not found; run tools/setup_system.sh (installs it from "
-                    "bookworm-backports) or set PIPELINE_LAVAPIPE_ICD")
+LAVAPIPE_MISSING = (
+    "software Vulkan driver (Mesa lavapipe) not found; run tools/setup_system.sh (installs it from "
+    "bookworm-backports) or set PIPELINE_LAVAPIPE_ICD"
+)
 
 
 def require_lavapipe(error: type[Exception] = RuntimeError, message: str = LAVAPIPE_MISSING) -> Path:
@@ -66,8 +66,11 @@ def ensure_software_vulkan(render_backend: str = "cpu") -> None:
     """
     if render_backend != "cpu" or os.environ.get("VK_ICD_FILENAMES"):
         return
-    icd = require_lavapipe(ValueError, "the training frames were rendered on the CPU (render_backend='cpu'), and "
-                           "evaluation renders like them, but the software Vulkan driver is missing: run "
-                           "tools/setup_system.sh on this worker (Mesa lavapipe from bookworm-backports), or set "
-                           "device=gpu to render the rollout on the GPU (a different protocol)")
+    icd = require_lavapipe(
+        ValueError,
+        "the training frames were rendered on the CPU (render_backend='cpu'), and "
+        "evaluation renders like them, but the software Vulkan driver is missing: run "
+        "tools/setup_system.sh on this worker (Mesa lavapipe from bookworm-backports), or set "
+        "device=gpu to render the rollout on the GPU (a different protocol)",
+    )
     os.environ["VK_ICD_FILENAMES"] = str(icd)

@@ -30,7 +30,9 @@ def probe_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: d
 
 
 @contextlib.contextmanager
-def probed_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: dict | None = None) -> Iterator[EnvLayout]:
+def probed_env(
+    env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: dict | None = None
+) -> Iterator[EnvLayout]:
     """`probe_env` with the probed env left open until the block ends.
 
     SAPIEN frees its compiled render pipelines with the last env that uses them, and building them again costs
@@ -54,14 +56,27 @@ def probed_env(env_id: str, control_mode: str = "pd_ee_delta_pose", env_kwargs: 
     try:
         obs, _ = env.reset(seed=0)
         base = env.unwrapped
-        sensors = {name: tuple(int(n) for n in data["rgb"].shape[-3:-1])
-                   for name, data in obs["sensor_data"].items() if "rgb" in data}
-        widths = {f"{group}/{name}": int(value.shape[-1]) for group in STATE_GROUPS
-                  for name, value in obs.get(group, {}).items() if len(value.shape) >= 2}
+        sensors = {
+            name: tuple(int(n) for n in data["rgb"].shape[-3:-1])
+            for name, data in obs["sensor_data"].items()
+            if "rgb" in data
+        }
+        widths = {
+            f"{group}/{name}": int(value.shape[-1])
+            for group in STATE_GROUPS
+            for name, value in obs.get(group, {}).items()
+            if len(value.shape) >= 2
+        }
         robot = base.robot_uids if isinstance(base.robot_uids, str) else ",".join(base.robot_uids)
-        yield EnvLayout(env_id=env_id, robot=robot, control_mode=control_mode,
-                        control_freq=int(round(base.control_freq)), action_dim=int(env.action_space.shape[-1]),
-                        sensors=sensors, obs_widths=widths)
+        yield EnvLayout(
+            env_id=env_id,
+            robot=robot,
+            control_mode=control_mode,
+            control_freq=int(round(base.control_freq)),
+            action_dim=int(env.action_space.shape[-1]),
+            sensors=sensors,
+            obs_widths=widths,
+        )
     finally:
         env.close()
 
@@ -110,5 +125,3 @@ def varying_slices(values: np.ndarray, min_std: float) -> list[tuple[int, int]]:
             runs.append((start, i))
             start = None
     return runs
-
-

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     parser = argparse.ArgumentParser(prog="python -m tasks.sim.replay_worker", description=first_paragraph(__doc__))
     parser.add_argument("traj_path", help="the demo slice to replay: a trajectory .h5 with its .json next to it")
-    parser.add_argument("--control-mode", required=True, help="target control mode to replay into, e.g. pd_ee_delta_pose")
+    parser.add_argument(
+        "--control-mode", required=True, help="target control mode to replay into, e.g. pd_ee_delta_pose"
+    )
     parser.add_argument("--obs-mode", default="rgb", help="ManiSkill observation mode to record (default %(default)s)")
     parser.add_argument("--spec", required=True, help="the TaskSpec the render stage renders for, as JSON")
     args = parser.parse_args(argv)
@@ -47,11 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         except SpecError as e:
             print(e, file=sys.stderr)
             return 3
-        replay_trajectory.main(replay_trajectory.Args(
-            traj_path=args.traj_path, sim_backend="physx_cpu", obs_mode=args.obs_mode,
-            target_control_mode=args.control_mode, save_traj=True, allow_failure=True, num_envs=1,
-        ))
+        replay_trajectory.main(
+            replay_trajectory.Args(
+                traj_path=args.traj_path,
+                sim_backend="physx_cpu",
+                obs_mode=args.obs_mode,
+                target_control_mode=args.control_mode,
+                save_traj=True,
+                allow_failure=True,
+                num_envs=1,
+            )
+        )
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -68,8 +68,9 @@ class LocalEnv:
         self.control_mode = getattr(env.unwrapped, "control_mode", None)
 
     def reset(self, requests: Sequence[tuple[int, int, dict | None]]) -> list[dict]:
-        return [observation_input(self.spec, self.env.reset(seed=seed, options=options)[0])
-                for _, seed, options in requests]
+        return [
+            observation_input(self.spec, self.env.reset(seed=seed, options=options)[0]) for _, seed, options in requests
+        ]
 
     def step(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[tuple[dict, bool]]:
         return [_step(self.env, self.spec, action) for _, action in requests]
@@ -129,8 +130,9 @@ class EnvWorkers:
             for _ in range(size):
                 parent, child = context.Pipe()
                 self.conns.append(parent)
-                proc = context.Process(target=_worker, args=(child, env_id, env_kwargs, max_steps, spec.to_json()),
-                                       daemon=True)
+                proc = context.Process(
+                    target=_worker, args=(child, env_id, env_kwargs, max_steps, spec.to_json()), daemon=True
+                )
                 proc.start()
                 child.close()  # the worker holds the other end: its death reads as EOF here
                 self.procs.append(proc)
@@ -228,8 +230,10 @@ class BatchedPolicy:
         p._rng, rng = jax.random.split(p._rng)
         actions = np.asarray(p._sample_actions(rng, _model.Observation.from_dict(batch), **p._sample_kwargs))
         states = np.asarray(batch["state"])
-        return [np.asarray(p._output_transform({"state": states[i], "actions": actions[i]})["actions"])
-                for i in range(len(rows))]
+        return [
+            np.asarray(p._output_transform({"state": states[i], "actions": actions[i]})["actions"])
+            for i in range(len(rows))
+        ]
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------------
@@ -255,8 +259,14 @@ class _Running:
 ChunkSource = Callable[[list[int], list[dict]], list[np.ndarray]]
 
 
-def run_episodes(envs, chunks: ChunkSource, spec: TaskSpec, episodes: Sequence[Episode], execute_steps: int,
-                 frames: list | None = None) -> list[dict[str, Any]]:
+def run_episodes(
+    envs,
+    chunks: ChunkSource,
+    spec: TaskSpec,
+    episodes: Sequence[Episode],
+    execute_steps: int,
+    frames: list | None = None,
+) -> list[dict[str, Any]]:
     """Plays `episodes` on `envs`; `chunks(episode indices, inputs)` returns one action chunk per asking episode.
 
     Returns, per episode in the given order, ManiSkill's `success_once` / `success_at_end`, the first success's
@@ -281,8 +291,10 @@ def run_episodes(envs, chunks: ChunkSource, spec: TaskSpec, episodes: Sequence[E
             for slot, chunk in zip(asking, answers):
                 run, chunk = running[slot], np.asarray(chunk)
                 if chunk.ndim != 2 or len(chunk) == 0 or chunk.shape[1] != spec.action_dim:
-                    raise ValueError(f"the policy returned actions of shape {chunk.shape} at step {run.steps}; "
-                                     f"expected (horizon, {spec.action_dim})")
+                    raise ValueError(
+                        f"the policy returned actions of shape {chunk.shape} at step {run.steps}; "
+                        f"expected (horizon, {spec.action_dim})"
+                    )
                 if frames is not None and run.index == 0 and len(frames) < 4:
                     frames.append({"step": run.steps, "image": next(iter(run.inputs["images"].values()))})
                 run.pending.extend(chunk[:execute_steps])
@@ -295,9 +307,14 @@ def run_episodes(envs, chunks: ChunkSource, spec: TaskSpec, episodes: Sequence[E
             if success and run.first_success is None:
                 run.first_success = run.steps
             if run.steps >= run.episode.max_steps:
-                results[run.index] = {"seed": int(run.episode.seed), "success_once": run.first_success is not None,
-                                      "success_at_end": run.success, "steps_to_success": run.first_success,
-                                      "steps": run.steps, "seconds": round(time.monotonic() - run.t0, 2)}
+                results[run.index] = {
+                    "seed": int(run.episode.seed),
+                    "success_once": run.first_success is not None,
+                    "success_at_end": run.success,
+                    "steps_to_success": run.first_success,
+                    "steps": run.steps,
+                    "seconds": round(time.monotonic() - run.t0, 2),
+                }
                 finished.append(slot)
         for slot in finished:
             del running[slot]

@@ -31,20 +31,31 @@ def bench_out(tmp_path_factory):
 
 def run_bench(name: str, *args: int, out) -> list[dict]:
     env = {**os.environ, "PIPELINE_BENCH_OUT": str(out)}
-    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", *map(str, args)], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", *map(str, args)],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"bench.{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name, args, title", [
-    pytest.param("bench_render", (2,), "P1 render", marks=pytest.mark.bench),
-    pytest.param("bench_convert", (2,), "P2 convert", marks=pytest.mark.bench),
-    pytest.param("bench_stats", (2,), "P3 norm stats", marks=pytest.mark.bench),
-    pytest.param("bench_train", (2, 1), "P6 training throughput", marks=pytest.mark.bench),
-    # evaluates bench_train's checkpoint when that ran first, else trains a one-step one itself
-    pytest.param("bench_eval", (3, 2, 2, 5), "P7 closed-loop evaluation", marks=[pytest.mark.bench, pytest.mark.train]),
-])
+@pytest.mark.parametrize(
+    "name, args, title",
+    [
+        pytest.param("bench_render", (2,), "P1 render", marks=pytest.mark.bench),
+        pytest.param("bench_convert", (2,), "P2 convert", marks=pytest.mark.bench),
+        pytest.param("bench_stats", (2,), "P3 norm stats", marks=pytest.mark.bench),
+        pytest.param("bench_train", (2, 1), "P6 training throughput", marks=pytest.mark.bench),
+        # evaluates bench_train's checkpoint when that ran first, else trains a one-step one itself
+        pytest.param(
+            "bench_eval", (3, 2, 2, 5), "P7 closed-loop evaluation", marks=[pytest.mark.bench, pytest.mark.train]
+        ),
+    ],
+)
 def test_ratio_benchmarks_run_at_smoke_size(name, args, title, bench_out):
     results = run_bench(name, *args, out=bench_out)
     mine = [r for r in results if r["name"].startswith(title)]

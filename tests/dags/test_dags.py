@@ -13,15 +13,26 @@ from tests.conftest import PROJECT
 SFT = "maniskill_openpi_sft"
 BACKFILL = "maniskill_openpi_backfill"
 # The smallest honest run: tiny preset, a few demos, short closed-loop evaluation.
-SMALL_RUN = {"demo_count": 3, "holdout_count": 1, "episodes_per_shard": 2, "steps": 2, "eval_episodes": 1,
-             "eval_max_steps": 10, "holdout_frames": 2}
+SMALL_RUN = {
+    "demo_count": 3,
+    "holdout_count": 1,
+    "episodes_per_shard": 2,
+    "steps": 2,
+    "eval_episodes": 1,
+    "eval_max_steps": 10,
+    "holdout_frames": 2,
+}
 
 
 @pytest.fixture(scope="module")
 def airflow_db():
     sys.path.insert(0, str(PROJECT / "plugins"))
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": f"{PROJECT}:{PROJECT / 'plugins'}"})
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": f"{PROJECT}:{PROJECT / 'plugins'}"},
+    )
     yield
 
 
@@ -42,23 +53,39 @@ def test_sft_stage_order_and_mapping(dagbag):
     dag = dagbag.dags[SFT]
     downstream = {t: dag.get_task(t).downstream_task_ids for t in dag.task_ids}
     assert downstream == {
-        "resolve": {"download"}, "download": {"shards"}, "shards": {"render"}, "render": {"convert", "convert_holdout"},
-        "convert": {"stats", "train"}, "stats": {"train"}, "train": {"candidates"}, "candidates": {"verify"},
-        "convert_holdout": {"train", "verify", "confirm"}, "verify": {"select"}, "select": {"confirm"},
-        "confirm": {"approve", "promote"}, "approve": {"promote"}, "promote": {"report"}, "report": set()}
+        "resolve": {"download"},
+        "download": {"shards"},
+        "shards": {"render"},
+        "render": {"convert", "convert_holdout"},
+        "convert": {"stats", "train"},
+        "stats": {"train"},
+        "train": {"candidates"},
+        "candidates": {"verify"},
+        "convert_holdout": {"train", "verify", "confirm"},
+        "verify": {"select"},
+        "select": {"confirm"},
+        "confirm": {"approve", "promote"},
+        "approve": {"promote"},
+        "promote": {"report"},
+        "report": set(),
+    }
     assert "MappedOperator" in type(dag.get_task("render")).__name__  # render is mapped over shards
     assert "MappedOperator" in type(dag.get_task("verify")).__name__  # verify over the kept checkpoints
     # the backfill's group is the same pipeline, render per split
     bf = dagbag.dags[BACKFILL]
-    down = {t.removeprefix("pipeline."): {d.removeprefix("pipeline.") for d in bf.get_task(t).downstream_task_ids}
-            for t in bf.task_ids}
+    down = {
+        t.removeprefix("pipeline."): {d.removeprefix("pipeline.") for d in bf.get_task(t).downstream_task_ids}
+        for t in bf.task_ids
+    }
     assert down["registered_tasks"] == {"resolve"} and down["resolve"] == {"download"}
     assert down["shards"] == {"render", "render_holdout"} and down["train"] == {"candidates"}
     assert down["candidates"] == {"verify"} and down["verify"] == {"select"} and down["select"] == {"confirm"}
     assert down["confirm"] == {"approve", "promote"}
     assert down["approve"] == {"promote"} and down["promote"] == {"report"}
     # both DAGs move the policy asset when they promote
-    assert [a.name for a in dag.get_task("promote").outlets] == [a.name for a in bf.get_task("pipeline.promote").outlets]
+    assert [a.name for a in dag.get_task("promote").outlets] == [
+        a.name for a in bf.get_task("pipeline.promote").outlets
+    ]
 
 
 def test_gpu_stages_use_the_gpu_queue_and_pool_cpu_stages_do_not(dagbag):
@@ -86,9 +113,18 @@ def test_params_form_validates(dagbag):
     params = dagbag.dags[SFT].params
     for name in params:
         params.get_param(name).resolve()  # every default is valid
-    bad = {"env_id": "PickCub-v1", "demo_count": -3, "control_mode": "pd_teleport", "artifact_root": "../../etc",
-           "min_success_ratio": 1.5, "preset": "huge", "steps": 0, "batch_size": 0, "pretrained_uri": "weights here",
-           "wandb": "yes"}
+    bad = {
+        "env_id": "PickCub-v1",
+        "demo_count": -3,
+        "control_mode": "pd_teleport",
+        "artifact_root": "../../etc",
+        "min_success_ratio": 1.5,
+        "preset": "huge",
+        "steps": 0,
+        "batch_size": 0,
+        "pretrained_uri": "weights here",
+        "wandb": "yes",
+    }
     for name, value in bad.items():
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(value)
@@ -102,7 +138,6 @@ def test_params_form_validates(dagbag):
 
 def test_production_form_defaults_reach_the_presets_steps_and_batch():
     from tasks.airflow_tasks.params import resolve_run_config, sft_params
-
     from tasks.core.run_config import RunConfig
     from tasks.train import openpi_train_config
 
@@ -120,6 +155,7 @@ def test_production_form_defaults_reach_the_presets_steps_and_batch():
 
 def test_resolve_refuses_bad_combinations_and_typos_before_work():
     from airflow.sdk.exceptions import AirflowFailException
+
     from tasks.airflow_tasks.params import resolve_run_config, sft_params
 
     defaults = {k: p.value for k, p in sft_params().items()}
@@ -144,7 +180,9 @@ def test_resolve_refuses_bad_combinations_and_typos_before_work():
 
 def _manifests(store: Path) -> list[tuple[str, str, str]]:
     """(env id, stage, key) of every complete artifact."""
-    return sorted((p.parent.parent.parent.name, p.parent.parent.name, p.parent.name) for p in store.rglob("manifest.json"))
+    return sorted(
+        (p.parent.parent.parent.name, p.parent.parent.name, p.parent.name) for p in store.rglob("manifest.json")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +202,18 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     assert run.state == "success"
     stages = [s for _, s, _ in _manifests(store)]
     # 3 training demos in shards of 2 -> two train shards, plus the held-out shard
-    assert sorted(stages) == ["convert", "convert", "download", "render", "render", "render", "select", "stats", "train",
-                              "verify"]
+    assert sorted(stages) == [
+        "convert",
+        "convert",
+        "download",
+        "render",
+        "render",
+        "render",
+        "select",
+        "stats",
+        "train",
+        "verify",
+    ]
     # 1 closed-loop episode of a 2-step tiny policy with no success threshold: verified "unchecked", not promoted
     xcoms = _run_xcoms(run.run_id)
     assert xcoms["verify"][0]["metrics"]["verdict"] == "unchecked" and xcoms["verify"][0]["metrics"]["harness"]["ok"]
@@ -181,9 +229,20 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     run_json = json.loads(next(store.glob("PickCube-v1/runs/*/run.json")).read_text())
     assert run_json["run_id"] == run.run_id
     # 1 download, 3 render shards, 2 converts, stats, train, verify, select, confirm, promote: each with its time and cache
-    assert [s["stage"].split("[")[0] for s in run_json["stages"]] == ["download", "render", "render", "render", "convert",
-                                                                      "convert_holdout", "stats", "train", "verify",
-                                                                      "select", "confirm", "promote"]
+    assert [s["stage"].split("[")[0] for s in run_json["stages"]] == [
+        "download",
+        "render",
+        "render",
+        "render",
+        "convert",
+        "convert_holdout",
+        "stats",
+        "train",
+        "verify",
+        "select",
+        "confirm",
+        "promote",
+    ]
     assert run_json["selected_step"] == 2
     assert all(s["seconds"] >= 0 and s["cache_hit"] in (True, False) for s in run_json["stages"])
 
@@ -212,8 +271,20 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
     report = next(store.glob("PickCube-v1/runs/*/report.html"))
     page = inspect_page(report, tmp_path / "report.png")
     assert run.run_id in page["title"]
-    assert {"verdict", "verdict-reason", "metrics", "stages", "selection", "frames", "loss", "actions", "episodes",
-            "harness", "protocol", "lineage"} <= set(page["ids"])
+    assert {
+        "verdict",
+        "verdict-reason",
+        "metrics",
+        "stages",
+        "selection",
+        "frames",
+        "loss",
+        "actions",
+        "episodes",
+        "harness",
+        "protocol",
+        "lineage",
+    } <= set(page["ids"])
     assert "UNCHECKED" in page["text"] and "PASSED" not in page["text"]
     images = page["images"]
     alts = [i["alt"] for i in images]
@@ -225,8 +296,18 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in images), images  # every figure decoded
     stages = page["tables"]["stages"]
     assert stages[0] == ["stage", "seconds", "cache", "artifact"] and len(stages) == 13
-    assert {row[0].split("[")[0] for row in stages[1:]} == {"download", "render", "convert", "convert_holdout", "stats",
-                                                            "train", "verify", "select", "confirm", "promote"}
+    assert {row[0].split("[")[0] for row in stages[1:]} == {
+        "download",
+        "render",
+        "convert",
+        "convert_holdout",
+        "stats",
+        "train",
+        "verify",
+        "select",
+        "confirm",
+        "promote",
+    }
     assert all(float(row[1]) >= 0 and row[2] in ("ran", "cache hit") for row in stages[1:])
     assert "closed-loop success rate" in page["text"] and "checkpoint" in page["text"]  # metrics and lineage rows
     assert (tmp_path / "report.png").stat().st_size > 10_000
@@ -239,8 +320,15 @@ def test_more_demos_redo_only_what_changed(sft_run, dagbag):
     This run keeps both steps' checkpoints (keep_period 1): verify is mapped over the two, select picks one by the
     rule, and confirm verifies it again on the protocol's seeds."""
     run, store = sft_run
-    more = dagbag.dags[SFT].test(run_conf={**SMALL_RUN, "demo_count": SMALL_RUN["demo_count"] + 2, "keep_period": 1,
-                                           "val_interval": 1, "artifact_root": f"file://{store}"})
+    more = dagbag.dags[SFT].test(
+        run_conf={
+            **SMALL_RUN,
+            "demo_count": SMALL_RUN["demo_count"] + 2,
+            "keep_period": 1,
+            "val_interval": 1,
+            "artifact_root": f"file://{store}",
+        }
+    )
     assert more.state == "success"
     before, after = _run_xcoms(run.run_id), _run_xcoms(more.run_id)
     shards = {tuple(r["metrics"]["shard"]): r for r in after["render"]}
@@ -257,15 +345,18 @@ def test_more_demos_redo_only_what_changed(sft_run, dagbag):
     assert [v["metrics"]["checkpoint_step"] for v in after["verify"]] == [1, 2]
     assert all(v["metrics"]["verdict"] == "unchecked" and v["metrics"]["harness"] is None for v in after["verify"])
     # the selection follows the rule: most successes, then the lower validation loss at that step, then the later step
-    ranked = sorted(after["verify"], key=lambda v: (-v["metrics"]["successes"], v["metrics"]["val_loss_at_step"],
-                                                    -v["metrics"]["checkpoint_step"]))
+    ranked = sorted(
+        after["verify"],
+        key=lambda v: (-v["metrics"]["successes"], v["metrics"]["val_loss_at_step"], -v["metrics"]["checkpoint_step"]),
+    )
     assert after["select"][0]["metrics"]["verify"] == ranked[0]["uri"]
     # the chosen checkpoint again, on the protocol's own seeds (not those it was chosen on), with the harness check
     confirmed, scored = after["confirm"][0]["metrics"], ranked[0]["metrics"]
     assert confirmed["checkpoint_step"] == scored["checkpoint_step"] and confirmed["harness"]["ok"]
     assert confirmed["protocol"]["seed_start"] != scored["protocol"]["seed_start"]
     assert {k: v for k, v in confirmed["protocol"].items() if k != "seed_start"} == {
-        k: v for k, v in scored["protocol"].items() if k != "seed_start"}
+        k: v for k, v in scored["protocol"].items() if k != "seed_start"
+    }
     assert not after["promote"][0]["metrics"]["promoted"]
 
 
@@ -282,8 +373,18 @@ def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
     assert bf.state == "success"
     new = set(_manifests(store)) - before
     assert {env for env, _, _ in new} == {"PushCube-v1"}
-    assert sorted(s for _, s, _ in new) == ["convert", "convert", "download", "render", "render", "render", "select",
-                                            "stats", "train", "verify"]
+    assert sorted(s for _, s, _ in new) == [
+        "convert",
+        "convert",
+        "download",
+        "render",
+        "render",
+        "render",
+        "select",
+        "stats",
+        "train",
+        "verify",
+    ]
     verified = [m for env, s, m in new if s == "verify"]
     assert len(verified) == 1 and not (store / "PushCube-v1" / "latest.json").exists()  # unchecked: not promoted
 
@@ -322,8 +423,17 @@ def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
 
     # The run's connection, with its own key and endpoint: the environment's endpoint is gone, so a URL that
     # still reaches moto got it from the connection.
-    monkeypatch.setenv("AIRFLOW_CONN_RUN_REPORT_S3", json.dumps({
-        "conn_type": "aws", "login": "run-key-id", "password": "run-secret", "extra": {"endpoint_url": s3_endpoint}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RUN_REPORT_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "run-key-id",
+                "password": "run-secret",
+                "extra": {"endpoint_url": s3_endpoint},
+            }
+        ),
+    )
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     signed = report_url(files_uri, "run_report_s3")
     assert signed.startswith(f"{s3_endpoint}/{bucket}/runs/PickCube-v1/verify/abc/report.html?")
@@ -334,10 +444,15 @@ def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
 
     # get_link finds the conn id in resolve's result: SFT (verify mapped, resolve not) and backfill (both in
     # the same mapped group, same index).
-    results = {("verify", 2): {"uri": "s3://x/a", "files_uri": files_uri}, ("resolve", -1): {"s3_conn_id": "run_report_s3"},
-               ("pipeline.verify", 1): {"uri": "s3://x/b", "files_uri": files_uri},
-               ("pipeline.resolve", 1): {"s3_conn_id": "run_report_s3"}}
-    monkeypatch.setattr(run_report_link, "_return_value", lambda key, task_id, map_index: results.get((task_id, map_index)))
+    results = {
+        ("verify", 2): {"uri": "s3://x/a", "files_uri": files_uri},
+        ("resolve", -1): {"s3_conn_id": "run_report_s3"},
+        ("pipeline.verify", 1): {"uri": "s3://x/b", "files_uri": files_uri},
+        ("pipeline.resolve", 1): {"s3_conn_id": "run_report_s3"},
+    }
+    monkeypatch.setattr(
+        run_report_link, "_return_value", lambda key, task_id, map_index: results.get((task_id, map_index))
+    )
     link = RunReportLink()
     for task_id, map_index in (("verify", 2), ("pipeline.verify", 1)):
         url = link.get_link(None, ti_key=TaskInstanceKey(SFT, task_id, "run", 1, map_index))
@@ -345,17 +460,25 @@ def test_run_report_link_points_at_the_report(monkeypatch, s3_endpoint):
     assert link.get_link(None, ti_key=TaskInstanceKey(SFT, "train", "run", 1, -1)) == ""
 
     monkeypatch.setenv("PIPELINE_REPORT_URL_BASE", "http://minio.local:9001/browser")
-    assert report_url("s3://bucket/runs/x/verify/abc") == "http://minio.local:9001/browser/bucket/runs/x/verify/abc/report.html"
+    assert (
+        report_url("s3://bucket/runs/x/verify/abc")
+        == "http://minio.local:9001/browser/bucket/runs/x/verify/abc/report.html"
+    )
 
 
 def test_wandb_connection_becomes_the_train_tasks_environment(monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
+
     from tasks.airflow_tasks.glue import bind_wandb_connection
 
     for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_ENTITY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AIRFLOW_CONN_WB_TEST", json.dumps({"conn_type": "generic", "password": "k" * 40, "host": "wandb.example.org",
-                                                          "extra": {"entity": "robots"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WB_TEST",
+        json.dumps(
+            {"conn_type": "generic", "password": "k" * 40, "host": "wandb.example.org", "extra": {"entity": "robots"}}
+        ),
+    )
     bind_wandb_connection("wb_test")
     assert os.environ["WANDB_API_KEY"] == "k" * 40 and os.environ["WANDB_MODE"] == "online"
     assert os.environ["WANDB_BASE_URL"] == "https://wandb.example.org" and os.environ["WANDB_ENTITY"] == "robots"
@@ -376,29 +499,35 @@ def test_maintenance_dag_reports_the_store_of_real_runs(sft_run, dagbag):
 
     _, store = sft_run
     before = set(_manifests(store))
-    run = dagbag.dags["maniskill_openpi_maintenance"].test(run_conf={"artifact_root": f"file://{store}", "dry_run": True,
-                                                                     "s3_conn_id": None})
+    run = dagbag.dags["maniskill_openpi_maintenance"].test(
+        run_conf={"artifact_root": f"file://{store}", "dry_run": True, "s3_conn_id": None}
+    )
     assert run.state == "success" and set(_manifests(store)) == before
     with create_session() as session:
-        row = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", task_ids="sweep",
-                                                 dag_ids="maniskill_openpi_maintenance")).first()
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=run.run_id, key="return_value", task_ids="sweep", dag_ids="maniskill_openpi_maintenance"
+            )
+        ).first()
         result = XComModel.deserialize_value(row)["metrics"]
     assert result["dry_run"] and result["kept"] >= 9 and result["storage_before"]["PickCube-v1"]["train"]["bytes"] > 0
 
 
 def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
+    from tasks.core.promotions import history
     from tasks.core.store import ArtifactStore
     from tasks.promote import PromoteParams, promote
-    from tasks.core.promotions import history
-    from tests.fixtures.promotions import ENV_ID, verified as _verified
+    from tests.fixtures.promotions import ENV_ID
+    from tests.fixtures.promotions import verified as _verified
 
     root = f"file://{tmp_path}/store"
     store = ArtifactStore(root)
     a, b = _verified(store, "a", successes=4), _verified(store, "b", successes=10)
     for v in (a, b):
         promote(PromoteParams(env_id=ENV_ID), root=root, verification=v["verify"])
-    run = dagbag.dags["maniskill_openpi_rollback"].test(run_conf={"env_id": ENV_ID, "artifact_root": root,
-                                                                  "s3_conn_id": None})
+    run = dagbag.dags["maniskill_openpi_rollback"].test(
+        run_conf={"env_id": ENV_ID, "artifact_root": root, "s3_conn_id": None}
+    )
     assert run.state == "success"
     assert store.read_json(f"{root}/{ENV_ID}/latest.json")["checkpoint"] == a["checkpoint"]
     assert history(store, ENV_ID)[0]["by"] == f"airflow maniskill_openpi_rollback {run.run_id}"
@@ -441,18 +570,22 @@ def test_the_direct_pipeline_and_the_demo_runner_find_every_artifact_of_the_dag_
     same shard plan, same keys: every stage is a cache hit of the DAG run's artifacts and only a run report is
     written, so a stage debugged by hand with tasks.flows.pipeline is the stage the DAG runs, and neither entry point can
     rot unnoticed. (bench/bench_overhead.py times the two on separate stores: P4 in docs/benchmarks.md.)"""
-    from tools import demo_run
-
-    from tasks.flows.pipeline import run_pipeline
     from tasks.core.run_config import RunConfig
+    from tasks.flows.pipeline import run_pipeline
+    from tools import demo_run
 
     run, store = sft_run
     root = f"file://{store}"
     dag_results = _run_xcoms(run.run_id)
     direct = run_pipeline(RunConfig.build({**SMALL_RUN, "artifact_root": root}, profile="demo"))
     assert not direct["report"]["cache_hit"]
-    assert all(r["cache_hit"] for name, r in direct.items() if name != "report"), {n: r["cache_hit"] for n, r in direct.items()}
-    assert direct["train"]["uri"] == dag_results["train"][0]["uri"] and direct["confirm"]["uri"] == dag_results["confirm"][0]["uri"]
+    assert all(r["cache_hit"] for name, r in direct.items() if name != "report"), {
+        n: r["cache_hit"] for n, r in direct.items()
+    }
+    assert (
+        direct["train"]["uri"] == dag_results["train"][0]["uri"]
+        and direct["confirm"]["uri"] == dag_results["confirm"][0]["uri"]
+    )
     assert "verification UNCHECKED" in capsys.readouterr().out
 
     summary_path = tmp_path / "summary.json"
@@ -460,8 +593,18 @@ def test_the_direct_pipeline_and_the_demo_runner_find_every_artifact_of_the_dag_
     assert demo_run.main(["--env-id", "PickCube-v1", "--root", root, *confs, "--json", str(summary_path)]) == 0
     tasks = json.loads(summary_path.read_text())["tasks"]
     stages = {name: r for name, r in tasks.items() if r["cache_hit"] is not None and name != "report"}
-    assert {name.split("[")[0] for name in stages} == {"download", "render", "convert", "convert_holdout", "stats",
-                                                       "train", "verify", "select", "confirm", "promote"}
+    assert {name.split("[")[0] for name in stages} == {
+        "download",
+        "render",
+        "convert",
+        "convert_holdout",
+        "stats",
+        "train",
+        "verify",
+        "select",
+        "confirm",
+        "promote",
+    }
     assert all(r["cache_hit"] for r in stages.values()), {n: r["cache_hit"] for n, r in stages.items()}
     printed = capsys.readouterr().out
     assert "checkpoint selection: one checkpoint evaluated" in printed and "run report:" in printed

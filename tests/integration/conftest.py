@@ -21,10 +21,30 @@ def deployment(tmp_path_factory, s3_endpoint):
     try:
         dep.start()
         key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-        dep.airflow("connections", "add", CONN_ID, "--conn-type", "aws", "--conn-login", key, "--conn-password", secret,
-                    "--conn-extra", json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}))
-        dep.airflow("connections", "add", WANDB_CONN_ID, "--conn-type", "generic", "--conn-password", WANDB_KEY,
-                    "--conn-extra", json.dumps({"mode": "offline"}))
+        dep.airflow(
+            "connections",
+            "add",
+            CONN_ID,
+            "--conn-type",
+            "aws",
+            "--conn-login",
+            key,
+            "--conn-password",
+            secret,
+            "--conn-extra",
+            json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}),
+        )
+        dep.airflow(
+            "connections",
+            "add",
+            WANDB_CONN_ID,
+            "--conn-type",
+            "generic",
+            "--conn-password",
+            WANDB_KEY,
+            "--conn-extra",
+            json.dumps({"mode": "offline"}),
+        )
         for dag_id in ("maniskill_openpi_sft", "maniskill_openpi_backfill"):
             dep.wait_for_dag(dag_id)
         yield dep

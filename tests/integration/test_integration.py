@@ -63,24 +63,36 @@ def faulted_run(deployment, s3_endpoint) -> dict:
     dep = deployment
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     dep.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-    conf = {"demo_count": 2, "holdout_count": 1, "episodes_per_shard": 1, "steps": 2, "eval_episodes": 1,
-            "eval_max_steps": 10, "holdout_frames": 2, "artifact_root": f"s3://{BUCKET}/runs", "s3_conn_id": CONN_ID,
-            "wandb": True, "wandb_conn_id": WANDB_CONN_ID}
+    conf = {
+        "demo_count": 2,
+        "holdout_count": 1,
+        "episodes_per_shard": 1,
+        "steps": 2,
+        "eval_episodes": 1,
+        "eval_max_steps": 10,
+        "holdout_frames": 2,
+        "artifact_root": f"s3://{BUCKET}/runs",
+        "s3_conn_id": CONN_ID,
+        "wandb": True,
+        "wandb_conn_id": WANDB_CONN_ID,
+    }
     run_id = dep.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
     _wait_running(dep, run_id, "render", timeout=600)
     deadline = time.monotonic() + 120  # into the rendering proper: the render task has started its replay workers
-    while not any("tasks.sim.replay_worker" in cmd for cmd in dep.processes("cpu-worker")) and time.monotonic() < deadline:
+    while (
+        not any("tasks.sim.replay_worker" in cmd for cmd in dep.processes("cpu-worker")) and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     time.sleep(3)
     rendering = _wait_running(dep, run_id, "render", timeout=60)  # the ones running at the kill
-    killed_at = dt.datetime.now(dt.timezone.utc)
+    killed_at = dt.datetime.now(dt.UTC)
     killed_processes = dep.crash("cpu-worker")
     dep.restart("cpu-worker")
 
     training = _wait_running(dep, run_id, "train", timeout=900)
     time.sleep(8)
-    scheduler_killed_at = dt.datetime.now(dt.timezone.utc)
+    scheduler_killed_at = dt.datetime.now(dt.UTC)
     dep.crash("scheduler")
     time.sleep(5)  # a restart policy's delay: the dead scheduler's job stops heartbeating
     dep.restart("scheduler")
@@ -91,13 +103,23 @@ def faulted_run(deployment, s3_endpoint) -> dict:
         time.sleep(5)
         state = dep.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
     tis = _tis(dep, run_id)
-    logs = (f"\n--- scheduler ---\n{dep.tail('scheduler')}\n--- cpu ---\n{dep.tail('cpu-worker')}"
-            f"\n--- gpu ---\n{dep.tail('gpu-worker')}")
+    logs = (
+        f"\n--- scheduler ---\n{dep.tail('scheduler')}\n--- cpu ---\n{dep.tail('cpu-worker')}"
+        f"\n--- gpu ---\n{dep.tail('gpu-worker')}"
+    )
     summary = [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis]
     assert state == "success", f"{summary}{logs}"
-    return {"run_id": run_id, "tis": tis, "killed_at": killed_at, "killed_processes": killed_processes,
-            "killed_renders": {t["map_index"] for t in rendering}, "training": training[0],
-            "scheduler_killed_at": scheduler_killed_at, "summary": summary, "logs": logs}
+    return {
+        "run_id": run_id,
+        "tis": tis,
+        "killed_at": killed_at,
+        "killed_processes": killed_processes,
+        "killed_renders": {t["map_index"] for t in rendering},
+        "training": training[0],
+        "scheduler_killed_at": scheduler_killed_at,
+        "summary": summary,
+        "logs": logs,
+    }
 
 
 def _assert_store_whole(root: str, cache) -> None:
@@ -123,7 +145,9 @@ def test_a_worker_killed_mid_render_is_replaced_and_its_tasks_retried_in_time(fa
         assert retried["try_number"] >= 2, f"render[{index}] was running when its worker died: {run['summary']}"
         # silence is noticed after the heartbeat timeout (checked every 10 s), then the retry waits its delay
         waited = (_when(retried["start_date"]) - run["killed_at"]).total_seconds()
-        assert 0 < waited <= HEARTBEAT_TIMEOUT + 2 * RETRY_DELAY + 60, f"render[{index}] restarted {waited:.0f} s after the kill"
+        assert 0 < waited <= HEARTBEAT_TIMEOUT + 2 * RETRY_DELAY + 60, (
+            f"render[{index}] restarted {waited:.0f} s after the kill"
+        )
     _assert_store_whole(f"s3://{BUCKET}/runs", tmp_path / "cache")
 
 
@@ -131,7 +155,8 @@ def test_a_scheduler_crash_mid_train_leaves_the_training_running(faulted_run):
     run = faulted_run
     train = next(t for t in run["tis"] if t["task_id"] == "train")
     assert train["state"] == "success" and train["try_number"] == run["training"]["try_number"], (
-        f"training was started again after the scheduler crash: {run['summary']}")
+        f"training was started again after the scheduler crash: {run['summary']}"
+    )
     assert _when(train["end_date"]) > run["scheduler_killed_at"]  # it was still running when the scheduler died
     # the restarted scheduler carried the run on: everything after train ran, promptly
     after = [t for t in run["tis"] if t["task_id"] in ("verify", "promote", "report")]
@@ -149,13 +174,29 @@ def test_the_run_succeeds_with_gpu_tasks_on_the_gpu_worker_and_every_stage_on_s3
         else:
             assert (t["queue"], t["hostname"]) == ("default", "cpu-worker"), t
     s3 = boto3.client("s3")
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    ]
     stages = sorted(k.split("/")[2] for k in keys if k.endswith("/manifest.json"))  # runs/<env>/<stage>/<key>/
     # one kept checkpoint (the demo profile): confirm is the verification already made, a cache hit
-    assert stages == ["convert", "convert", "download", "render", "render", "render", "select", "stats", "train", "verify"]
+    assert stages == [
+        "convert",
+        "convert",
+        "download",
+        "render",
+        "render",
+        "render",
+        "select",
+        "stats",
+        "train",
+        "verify",
+    ]
     confirmed = next(t for t in run["tis"] if t["task_id"] == "confirm")
-    assert dep.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['run_id']}/taskInstances/confirm/xcomEntries/"
-                              "return_value")["value"]["cache_hit"], confirmed
+    assert dep.request(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['run_id']}/taskInstances/confirm/xcomEntries/return_value"
+    )["value"]["cache_hit"], confirmed
     # the tiny policy's success is not judged in the demo profile: verified "unchecked", so latest is not written
     base = f"/api/v2/dags/{DAG_ID}/dagRuns/{run['run_id']}/taskInstances"
     promoted = dep.request("GET", f"{base}/promote/xcomEntries/return_value")
@@ -182,8 +223,11 @@ def test_no_credentials_in_logs_xcom_or_manifests(deployment, faulted_run):
         for t in tis["task_instances"]:
             suffix = f"?map_index={t['map_index']}" if t["map_index"] >= 0 else ""
             try:
-                xcom = deployment.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/"
-                                                 f"{t['task_id']}/xcomEntries/return_value{suffix}")
+                xcom = deployment.request(
+                    "GET",
+                    f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/"
+                    f"{t['task_id']}/xcomEntries/return_value{suffix}",
+                )
             except Exception:
                 continue
             leaks += [f"xcom {t['task_id']}" for s in secrets if s.decode() in json.dumps(xcom)]

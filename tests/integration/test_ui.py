@@ -16,8 +16,11 @@ from tasks.core.run_config import SECTIONS, RunConfig
 from tasks.core.specs import TASK_SPECS
 from tests.fixtures.browser import AirflowUI, chromium_available
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser,
-              pytest.mark.skipif(not chromium_available(), reason="Debian chromium + chromium-driver (tools/setup_system.sh)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="Debian chromium + chromium-driver (tools/setup_system.sh)"),
+]
 SFT = "maniskill_openpi_sft"
 BACKFILL = "maniskill_openpi_backfill"
 
@@ -43,8 +46,11 @@ def run_ids(dep, dag_id: str) -> set[str]:
 def new_run(dep, dag_id: str, before: set[str], timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = [r for r in dep.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
-                if r["dag_run_id"] not in before]
+        runs = [
+            r
+            for r in dep.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+            if r["dag_run_id"] not in before
+        ]
         if runs:
             return runs[0]
         time.sleep(1)
@@ -95,12 +101,27 @@ def test_trigger_form_reads_as_the_run_config_and_triggers_with_its_defaults(ui,
             ui.screenshot(artifacts / "trigger-form-training.png")
     assert set(seen) == set(RunConfig.setting_names())
     # choices are dropdowns; optional settings are optional (a cleared field is null, not "missing")
-    assert {n for n, f in seen.items() if f["kind"] == "select"} == {"env_id", "demo_source", "control_mode", "model",
-                                                                          "preset"}
+    assert {n for n, f in seen.items() if f["kind"] == "select"} == {
+        "env_id",
+        "demo_source",
+        "control_mode",
+        "model",
+        "preset",
+    }
     ui.open_section("Training")
     assert ui.options("preset") == list(PRESETS) and ui.options("model") == ["pi0", "pi0.5"]  # values_display
-    assert not any(seen[n]["required"] for n in ("steps", "batch_size", "pretrained_uri", "demo_source_uri",
-                                                 "eval_max_steps", "s3_conn_id", "wandb_conn_id"))
+    assert not any(
+        seen[n]["required"]
+        for n in (
+            "steps",
+            "batch_size",
+            "pretrained_uri",
+            "demo_source_uri",
+            "eval_max_steps",
+            "s3_conn_id",
+            "wandb_conn_id",
+        )
+    )
     assert seen["preset"]["value"] == "tiny" and seen["steps"]["value"] == "4"  # the deployment's (demo) profile
     assert ui.trigger_button().is_enabled()
 
@@ -158,8 +179,11 @@ def test_backfill_form_picks_tasks_from_the_registry(deployment, ui, tmp_path):
         assert run["conf"]["env_ids"] == ["PickCube-v1", "PushCube-v1"]
         chosen = wait_task(deployment, BACKFILL, run["dag_run_id"], "registered_tasks", {"success", "failed"})
         assert chosen["state"] == "success"
-        xcom = deployment.request("GET", f"/api/v2/dags/{BACKFILL}/dagRuns/{run['dag_run_id']}/taskInstances/"
-                                         "registered_tasks/xcomEntries/return_value")
+        xcom = deployment.request(
+            "GET",
+            f"/api/v2/dags/{BACKFILL}/dagRuns/{run['dag_run_id']}/taskInstances/"
+            "registered_tasks/xcomEntries/return_value",
+        )
         assert xcom["value"] == ["PickCube-v1", "PushCube-v1"]
     finally:
         stop_run(deployment, BACKFILL, run["dag_run_id"])
@@ -168,9 +192,25 @@ def test_backfill_form_picks_tasks_from_the_registry(deployment, ui, tmp_path):
 def test_graph_reads_as_the_pipeline(ui, artifacts):
     ui.show_graph(SFT)
     nodes = ui.driver.execute_script(
-        "return [...document.querySelectorAll('.react-flow__node')].map(n => n.getAttribute('data-id'))")
-    assert {"resolve", "download", "shards", "render", "convert", "convert_holdout", "stats", "train", "candidates",
-            "verify", "select", "confirm", "approve", "promote", "report"} <= set(nodes)
+        "return [...document.querySelectorAll('.react-flow__node')].map(n => n.getAttribute('data-id'))"
+    )
+    assert {
+        "resolve",
+        "download",
+        "shards",
+        "render",
+        "convert",
+        "convert_holdout",
+        "stats",
+        "train",
+        "candidates",
+        "verify",
+        "select",
+        "confirm",
+        "approve",
+        "promote",
+        "report",
+    } <= set(nodes)
     edges = ui.driver.execute_script("return document.querySelectorAll('.react-flow__edge').length")
     # the data flow only (17) and confirm -> approve -> promote: no fan-out from resolve, no fan-in to report
     assert edges == 19

@@ -9,12 +9,12 @@ import boto3
 import h5py
 import pytest
 
-from tasks.core.store import ArtifactStore
 from tasks.convert import ConvertParams, convert
 from tasks.core.demo_files import DemoFileError
+from tasks.core.specs import SpecError
+from tasks.core.store import ArtifactStore
 from tasks.download import DownloadError, DownloadParams, download
 from tasks.render import RenderError, RenderParams, render
-from tasks.core.specs import SpecError
 from tasks.stats import StatsParams, stats
 from tests.conftest import publish_dir
 
@@ -22,7 +22,7 @@ ENV_ID = "PickCube-v1"
 
 
 def _manifests(root: str, stage: str) -> list[Path]:
-    return list(Path(root[len("file://"):]).glob(f"*/{stage}/*/manifest.json"))
+    return list(Path(root[len("file://") :]).glob(f"*/{stage}/*/manifest.json"))
 
 
 def _demo_copy(demo_set, tmp_path) -> Path:
@@ -39,22 +39,29 @@ def _demo_copy(demo_set, tmp_path) -> Path:
 def test_unknown_env_id_is_refused_before_any_work(stage, local_root):
     call = {
         "download": lambda: download(DownloadParams(env_id="PickCub-v1"), root=local_root),
-        "render": lambda: render(RenderParams(env_id="PickCub-v1"), root=local_root, demos=f"{local_root}/x/download/k"),
-        "convert": lambda: convert(ConvertParams(env_id="PickCub-v1"), root=local_root, rendered=[f"{local_root}/x/render/k"]),
+        "render": lambda: render(
+            RenderParams(env_id="PickCub-v1"), root=local_root, demos=f"{local_root}/x/download/k"
+        ),
+        "convert": lambda: convert(
+            ConvertParams(env_id="PickCub-v1"), root=local_root, rendered=[f"{local_root}/x/render/k"]
+        ),
         "stats": lambda: stats(StatsParams(env_id="PickCub-v1"), root=local_root, dataset=f"{local_root}/x/convert/k"),
     }[stage]
     with pytest.raises(SpecError, match="unknown env id 'PickCub-v1'"):
         call()
-    assert not Path(local_root[len("file://"):]).exists()
+    assert not Path(local_root[len("file://") :]).exists()
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(count=0), "demo count must be between 1"),
-    (dict(count=-5), "demo count must be between 1"),
-    (dict(count=10**9), "demo count must be between 1"),
-    (dict(source="ftp"), "unknown demo source"),
-    (dict(source="s3"), "needs source_uri"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(count=0), "demo count must be between 1"),
+        (dict(count=-5), "demo count must be between 1"),
+        (dict(count=10**9), "demo count must be between 1"),
+        (dict(source="ftp"), "unknown demo source"),
+        (dict(source="s3"), "needs source_uri"),
+    ],
+)
 def test_bad_download_params(params, message, local_root):
     with pytest.raises(ValueError, match=message):
         download(DownloadParams(env_id=ENV_ID, **params), root=local_root)
@@ -78,15 +85,23 @@ def test_hub_source_fails_fast_offline(local_root):
 @pytest.mark.sim
 def test_s3_mirror_source_copies_a_demo_set(demo_set, s3_root, tmp_path):
     demo = _demo_copy(demo_set, tmp_path)
-    bucket = s3_root[len("s3://"):].split("/")[0]
+    bucket = s3_root[len("s3://") :].split("/")[0]
     for name in ("trajectory.h5", "trajectory.json"):
         boto3.client("s3").upload_file(str(demo / name), bucket, f"mirror/PickCube-v1/{name}")
-    result = download(DownloadParams(env_id=ENV_ID, source="s3", source_uri=f"s3://{bucket}/mirror/PickCube-v1", count=2), root=s3_root)
+    result = download(
+        DownloadParams(env_id=ENV_ID, source="s3", source_uri=f"s3://{bucket}/mirror/PickCube-v1", count=2),
+        root=s3_root,
+    )
     assert result.metrics["episodes"] == 2
     with pytest.raises(DownloadError, match="fewer than count=9"):
-        download(DownloadParams(env_id=ENV_ID, source="s3", source_uri=f"s3://{bucket}/mirror/PickCube-v1", count=9), root=s3_root)
+        download(
+            DownloadParams(env_id=ENV_ID, source="s3", source_uri=f"s3://{bucket}/mirror/PickCube-v1", count=9),
+            root=s3_root,
+        )
     with pytest.raises(DownloadError, match="not found"):
-        download(DownloadParams(env_id=ENV_ID, source="s3", source_uri=f"s3://{bucket}/nothing-here", count=1), root=s3_root)
+        download(
+            DownloadParams(env_id=ENV_ID, source="s3", source_uri=f"s3://{bucket}/nothing-here", count=1), root=s3_root
+        )
 
 
 @pytest.mark.sim
@@ -147,19 +162,28 @@ def test_a_wrong_camera_name_is_refused_before_rendering_with_the_valid_ones(dem
 
     from tasks.core import specs
 
-    wrong = dataclasses.replace(specs.TASK_SPECS[ENV_ID], cameras=(("hand_camera", "left_wrist_0_rgb"),),
-                                state_keys=("agent/qpos[0:9]", "extra/obj_pose"), state_widths=(9, 7))
+    wrong = dataclasses.replace(
+        specs.TASK_SPECS[ENV_ID],
+        cameras=(("hand_camera", "left_wrist_0_rgb"),),
+        state_keys=("agent/qpos[0:9]", "extra/obj_pose"),
+        state_widths=(9, 7),
+    )
     monkeypatch.setitem(specs.TASK_SPECS, ENV_ID, wrong)
     root, demos = demo_set
     started = time.monotonic()
     with pytest.raises(RenderError) as refused:
         render(RenderParams(env_id=ENV_ID, shard_stop=1), root=root, demos=demos)
     message = str(refused.value)
-    assert "camera 'hand_camera' is not an RGB sensor of PickCube-v1 (robot panda); its sensors are ['base_camera']" in message
+    assert (
+        "camera 'hand_camera' is not an RGB sensor of PickCube-v1 (robot panda); its sensors are ['base_camera']"
+        in message
+    )
     assert "'extra/obj_pose'" in message and "'extra/goal_pos'" in message and "state mode only" in message
     assert time.monotonic() - started < 60  # before any rendering
     # an already rendered file without the camera: convert names the cameras it has
-    with pytest.raises(DemoFileError, match=r"no camera 'hand_camera' in the rendered episodes; they have \['base_camera'\]"):
+    with pytest.raises(
+        DemoFileError, match=r"no camera 'hand_camera' in the rendered episodes; they have \['base_camera'\]"
+    ):
         convert(ConvertParams(env_id=ENV_ID), root=rendered_set[0], rendered=[rendered_set[1]])
 
 
@@ -170,10 +194,16 @@ def test_a_motion_planner_that_cannot_succeed_stops_with_the_reason(local_root, 
 
     from tasks.core import specs
 
-    monkeypatch.setitem(specs.TASK_SPECS, "DrawTriangle-v1",
-                        dataclasses.replace(specs.TASK_SPECS[ENV_ID], env_id="DrawTriangle-v1", action_dim=6))
+    monkeypatch.setitem(
+        specs.TASK_SPECS,
+        "DrawTriangle-v1",
+        dataclasses.replace(specs.TASK_SPECS[ENV_ID], env_id="DrawTriangle-v1", action_dim=6),
+    )
     started = time.monotonic()
-    with pytest.raises(DownloadError, match=r"DrawTriangle-v1 failed on 10 seeds in a row from seed 0 \(last error: "
-                                            r"TypeError: .*source=hub or source=s3"):
+    with pytest.raises(
+        DownloadError,
+        match=r"DrawTriangle-v1 failed on 10 seeds in a row from seed 0 \(last error: "
+        r"TypeError: .*source=hub or source=s3",
+    ):
         download(DownloadParams(env_id="DrawTriangle-v1", count=2), root=local_root)
     assert time.monotonic() - started < 120 and not _manifests(local_root, "download")

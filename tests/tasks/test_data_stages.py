@@ -9,12 +9,12 @@ import boto3
 import numpy as np
 import pytest
 
-from tasks.core.store import ArtifactStore, sha256_file
 from tasks.convert import ConvertParams, convert
 from tasks.core.dataset import ACTION_KEY
+from tasks.core.specs import get_spec
+from tasks.core.store import ArtifactStore, sha256_file
 from tasks.download import DownloadParams, download
 from tasks.render import RenderParams, render
-from tasks.core.specs import get_spec
 from tasks.stats import StatsParams, stats
 
 pytestmark = pytest.mark.sim
@@ -28,8 +28,10 @@ def s3_pipeline(s3_endpoint, tmp_path_factory):
     boto3.client("s3").create_bucket(Bucket=bucket)
     root = f"s3://{bucket}/runs"
     demos = download(DownloadParams(env_id=ENV_ID, count=3, seed=10), root=root)
-    shards = [render(RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=2), root=root, demos=demos.uri),
-              render(RenderParams(env_id=ENV_ID, shard_start=2, shard_stop=-1), root=root, demos=demos.uri)]
+    shards = [
+        render(RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=2), root=root, demos=demos.uri),
+        render(RenderParams(env_id=ENV_ID, shard_start=2, shard_stop=-1), root=root, demos=demos.uri),
+    ]
     dataset = convert(ConvertParams(env_id=ENV_ID), root=root, rendered=[s.uri for s in shards])
     norm = stats(StatsParams(env_id=ENV_ID, action_horizon=HORIZON), root=root, dataset=dataset.uri)
     return {"root": root, "bucket": bucket, "demos": demos, "shards": shards, "dataset": dataset, "stats": norm}
@@ -40,10 +42,12 @@ def test_every_artifact_is_on_s3_with_a_manifest_matching_its_files(s3_pipeline,
     bucket = s3_pipeline["bucket"]
     results = [s3_pipeline["demos"], *s3_pipeline["shards"], s3_pipeline["dataset"], s3_pipeline["stats"]]
     for result in results:
-        prefix = result.uri[len(f"s3://{bucket}/"):]
+        prefix = result.uri[len(f"s3://{bucket}/") :]
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
         assert manifest["digest"] == result.digest and manifest["uri"] == result.uri
-        listed = {o["Key"][len(prefix) + 1:] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]}
+        listed = {
+            o["Key"][len(prefix) + 1 :] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]
+        }
         payload = manifest["payload"]
         assert payload.startswith("payload-") and result.files_uri == f"{result.uri}/{payload}"
         # in-use.json: the mark a stage leaves on an input it read (the maintenance sweep keeps recent ones)
@@ -76,7 +80,11 @@ def test_second_run_of_each_stage_is_a_cache_hit(s3_pipeline):
     root = s3_pipeline["root"]
     again = [
         download(DownloadParams(env_id=ENV_ID, count=3, seed=10), root=root),
-        render(RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=2, workers=1), root=root, demos=s3_pipeline["demos"].uri),
+        render(
+            RenderParams(env_id=ENV_ID, shard_start=0, shard_stop=2, workers=1),
+            root=root,
+            demos=s3_pipeline["demos"].uri,
+        ),
         convert(ConvertParams(env_id=ENV_ID), root=root, rendered=[s.uri for s in s3_pipeline["shards"]]),
         stats(StatsParams(env_id=ENV_ID, action_horizon=HORIZON), root=root, dataset=s3_pipeline["dataset"].uri),
     ]
@@ -138,8 +146,13 @@ def test_stats_equal_openpi_loader_reference(s3_pipeline, openpi_dataset, tmp_pa
     ours = normalize.load(local)
     for key in ("state", "actions"):
         for field in ("mean", "std", "q01", "q99"):
-            np.testing.assert_allclose(getattr(ours[key], field), getattr(reference[key], field), rtol=1e-6, atol=1e-9,
-                                       err_msg=f"{key}.{field}")
+            np.testing.assert_allclose(
+                getattr(ours[key], field),
+                getattr(reference[key], field),
+                rtol=1e-6,
+                atol=1e-9,
+                err_msg=f"{key}.{field}",
+            )
     assert ours["state"].mean.shape == (get_spec(ENV_ID).state_dim,) and ours["actions"].mean.shape == (7,)
 
 
@@ -159,8 +172,13 @@ def test_each_spec_field_is_in_the_keys_of_exactly_the_stages_that_read_it():
     from tasks.core.specs import STAGE_SPEC_FIELDS
 
     spec = get_spec(ENV_ID)
-    edits = {"prompt": "lift the cube", "state_keys": ("agent/qpos[0:9]", "extra/tcp_pose", "extra/goal_pos[0:2]"),
-             "cameras": (("hand_camera", "left_wrist_0_rgb"),), "control_mode": "pd_joint_pos", "fps": 30}
+    edits = {
+        "prompt": "lift the cube",
+        "state_keys": ("agent/qpos[0:9]", "extra/tcp_pose", "extra/goal_pos[0:2]"),
+        "cameras": (("hand_camera", "left_wrist_0_rgb"),),
+        "control_mode": "pd_joint_pos",
+        "fps": 30,
+    }
     for field, value in edits.items():
         edited = dataclasses.replace(spec, **{field: value})
         changed = {stage for stage in STAGE_SPEC_FIELDS if edited.digest(stage) != spec.digest(stage)}

@@ -27,10 +27,14 @@ def _run(store: ArtifactStore, seed: int, run_id: str, finished_at: float) -> di
     """One small 'run': demos and a one-episode render, recorded as the pipeline's run report records them."""
     demos = download(DownloadParams(env_id=ENV_ID, count=1, seed=seed), root=store.root)
     rendered = render(RenderParams(env_id=ENV_ID, shard_stop=1), root=store.root, demos=demos.uri)
-    rows = [{"stage": "download", "seconds": demos.seconds, "cache_hit": demos.cache_hit, "uri": demos.uri},
-            {"stage": "render[0]", "seconds": rendered.seconds, "cache_hit": rendered.cache_hit, "uri": rendered.uri}]
-    store.write_json(f"{store.root}/{ENV_ID}/runs/{run_id}/run.json",
-                     {"run_id": run_id, "env_id": ENV_ID, "stages": rows, "finished_at": finished_at})
+    rows = [
+        {"stage": "download", "seconds": demos.seconds, "cache_hit": demos.cache_hit, "uri": demos.uri},
+        {"stage": "render[0]", "seconds": rendered.seconds, "cache_hit": rendered.cache_hit, "uri": rendered.uri},
+    ]
+    store.write_json(
+        f"{store.root}/{ENV_ID}/runs/{run_id}/run.json",
+        {"run_id": run_id, "env_id": ENV_ID, "stages": rows, "finished_at": finished_at},
+    )
     return {"download": demos.uri, "render": rendered.uri}
 
 
@@ -38,8 +42,7 @@ def _manifests(store: ArtifactStore) -> set[str]:
     found = set()
     for stage in ("download", "render"):
         base = f"{store.root}/{ENV_ID}/{stage}"
-        found |= {f"{base}/{key}" for key in store.children(base)
-                  if MANIFEST in store.children(f"{base}/{key}")}
+        found |= {f"{base}/{key}" for key in store.children(base) if MANIFEST in store.children(f"{base}/{key}")}
     return found
 
 
@@ -61,7 +64,10 @@ def test_retention_keeps_the_newest_runs_lineage_and_sweeps_old_orphans(where, l
     dry = maintain(MaintenanceParams(keep_runs=1), root=root).metrics
     assert dry["dry_run"] and dry["removed"] == [] and dry["orphan_payloads"] == [stale]
     assert dry["run_reports_removed"] == [f"{root}/{ENV_ID}/runs/run-old"]
-    assert dry["storage_before"][ENV_ID]["render"]["artifacts"] == 2 and dry["storage_before"][ENV_ID]["render"]["bytes"] > 0
+    assert (
+        dry["storage_before"][ENV_ID]["render"]["artifacts"] == 2
+        and dry["storage_before"][ENV_ID]["render"]["bytes"] > 0
+    )
     assert _manifests(store) == before and store.children(stale)
 
     # 2. Applied with the grace period: the old orphan goes, the payload still being written stays.
@@ -101,8 +107,10 @@ def test_latest_keeps_its_checkpoint_lineage_however_old(local_root):
 def _age(store: ArtifactStore, uri: str, days: float) -> None:
     """What `days` of waiting would do to an artifact: created (and last used) that long ago."""
     manifest = store.read_manifest(uri)
-    store.write_bytes(f"{uri}/{MANIFEST}", dataclasses.replace(manifest, created_at=manifest.created_at - days * 86400)
-                      .to_json().encode())
+    store.write_bytes(
+        f"{uri}/{MANIFEST}",
+        dataclasses.replace(manifest, created_at=manifest.created_at - days * 86400).to_json().encode(),
+    )
     if store.in_use_at(uri) is not None:
         store.write_json(f"{uri}/{IN_USE}", {"used_at": store.in_use_at(uri) - days * 86400})
 
@@ -144,10 +152,20 @@ def test_cli_is_a_dry_run_unless_told_to_apply(local_root):
     store = ArtifactStore(local_root)
     orphan = f"{local_root}/{ENV_ID}/render/0123456789abcdef0123/payload-20200101T000000-deadbeef"
     store.write_bytes(f"{orphan}/x.h5", b"x")
-    out = subprocess.run([sys.executable, "-m", "tasks.maintenance", "--root", local_root], cwd=PROJECT,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tasks.maintenance", "--root", local_root],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(out.stdout)["metrics"]["orphan_payloads"] == [orphan] and store.children(orphan)
     assert "would remove orphan payload" in out.stderr
-    subprocess.run([sys.executable, "-m", "tasks.maintenance", "--root", local_root, "--apply"], cwd=PROJECT,
-                   capture_output=True, text=True, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "tasks.maintenance", "--root", local_root, "--apply"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert not store.children(orphan)

@@ -11,21 +11,29 @@ import json
 
 import pytest
 
+from tasks.core.promotions import history
 from tasks.core.store import ArtifactStore
 from tasks.maintenance import MaintenanceParams, maintain
 from tasks.promote import PromoteParams, promote
 from tasks.rollback import RollbackError, RollbackParams, main, rollback
-from tasks.core.promotions import history
-from tests.fixtures.promotions import ENV_ID, verified as _verified
+from tests.fixtures.promotions import ENV_ID
+from tests.fixtures.promotions import verified as _verified
+
 
 def test_promotions_are_recorded_and_rollback_restores_an_earlier_entry(local_root, capsys):
     store = ArtifactStore(local_root)
     a, b = _verified(store, "a", successes=4), _verified(store, "b", successes=10)
-    assert promote(PromoteParams(env_id=ENV_ID, actor="airflow sft run-1"), root=local_root, verification=a["verify"]).metrics["promoted"]
-    assert promote(PromoteParams(env_id=ENV_ID, actor="airflow sft run-2"), root=local_root, verification=b["verify"]).metrics["promoted"]
+    assert promote(
+        PromoteParams(env_id=ENV_ID, actor="airflow sft run-1"), root=local_root, verification=a["verify"]
+    ).metrics["promoted"]
+    assert promote(
+        PromoteParams(env_id=ENV_ID, actor="airflow sft run-2"), root=local_root, verification=b["verify"]
+    ).metrics["promoted"]
     records = history(store, ENV_ID)
     assert [(r["action"], r["by"], r["entry"]["checkpoint"]) for r in records] == [
-        ("promote", "airflow sft run-2", b["checkpoint"]), ("promote", "airflow sft run-1", a["checkpoint"])]
+        ("promote", "airflow sft run-2", b["checkpoint"]),
+        ("promote", "airflow sft run-1", a["checkpoint"]),
+    ]
     assert records[0]["replaced"]["checkpoint"] == a["checkpoint"] and records[1]["replaced"] is None
     assert records[0]["entry"]["success_rate"] == 1.0 and records[0]["at"] >= records[1]["at"]
 
@@ -38,7 +46,9 @@ def test_promotions_are_recorded_and_rollback_restores_an_earlier_entry(local_ro
     assert newest["action"] == "rollback" and "@" in newest["by"] and newest["replaced"]["verify"] == b["verify"]
 
     # Forward again by naming the entry; an unknown one is refused with the known ones.
-    assert rollback(RollbackParams(env_id=ENV_ID, to=b["verify"]), root=local_root).metrics["latest_verify"] == b["verify"]
+    assert (
+        rollback(RollbackParams(env_id=ENV_ID, to=b["verify"]), root=local_root).metrics["latest_verify"] == b["verify"]
+    )
     with pytest.raises(RollbackError, match=r"is in no promotion record; the history has the verify artifacts \["):
         rollback(RollbackParams(env_id=ENV_ID, to=f"{local_root}/{ENV_ID}/verify/nope"), root=local_root)
 

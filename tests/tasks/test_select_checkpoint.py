@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from tasks.core.store import ArtifactStore
 from tasks.core.stage import run_stage
+from tasks.core.store import ArtifactStore
 from tasks.select_checkpoint import SelectError, SelectParams, choose, main, select
 from tests.fixtures.promotions import ENV_ID, PROTOCOL
 
@@ -23,22 +23,49 @@ def _train(store: ArtifactStore, tag: str = "run"):
         (out / "params.bin").write_text(tag)
         return {"steps": 3000, "checkpoint_steps": [1000, 2000, 3000]}
 
-    return run_stage(store, env_id=ENV_ID, stage="train", code_version="t", params={"tag": tag}, parents=[], build=build)
+    return run_stage(
+        store, env_id=ENV_ID, stage="train", code_version="t", params={"tag": tag}, parents=[], build=build
+    )
 
 
-def _verified(store: ArtifactStore, ckpt, step: int, successes: int, val_loss: float | None, verdict: str = "unchecked",
-              protocol: dict | None = None) -> str:
+def _verified(
+    store: ArtifactStore,
+    ckpt,
+    step: int,
+    successes: int,
+    val_loss: float | None,
+    verdict: str = "unchecked",
+    protocol: dict | None = None,
+) -> str:
     def build(out):
         (out / "report.html").write_text(str(step))
-        return {"verdict": verdict, "verdict_reason": "test", "successes": successes, "episodes": 10,
-                "success_rate": successes / 10, "success_rate_ci95": [0.0, 1.0], "protocol": protocol or PROTOCOL,
-                "checkpoint_step": step, "val_loss_at_step": val_loss,
-                "lineage": {"checkpoint": ckpt.uri, "step": step if step != 3000 else None,
-                            "checkpoint_ref": f"{ckpt.uri}@{step}" if step != 3000 else ckpt.uri}}
+        return {
+            "verdict": verdict,
+            "verdict_reason": "test",
+            "successes": successes,
+            "episodes": 10,
+            "success_rate": successes / 10,
+            "success_rate_ci95": [0.0, 1.0],
+            "protocol": protocol or PROTOCOL,
+            "checkpoint_step": step,
+            "val_loss_at_step": val_loss,
+            "lineage": {
+                "checkpoint": ckpt.uri,
+                "step": step if step != 3000 else None,
+                "checkpoint_ref": f"{ckpt.uri}@{step}" if step != 3000 else ckpt.uri,
+            },
+        }
 
     tag = {"step": step, "successes": successes, "val_loss": val_loss, "verdict": verdict, "protocol": protocol}
-    return run_stage(store, env_id=ENV_ID, stage="verify", code_version="t", params={"tag": json.dumps(tag)},
-                     parents=[store.require(ckpt.uri)], build=build).uri
+    return run_stage(
+        store,
+        env_id=ENV_ID,
+        stage="verify",
+        code_version="t",
+        params={"tag": json.dumps(tag)},
+        parents=[store.require(ckpt.uri)],
+        build=build,
+    ).uri
 
 
 def _row(step, successes, val_loss, verdict="unchecked"):
@@ -65,9 +92,17 @@ def test_a_failed_verdict_ranks_behind_any_other():
 def test_select_publishes_the_best_checkpoint_with_its_table_and_figure(local_root, capsys, tmp_path):
     store = ArtifactStore(local_root)
     ckpt = _train(store)
-    uris = [_verified(store, ckpt, 1000, 2, 0.4), _verified(store, ckpt, 2000, 6, 0.5), _verified(store, ckpt, 3000, 6, 0.3)]
+    uris = [
+        _verified(store, ckpt, 1000, 2, 0.4),
+        _verified(store, ckpt, 2000, 6, 0.5),
+        _verified(store, ckpt, 3000, 6, 0.3),
+    ]
     result = select(SelectParams(env_id=ENV_ID), root=local_root, verifications=list(reversed(uris)))
-    assert result.metrics["verify"] == uris[2] and result.metrics["step"] == 3000 and result.metrics["checkpoint"] == ckpt.uri
+    assert (
+        result.metrics["verify"] == uris[2]
+        and result.metrics["step"] == 3000
+        and result.metrics["checkpoint"] == ckpt.uri
+    )
     assert [c["step"] for c in result.metrics["candidates"]] == [1000, 2000, 3000]  # ordered by step
     _, folder = store.fetch(result.uri, tmp_path)
     table = json.loads((folder / "selection.json").read_text())
@@ -106,7 +141,10 @@ def test_latest_moves_between_steps_of_one_run_and_rolls_back_to_the_earlier_ste
 
     store = ArtifactStore(local_root)
     ckpt = _train(store)
-    early, late = _verified(store, ckpt, 1000, 2, 0.4, verdict="passed"), _verified(store, ckpt, 3000, 9, 0.2, verdict="passed")
+    early, late = (
+        _verified(store, ckpt, 1000, 2, 0.4, verdict="passed"),
+        _verified(store, ckpt, 3000, 9, 0.2, verdict="passed"),
+    )
     for uri in (early, late):
         assert promote(PromoteParams(env_id=ENV_ID), root=local_root, verification=uri).metrics["promoted"]
     latest = store.read_json(latest_uri(store, ENV_ID))

@@ -13,8 +13,10 @@ SPEC = get_spec("PickCube-v1")
 def _stats(state_width: int, action_width: int, state_std=None, action_std=None) -> dict:
     std = np.ones(state_width) if state_std is None else np.asarray(state_std)
     a_std = np.ones(action_width) if action_std is None else np.asarray(action_std)
-    return {"state": NormStats(mean=np.zeros(state_width), std=std),
-            "actions": NormStats(mean=np.zeros(action_width), std=a_std)}
+    return {
+        "state": NormStats(mean=np.zeros(state_width), std=std),
+        "actions": NormStats(mean=np.zeros(action_width), std=a_std),
+    }
 
 
 def test_matching_widths_pass():

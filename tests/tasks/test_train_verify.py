@@ -21,15 +21,14 @@ import boto3
 import numpy as np
 import pytest
 
-from tasks.core.store import ArtifactStore
 from tasks.convert import ConvertParams, convert
+from tasks.core.specs import get_spec
+from tasks.core.store import ArtifactStore, latest_uri
 from tasks.download import DownloadParams, download
-from tasks.core.store import latest_uri
 from tasks.promote import PromoteParams, promote
 from tasks.render import RenderParams, render
 from tasks.stats import StatsParams, stats
 from tasks.train import PROGRESS_STAGE, TrainError, TrainParams, train
-from tasks.core.specs import get_spec
 from tasks.verify import EVAL_SEED_BASE, VerifyError, VerifyParams, verdict_line, verify
 from tests.conftest import PROJECT, publish_dir
 
@@ -54,21 +53,30 @@ def data(s3_endpoint):
 @pytest.fixture(scope="module")
 def trained(data):
     """Two steps, both checkpoints kept (keep_period 1): step 1 as a candidate, step 2 as the final checkpoint."""
-    result = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, val_interval=1, keep_period=1),
-                   root=data["root"], dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
+    result = train(
+        TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, val_interval=1, keep_period=1),
+        root=data["root"],
+        dataset=data["dataset"],
+        stats=data["stats"],
+        holdout=data["holdout"],
+    )
     return result
 
 
 @pytest.fixture(scope="module")
 def trained_pi05(data):
-    return train(TrainParams(env_id=ENV_ID, model="pi05", steps=2, action_horizon=HORIZON), root=data["root"],
-                 dataset=data["dataset"], stats=data["stats"])
+    return train(
+        TrainParams(env_id=ENV_ID, model="pi05", steps=2, action_horizon=HORIZON),
+        root=data["root"],
+        dataset=data["dataset"],
+        stats=data["stats"],
+    )
 
 
 def s3_keys(uri: str) -> set[str]:
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
-    keys = {o["Key"][len(prefix) + 1:] for page in pages for o in page.get("Contents", [])}
+    keys = {o["Key"][len(prefix) + 1 :] for page in pages for o in page.get("Contents", [])}
     # files live in the artifact's one payload folder, next to the manifest that names it
     assert len({k.split("/", 1)[0] for k in keys if k.startswith("payload-")}) <= 1, keys
     return {k.split("/", 1)[1] if k.startswith("payload-") else k for k in keys}
@@ -81,23 +89,36 @@ def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     keys = s3_keys(trained.uri)
     assert "manifest.json" in keys and "train_log.jsonl" in keys
     assert f"checkpoint/assets/{ENV_ID}/norm_stats.json" in keys
-    assert any(k.startswith("checkpoint/params/") for k in keys) and any(k.startswith("checkpoint/train_state/") for k in keys)
+    assert any(k.startswith("checkpoint/params/") for k in keys) and any(
+        k.startswith("checkpoint/train_state/") for k in keys
+    )
     # the kept checkpoint of step 1: what openpi's loader reads (params, assets), without the optimizer state
     assert m["checkpoint_steps"] == [1, 2] and f"candidates/1/assets/{ENV_ID}/norm_stats.json" in keys
-    assert any(k.startswith("candidates/1/params/") for k in keys) and not any(k.startswith("candidates/1/train_state") for k in keys)
+    assert any(k.startswith("candidates/1/params/") for k in keys) and not any(
+        k.startswith("candidates/1/train_state") for k in keys
+    )
     store = ArtifactStore(data["root"])
-    log = [json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()]
+    log = [
+        json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()
+    ]
     train_log = [r for r in log if "loss" in r]
     assert [r["step"] for r in train_log] == [1, 2] and all(np.isfinite(r["loss"]) for r in train_log)
     # the held-out validation loss, every val_interval steps, beside the training loss
     val_log = [r for r in log if "val_loss" in r]
-    assert [r["step"] for r in val_log] == [1, 2] and all(np.isfinite(r["val_loss"]) and r["val_loss"] > 0 for r in val_log)
+    assert [r["step"] for r in val_log] == [1, 2] and all(
+        np.isfinite(r["val_loss"]) and r["val_loss"] > 0 for r in val_log
+    )
     assert m["val_loss_final"] == val_log[-1]["val_loss"] and m["val_frames"] == 4  # val_batches=4 at batch 1
     assert data["holdout"] in store.require(trained.uri).parents
     # the resume points are gone once the artifact is published
     assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
-    again = train(TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, wandb=True, val_interval=1, keep_period=1),
-                  root=data["root"], dataset=data["dataset"], stats=data["stats"], holdout=data["holdout"])
+    again = train(
+        TrainParams(env_id=ENV_ID, steps=2, action_horizon=HORIZON, wandb=True, val_interval=1, keep_period=1),
+        root=data["root"],
+        dataset=data["dataset"],
+        stats=data["stats"],
+        holdout=data["holdout"],
+    )
     assert again.cache_hit and again.uri == trained.uri  # W&B on/off is not part of what is produced
 
 
@@ -106,8 +127,8 @@ def test_checkpoint_loads_with_create_trained_policy_and_infers_on_a_real_frame(
     from openpi.policies import policy_config
     from openpi.shared import normalize
 
-    from tasks.core.specs import get_spec
     from tasks.core.checkpoints import fetch_checkpoint
+    from tasks.core.specs import get_spec
     from tasks.policy.configs import for_task
 
     store = ArtifactStore(data["root"])
@@ -119,8 +140,12 @@ def test_checkpoint_loads_with_create_trained_policy_and_infers_on_a_real_frame(
     policy = policy_config.create_trained_policy(config, ckpt, default_prompt=get_spec(ENV_ID).prompt)
     _, holdout_dir = store.fetch(data["holdout"], tmp_path)
     frame = LeRobotDataset("maniskill/holdout", root=holdout_dir)[5]
-    out = policy.infer({"images": {"base_camera": frame["observation.images.base_camera"].numpy()},
-                        "state": frame["observation.state"].numpy()})
+    out = policy.infer(
+        {
+            "images": {"base_camera": frame["observation.images.base_camera"].numpy()},
+            "state": frame["observation.state"].numpy(),
+        }
+    )
     assert out["actions"].shape == (HORIZON, 7) and np.isfinite(out["actions"]).all()
     assert np.abs(out["actions"]).max() > 0  # real predictions, unnormalised into env units
 
@@ -129,16 +154,24 @@ def test_verify_refuses_evaluation_seeds_that_overlap_the_demos(trained, data):
     """The demos were planned from seed EVAL_SEED_BASE: verify's default seeds would score the policy on them."""
     t0 = time.monotonic()
     with pytest.raises(VerifyError, match=rf"evaluation seeds {EVAL_SEED_BASE}\.\.{EVAL_SEED_BASE + 1} overlap"):
-        verify(VerifyParams(env_id=ENV_ID, episodes=2, seed=0), root=data["root"], checkpoint=trained.uri,
-               holdout=data["holdout"])
+        verify(
+            VerifyParams(env_id=ENV_ID, episodes=2, seed=0),
+            root=data["root"],
+            checkpoint=trained.uri,
+            holdout=data["holdout"],
+        )
     assert time.monotonic() - t0 < 30  # refused from the demo JSON, before loading the policy or an env
     assert not s3_keys(data["root"] + f"/{ENV_ID}/verify")
 
 
 def test_verify_reports_its_protocol_harness_check_and_verdict_in_words(trained, data):
     store = ArtifactStore(data["root"])
-    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=3, episodes=1, max_steps=10, seed=100), root=data["root"],
-                    checkpoint=trained.uri, holdout=data["holdout"])
+    result = verify(
+        VerifyParams(env_id=ENV_ID, holdout_frames=3, episodes=1, max_steps=10, seed=100),
+        root=data["root"],
+        checkpoint=trained.uri,
+        holdout=data["holdout"],
+    )
     m = result.metrics
     assert m["output_shape"] == [HORIZON, 7] and m["finite"] and m["holdout_frames"] == 3
     assert m["holdout_is_training_data"] is False and np.isfinite(m["action_mae"]) and len(m["action_mae_per_dim"]) == 7
@@ -154,11 +187,22 @@ def test_verify_reports_its_protocol_harness_check_and_verdict_in_words(trained,
     keys = s3_keys(result.uri)
     assert {"metrics.json", "report.html", "manifest.json"} <= keys
     report = store.fs.cat(store._path(result.files_uri) + "/report.html").decode()
-    for section in ("id='metrics'", "id='loss'", "id='actions'", "id='frames'", "id='episodes'", "id='harness'",
-                    "id='protocol'", "id='lineage'"):
+    for section in (
+        "id='metrics'",
+        "id='loss'",
+        "id='actions'",
+        "id='frames'",
+        "id='episodes'",
+        "id='harness'",
+        "id='protocol'",
+        "id='lineage'",
+    ):
         assert section in report
     assert ">UNCHECKED</span>" in report and "PASSED" not in report
-    assert "training and validation loss curves" in report and m["train"]["val_loss_final"] == trained.metrics["val_loss_final"]
+    assert (
+        "training and validation loss curves" in report
+        and m["train"]["val_loss_final"] == trained.metrics["val_loss_final"]
+    )
     assert report.count("data:image/png;base64,") >= 4
     # an unchecked verification is not promoted
     kept = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
@@ -166,9 +210,20 @@ def test_verify_reports_its_protocol_harness_check_and_verdict_in_words(trained,
     assert store.read_json(latest_uri(store, ENV_ID)) is None
 
     # 0 % against a 50 % success floor: "failed", in words, and not promoted
-    failed = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=1, max_steps=10, seed=100,
-                                 execute_steps=HORIZON, min_success_rate=0.5), root=data["root"], checkpoint=trained.uri,
-                    holdout=data["holdout"])
+    failed = verify(
+        VerifyParams(
+            env_id=ENV_ID,
+            holdout_frames=2,
+            episodes=1,
+            max_steps=10,
+            seed=100,
+            execute_steps=HORIZON,
+            min_success_rate=0.5,
+        ),
+        root=data["root"],
+        checkpoint=trained.uri,
+        holdout=data["holdout"],
+    )
     f = failed.metrics
     assert f["successes"] == 0 and f["verdict"] == "failed" and "success_rate_ok" in f["verdict_reason"]
     assert "verification FAILED" in verdict_line(f) and "0/1" in verdict_line(f)
@@ -185,11 +240,19 @@ def test_each_kept_checkpoint_is_verified_and_the_rule_picks_the_better(trained,
     # the final checkpoint with the settings of the verify test above: the same artifact (step 2 is the plain URI)
     params = VerifyParams(env_id=ENV_ID, holdout_frames=3, episodes=1, max_steps=10, seed=100)
     final = verify(params, root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
-    assert verify(dataclasses.replace(params, step=2), root=data["root"], checkpoint=trained.uri,
-                  holdout=data["holdout"]).uri == final.uri
-    kept = verify(dataclasses.replace(params, step=1), root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    assert (
+        verify(
+            dataclasses.replace(params, step=2), root=data["root"], checkpoint=trained.uri, holdout=data["holdout"]
+        ).uri
+        == final.uri
+    )
+    kept = verify(
+        dataclasses.replace(params, step=1), root=data["root"], checkpoint=trained.uri, holdout=data["holdout"]
+    )
     assert kept.uri != final.uri and kept.metrics["lineage"]["checkpoint_ref"] == f"{trained.uri}@1"
-    log = [json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()]
+    log = [
+        json.loads(x) for x in store.fs.cat(store._path(trained.files_uri) + "/train_log.jsonl").decode().splitlines()
+    ]
     val = {r["step"]: r["val_loss"] for r in log if "val_loss" in r}
     for result, step in ((kept, 1), (final, 2)):
         assert result.metrics["checkpoint_step"] == step and result.metrics["val_loss_at_step"] == val[step]
@@ -206,14 +269,18 @@ def test_each_kept_checkpoint_is_verified_and_the_rule_picks_the_better(trained,
 
 def test_a_promoted_kept_checkpoint_is_what_latest_serves_and_warm_starts_from(trained, data, tmp_path):
     """latest names the train artifact and the step: serve and `pretrained_uri=latest` load step 1, not the final."""
-    from tasks.serve import resolve_checkpoint
-    from tasks.train import resolve_initial_weights
     from tasks.core.checkpoints import fetch_checkpoint
     from tasks.policy.loading import load_policy
+    from tasks.serve import resolve_checkpoint
+    from tasks.train import resolve_initial_weights
 
     store = ArtifactStore(data["root"])
-    passed = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100, step=1),
-                    root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    passed = verify(
+        VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100, step=1),
+        root=data["root"],
+        checkpoint=trained.uri,
+        holdout=data["holdout"],
+    )
     assert passed.metrics["verdict"] == "passed"
     try:
         assert promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=passed.uri).metrics["promoted"]
@@ -226,7 +293,10 @@ def test_a_promoted_kept_checkpoint_is_what_latest_serves_and_warm_starts_from(t
         manifest, ckpt = fetch_checkpoint(store, ref, tmp_path)
         assert ckpt.name == "1" and not (tmp_path / manifest.key / "checkpoint").exists()  # only step 1 was fetched
         policy, _ = load_policy(get_spec(ENV_ID), manifest, ckpt)
-        frame = {"images": {"base_camera": np.zeros((128, 128, 3), np.uint8)}, "state": np.zeros(get_spec(ENV_ID).state_dim)}
+        frame = {
+            "images": {"base_camera": np.zeros((128, 128, 3), np.uint8)},
+            "state": np.zeros(get_spec(ENV_ID).state_dim),
+        }
         assert policy.infer(frame)["actions"].shape == (HORIZON, 7)
     finally:
         store.fs.rm(store._path(latest_uri(store, ENV_ID)))
@@ -235,8 +305,12 @@ def test_a_promoted_kept_checkpoint_is_what_latest_serves_and_warm_starts_from(t
 def test_promotion_keeps_the_better_latest_and_refuses_an_incomparable_protocol(trained, data):
     """A passed verification (open-loop threshold, no rollout) is promoted; the rule then guards latest."""
     store = ArtifactStore(data["root"])
-    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100),
-                    root=data["root"], checkpoint=trained.uri, holdout=data["holdout"])
+    result = verify(
+        VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=0, max_action_mae=1e6, seed=100),
+        root=data["root"],
+        checkpoint=trained.uri,
+        holdout=data["holdout"],
+    )
     assert result.metrics["verdict"] == "passed" and result.metrics["harness"] is None
     # the default step limit follows the data: the longest training episode after conversion, plus 15 %
     longest = result.metrics["longest_training_episode"]
@@ -250,8 +324,12 @@ def test_promotion_keeps_the_better_latest_and_refuses_an_incomparable_protocol(
         assert not again.metrics["promoted"] and again.metrics["reason"] == "already latest"
 
         # A current latest measured under another protocol: not comparable, kept, and the reason says what differs.
-        other = {**latest, "verify": data["root"] + "/PickCube-v1/verify/other", "checkpoint": "s3://elsewhere/ckpt",
-                 "protocol": {**latest["protocol"], "max_steps": 300}}
+        other = {
+            **latest,
+            "verify": data["root"] + "/PickCube-v1/verify/other",
+            "checkpoint": "s3://elsewhere/ckpt",
+            "protocol": {**latest["protocol"], "max_steps": 300},
+        }
         store.write_json(latest_uri(store, ENV_ID), other)
         refused = promote(PromoteParams(env_id=ENV_ID), root=data["root"], verification=result.uri)
         assert not refused.metrics["promoted"] and "another protocol" in refused.metrics["reason"]
@@ -271,8 +349,12 @@ def test_a_run_warm_started_from_a_checkpoint_starts_from_its_weights(trained, d
     assert first["from_scratch"] and first["init"].startswith("from scratch")
     # same seed and data: the first batch is the same, so the probe losses compare like with like
     # with data-loader worker processes, as the production profile runs (2): same first batch, same order
-    warm = train(TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri=trained.uri, num_workers=2),
-                 root=data["root"], dataset=data["dataset"], stats=data["stats"])
+    warm = train(
+        TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri=trained.uri, num_workers=2),
+        root=data["root"],
+        dataset=data["dataset"],
+        stats=data["stats"],
+    )
     m = warm.metrics
     assert not warm.cache_hit and not m["from_scratch"] and m["init"] == f"warm start from {trained.uri}"
     assert m["probe_loss_initial"] == pytest.approx(first["probe_loss_final"], rel=1e-4, abs=1e-5)
@@ -283,14 +365,22 @@ def test_a_run_warm_started_from_a_checkpoint_starts_from_its_weights(trained, d
     # `latest` resolves to the promoted checkpoint: the same inputs as naming it, so the same artifact
     store.write_json(latest_uri(store, ENV_ID), {"env_id": ENV_ID, "checkpoint": trained.uri})
     try:
-        via_latest = train(TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri="latest"),
-                           root=data["root"], dataset=data["dataset"], stats=data["stats"])
+        via_latest = train(
+            TrainParams(env_id=ENV_ID, steps=1, action_horizon=HORIZON, pretrained_uri="latest"),
+            root=data["root"],
+            dataset=data["dataset"],
+            stats=data["stats"],
+        )
     finally:
         store.fs.rm(store._path(latest_uri(store, ENV_ID)))
     assert via_latest.cache_hit and via_latest.uri == warm.uri
     with pytest.raises(TrainError, match="no checkpoint of PickCube-v1 has been promoted"):
-        train(TrainParams(env_id=ENV_ID, steps=1, pretrained_uri="latest"), root=data["root"], dataset=data["dataset"],
-              stats=data["stats"])
+        train(
+            TrainParams(env_id=ENV_ID, steps=1, pretrained_uri="latest"),
+            root=data["root"],
+            dataset=data["dataset"],
+            stats=data["stats"],
+        )
 
 
 def test_real_presets_refuse_the_offline_tokenizer_and_unreachable_weights(data, monkeypatch, tmp_path):
@@ -299,8 +389,12 @@ def test_real_presets_refuse_the_offline_tokenizer_and_unreachable_weights(data,
     for preset, init in (("lora", {"pretrained_uri": pi0_base}), ("full", {"from_scratch": True})):
         t0 = time.monotonic()
         with pytest.raises(TrainError, match="offline stand-in tokenizer"):
-            train(TrainParams(env_id=ENV_ID, preset=preset, steps=1, **init),
-                  root=data["root"], dataset=data["dataset"], stats=data["stats"])
+            train(
+                TrainParams(env_id=ENV_ID, preset=preset, steps=1, **init),
+                root=data["root"],
+                dataset=data["dataset"],
+                stats=data["stats"],
+            )
         assert time.monotonic() - t0 < 10
     # A cache that holds a (real-looking) tokenizer, no pi0_base and no network: refused naming the weights.
     monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "openpi"))
@@ -310,8 +404,14 @@ def test_real_presets_refuse_the_offline_tokenizer_and_unreachable_weights(data,
     tokenizer_path().write_bytes(b"not the stand-in")
     t0 = time.monotonic()
     with pytest.raises(TrainError, match="storage.googleapis.com is unreachable"):
-        train(TrainParams(env_id=ENV_ID, preset="lora", steps=1, pretrained_uri="gs://openpi-assets/checkpoints/pi0_base/params"),
-              root=data["root"], dataset=data["dataset"], stats=data["stats"])
+        train(
+            TrainParams(
+                env_id=ENV_ID, preset="lora", steps=1, pretrained_uri="gs://openpi-assets/checkpoints/pi0_base/params"
+            ),
+            root=data["root"],
+            dataset=data["dataset"],
+            stats=data["stats"],
+        )
     assert time.monotonic() - t0 < 30
     assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
 
@@ -320,8 +420,13 @@ def test_norm_stats_width_mismatch_is_refused_before_training(data, tmp_path):
     from openpi.shared import normalize
 
     bad = tmp_path / "bad_stats"
-    normalize.save(bad, {"state": normalize.NormStats(mean=np.zeros(18), std=np.ones(18)),
-                         "actions": normalize.NormStats(mean=np.zeros(7), std=np.ones(7))})
+    normalize.save(
+        bad,
+        {
+            "state": normalize.NormStats(mean=np.zeros(18), std=np.ones(18)),
+            "actions": normalize.NormStats(mean=np.zeros(7), std=np.ones(7)),
+        },
+    )
     store = ArtifactStore(data["root"])
     bad_uri = publish_dir(store, ENV_ID, "stats", bad, tag="width-18")
     before = s3_keys(data["root"] + f"/{ENV_ID}/train")
@@ -337,11 +442,39 @@ def test_killed_training_resumes_from_its_last_checkpoint(data):
     """SIGKILL after the step-1 checkpoint is uploaded; the rerun continues at step 1, not from scratch, and the
     checkpoints kept before the kill (keep_period) come back from their resume points into the artifact."""
     root = data["root"]
-    params = ["--env-id", ENV_ID, "--steps", "3", "--save-interval", "1", "--keep-period", "1", "--seed", "7",
-              "--action-horizon", str(HORIZON)]
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.train", "--root", root, "--dataset", data["dataset"],
-                             "--stats", data["stats"], *params], cwd=PROJECT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    params = [
+        "--env-id",
+        ENV_ID,
+        "--steps",
+        "3",
+        "--save-interval",
+        "1",
+        "--keep-period",
+        "1",
+        "--seed",
+        "7",
+        "--action-horizon",
+        str(HORIZON),
+    ]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tasks.train",
+            "--root",
+            root,
+            "--dataset",
+            data["dataset"],
+            "--stats",
+            data["stats"],
+            *params,
+        ],
+        cwd=PROJECT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     store = ArtifactStore(root)
     progress_root = f"{root}/{ENV_ID}/{PROGRESS_STAGE}"
     deadline = time.monotonic() + 400
@@ -360,13 +493,19 @@ def test_killed_training_resumes_from_its_last_checkpoint(data):
     progress_uri = f"{progress_root}/{run_dirs.pop()}"
     assert "1" in store.complete_trees(progress_uri)
 
-    result = train(TrainParams(env_id=ENV_ID, steps=3, save_interval=1, keep_period=1, seed=7, action_horizon=HORIZON),
-                   root=root, dataset=data["dataset"], stats=data["stats"])
+    result = train(
+        TrainParams(env_id=ENV_ID, steps=3, save_interval=1, keep_period=1, seed=7, action_horizon=HORIZON),
+        root=root,
+        dataset=data["dataset"],
+        stats=data["stats"],
+    )
     assert result.metrics["resumed_from_step"] >= 1 and result.metrics["steps"] == 3
     assert result.metrics["checkpoint_steps"] == [1, 2, 3]
     keys = s3_keys(result.uri)
     assert all(any(k.startswith(f"candidates/{s}/params/") for k in keys) for s in (1, 2))
-    log = [json.loads(x) for x in store.fs.cat(store._path(result.files_uri) + "/train_log.jsonl").decode().splitlines()]
+    log = [
+        json.loads(x) for x in store.fs.cat(store._path(result.files_uri) + "/train_log.jsonl").decode().splitlines()
+    ]
     assert [r["step"] for r in log] == [1, 2, 3]  # one curve across both attempts, no restart
     assert not store.complete_trees(progress_uri)
 
@@ -376,8 +515,8 @@ def test_pi05_tiny_trains_with_quantile_norm_reads_state_as_tokens_and_verifies(
     a checkpoint that create_trained_policy loads with the config that trained it, and a verify run."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.core.specs import get_spec
     from tasks.core.checkpoints import fetch_checkpoint
+    from tasks.core.specs import get_spec
     from tasks.policy.loading import load_policy
 
     m = trained_pi05.metrics
@@ -391,16 +530,25 @@ def test_pi05_tiny_trains_with_quantile_norm_reads_state_as_tokens_and_verifies(
     _, holdout_dir = store.fetch(data["holdout"], tmp_path)
     dataset = LeRobotDataset("maniskill/holdout", root=holdout_dir)
     frames = [dataset[i] for i in (0, len(dataset) - 1)]
-    obs = [{"images": {"base_camera": f["observation.images.base_camera"].numpy()},
-            "state": f["observation.state"].numpy()} for f in frames]
+    obs = [
+        {
+            "images": {"base_camera": f["observation.images.base_camera"].numpy()},
+            "state": f["observation.state"].numpy(),
+        }
+        for f in frames
+    ]
     out = policy.infer(obs[0])
     assert out["actions"].shape == (HORIZON, 7) and np.isfinite(out["actions"]).all()
     # pi0.5 sees the state only through the prompt: two states, two token sequences
     tokens = [policy._input_transform(dict(o))["tokenized_prompt"] for o in obs]
     assert not np.array_equal(tokens[0], tokens[1])
     # two envs in worker processes, one batched policy call for both per replanning step
-    result = verify(VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=2, max_steps=10, seed=100, envs=2),
-                    root=data["root"], checkpoint=trained_pi05.uri, holdout=data["holdout"])
+    result = verify(
+        VerifyParams(env_id=ENV_ID, holdout_frames=2, episodes=2, max_steps=10, seed=100, envs=2),
+        root=data["root"],
+        checkpoint=trained_pi05.uri,
+        holdout=data["holdout"],
+    )
     v = result.metrics
     assert v["train"]["model"] == "pi05" and v["output_shape"] == [HORIZON, 7] and v["finite"] and v["episodes"] == 2
     assert v["harness"]["ok"] and v["verdict"] == "unchecked" and v["eval_envs"] == 2 and v["episodes_per_minute"] > 0
@@ -421,9 +569,27 @@ def test_checkpoint_is_servable_by_openpi_websocket_policy_server(family, reques
     port = free_port()
     log_path = Path(os.environ["PIPELINE_WORK_DIR"]) / "serve.log"
     log = open(log_path, "w")  # a file, not a pipe: a chatty server must never block on a full pipe
-    server = subprocess.Popen([sys.executable, "-m", "tasks.serve", "--root", data["root"], "--env-id", ENV_ID,
-                               "--checkpoint", trained.uri, "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=PROJECT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tasks.serve",
+            "--root",
+            data["root"],
+            "--env-id",
+            ENV_ID,
+            "--checkpoint",
+            trained.uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=PROJECT,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         store = ArtifactStore(data["root"])
         _, holdout_dir = store.fetch(data["holdout"], Path(os.environ["PIPELINE_WORK_DIR"]) / "serve-test")
@@ -440,8 +606,12 @@ def test_checkpoint_is_servable_by_openpi_websocket_policy_server(family, reques
         client = websocket_client_policy.WebsocketClientPolicy(host="127.0.0.1", port=port)
         metadata = client.get_server_metadata()
         assert metadata["checkpoint"] == trained.uri and metadata["model"] == family
-        out = client.infer({"images": {"base_camera": frame["observation.images.base_camera"].numpy()},
-                            "state": frame["observation.state"].numpy()})
+        out = client.infer(
+            {
+                "images": {"base_camera": frame["observation.images.base_camera"].numpy()},
+                "state": frame["observation.state"].numpy(),
+            }
+        )
         assert out["actions"].shape == (HORIZON, 7) and np.isfinite(out["actions"]).all()
     finally:
         server.terminate()

@@ -13,10 +13,21 @@ import os
 import numpy as np
 import pytest
 
-from tasks.promote import ALPHA, better_p_value, decide
-from tasks.core.run_config import RunConfig
-from tasks.verify import EVAL_SEED_BASE, DemoReplayPolicy, EvalProtocol, HarnessError, VerifyError, check_seeds_disjoint, default_step_limit, summarize, verdict_of, wilson_interval
 from tasks.core.protocol import protocol_differences
+from tasks.core.run_config import RunConfig
+from tasks.promote import ALPHA, better_p_value, decide
+from tasks.verify import (
+    EVAL_SEED_BASE,
+    DemoReplayPolicy,
+    EvalProtocol,
+    HarnessError,
+    VerifyError,
+    check_seeds_disjoint,
+    default_step_limit,
+    summarize,
+    verdict_of,
+    wilson_interval,
+)
 
 ENV_ID = "PickCube-v1"
 
@@ -41,11 +52,17 @@ def test_wilson_interval_and_success_metrics():
     assert wilson_interval(0, 2) == pytest.approx([0.0, 0.6576], abs=1e-4)
     assert wilson_interval(8, 10) == pytest.approx([0.4902, 0.9433], abs=1e-4)
     assert wilson_interval(0, 0) is None
-    episodes = [{"success_once": True, "success_at_end": False, "steps_to_success": 30, "steps": 100},
-                {"success_once": True, "success_at_end": True, "steps_to_success": 50, "steps": 100},
-                {"success_once": False, "success_at_end": False, "steps_to_success": None, "steps": 100}]
+    episodes = [
+        {"success_once": True, "success_at_end": False, "steps_to_success": 30, "steps": 100},
+        {"success_once": True, "success_at_end": True, "steps_to_success": 50, "steps": 100},
+        {"success_once": False, "success_at_end": False, "steps_to_success": None, "steps": 100},
+    ]
     m = summarize(episodes)
-    assert m["successes"] == 2 and m["success_rate"] == pytest.approx(2 / 3) and m["success_at_end_rate"] == pytest.approx(1 / 3)
+    assert (
+        m["successes"] == 2
+        and m["success_rate"] == pytest.approx(2 / 3)
+        and m["success_at_end_rate"] == pytest.approx(1 / 3)
+    )
     assert m["median_steps_to_success"] == 40 and m["success_rate_ci95"] == wilson_interval(2, 3)
 
 
@@ -71,13 +88,27 @@ def test_the_oracle_answers_consecutive_chunks_of_its_demo():
 
 
 def _result(successes: int, episodes: int, **protocol_changes) -> dict:
-    protocol = EvalProtocol(env_id=ENV_ID, env_kwargs={"obs_mode": "rgb", "control_mode": "pd_ee_delta_pose",
-                                                       "sensor_configs": {"shader_pack": "default"}},
-                            seed_start=EVAL_SEED_BASE, episodes=episodes, max_steps=102, execute_steps=5)
+    protocol = EvalProtocol(
+        env_id=ENV_ID,
+        env_kwargs={
+            "obs_mode": "rgb",
+            "control_mode": "pd_ee_delta_pose",
+            "sensor_configs": {"shader_pack": "default"},
+        },
+        seed_start=EVAL_SEED_BASE,
+        episodes=episodes,
+        max_steps=102,
+        execute_steps=5,
+    )
     protocol = dataclasses.replace(protocol, **protocol_changes)
-    return {"verify": f"s3://b/{ENV_ID}/verify/{successes}-{episodes}-{sorted(protocol_changes)}", "verdict": "passed",
-            "successes": successes, "episodes": episodes, "success_rate": successes / episodes,
-            "protocol": protocol.to_dict()}
+    return {
+        "verify": f"s3://b/{ENV_ID}/verify/{successes}-{episodes}-{sorted(protocol_changes)}",
+        "verdict": "passed",
+        "successes": successes,
+        "episodes": episodes,
+        "success_rate": successes / episodes,
+        "protocol": protocol.to_dict(),
+    }
 
 
 def test_promotion_rule_compares_like_with_like_and_needs_a_significant_win():
@@ -93,9 +124,11 @@ def test_promotion_rule_compares_like_with_like_and_needs_a_significant_win():
     promoted, reason = decide(_result(38, 50), current, force=False)
     assert not promoted and "not shown better" in reason
     # another protocol: refused, naming what differs, whatever the numbers say
-    for changes, named in (({"max_steps": 150}, "max_steps: 150 vs 102"), ({"seed_start": 7}, "seed_start"),
-                           ({"env_kwargs": {"obs_mode": "rgb", "control_mode": "pd_ee_delta_pose"}},
-                            "env_kwargs.sensor_configs")):
+    for changes, named in (
+        ({"max_steps": 150}, "max_steps: 150 vs 102"),
+        ({"seed_start": 7}, "seed_start"),
+        ({"env_kwargs": {"obs_mode": "rgb", "control_mode": "pd_ee_delta_pose"}}, "env_kwargs.sensor_configs"),
+    ):
         promoted, reason = decide(_result(50, 50, **changes), current, force=False)
         assert not promoted and "another protocol" in reason and named in reason, reason
     # a latest written before protocols were recorded is not comparable either
@@ -140,8 +173,8 @@ def test_protocol_differences_are_listed_in_words():
 @pytest.fixture(scope="module")
 def eval_data(demo_set, rendered_set, tmp_path_factory):
     """A held-out shard (episodes 0-1) and a training dataset of the same demo set, converted by the stages."""
-    from tasks.core.store import ArtifactStore
     from tasks.convert import ConvertParams, convert
+    from tasks.core.store import ArtifactStore
     from tasks.render import RenderParams, render
     from tasks.verify import read_sources
 
@@ -159,8 +192,8 @@ def eval_data(demo_set, rendered_set, tmp_path_factory):
 def test_eval_env_first_frame_and_state_equal_the_dataset_pixel_for_pixel(eval_data):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.policy.transforms import to_hwc_uint8
     from tasks.core.specs import get_spec
+    from tasks.policy.transforms import to_hwc_uint8
     from tasks.sim.rollout import make_eval_env, observation_input
     from tasks.verify import eval_env_kwargs
 
@@ -170,13 +203,18 @@ def test_eval_env_first_frame_and_state_equal_the_dataset_pixel_for_pixel(eval_d
     assert kwargs["sensor_configs"] == {"shader_pack": "default"} and kwargs["control_mode"] == spec.control_mode
     env = make_eval_env(ENV_ID, kwargs, 10)
     # the env verify used to build (no recorded kwargs: ManiSkill's 'minimal' shader) must fail the same comparison
-    old = make_eval_env(ENV_ID, {"obs_mode": "rgb", "control_mode": spec.control_mode, "render_backend": "cpu",
-                                 "sim_backend": "physx_cpu"}, 10)
+    old = make_eval_env(
+        ENV_ID,
+        {"obs_mode": "rgb", "control_mode": spec.control_mode, "render_backend": "cpu", "sim_backend": "physx_cpu"},
+        10,
+    )
     try:
         for i, episode in enumerate(sources.holdout_episodes):
             first = ds[int(ds.episode_data_index["from"][i])]
             live = observation_input(spec, env.reset(seed=episode["seed"])[0])
-            np.testing.assert_array_equal(live["images"]["base_camera"], to_hwc_uint8(first["observation.images.base_camera"]))
+            np.testing.assert_array_equal(
+                live["images"]["base_camera"], to_hwc_uint8(first["observation.images.base_camera"])
+            )
             np.testing.assert_array_equal(live["state"], first["observation.state"].numpy())
             stale = observation_input(spec, old.reset(seed=episode["seed"])[0])
             assert not np.array_equal(stale["images"]["base_camera"], live["images"]["base_camera"])
@@ -190,11 +228,11 @@ def test_a_camera_size_is_recorded_in_the_dataset_and_evaluation_renders_at_it(d
     """production renders at pi0's 224x224; whatever the size, verify's env must produce the frames trained on."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tasks.core.store import ArtifactStore
     from tasks.convert import ConvertParams, convert
+    from tasks.core.specs import get_spec
+    from tasks.core.store import ArtifactStore
     from tasks.policy.transforms import to_hwc_uint8
     from tasks.render import RenderParams, render
-    from tasks.core.specs import get_spec
     from tasks.sim.rollout import make_eval_env, observation_input
     from tasks.verify import eval_env_kwargs, read_sources
 
@@ -220,8 +258,8 @@ def test_a_camera_size_is_recorded_in_the_dataset_and_evaluation_renders_at_it(d
 
 @pytest.mark.sim
 def test_oracle_harness_check_passes_on_cpu_and_a_wrong_control_mode_is_caught(eval_data):
-    from tasks.sim.rollout import EnvWorkers, LocalEnv, make_eval_env
     from tasks.core.specs import get_spec
+    from tasks.sim.rollout import EnvWorkers, LocalEnv, make_eval_env
     from tasks.verify import eval_env_kwargs, harness_check, holdout_demo_actions
 
     spec, sources = get_spec(ENV_ID), eval_data["sources"]
@@ -231,12 +269,17 @@ def test_oracle_harness_check_passes_on_cpu_and_a_wrong_control_mode_is_caught(e
     with LocalEnv(make_eval_env(ENV_ID, kwargs, limit), spec) as env:
         result = harness_check(spec, env, sources, actions, horizon=10, execute_steps=5)
     assert result["ok"] and result["episodes"] == 2 and result["success_at_end_rate"] == 1.0
-    assert result["bar"] == 1.0 and sources.holdout_render_success_ratio == 1.0  # every held-out demo replayed in render
+    assert (
+        result["bar"] == 1.0 and sources.holdout_render_success_ratio == 1.0
+    )  # every held-out demo replayed in render
     # The same oracles on two worker processes stepped together (the batched evaluation): the same episodes,
     # step for step.
     with EnvWorkers(2, ENV_ID, kwargs, limit, spec) as workers:
         parallel = harness_check(spec, workers, sources, actions, horizon=10, execute_steps=5)
-    outcome = lambda r: [(e["seed"], e["success_at_end"], e["steps_to_success"], e["steps"]) for e in r["per_episode"]]
+
+    def outcome(r):
+        return [(e["seed"], e["success_at_end"], e["steps_to_success"], e["steps"]) for e in r["per_episode"]]
+
     assert outcome(parallel) == outcome(result)
     # The same demos through a harness whose env takes absolute end-effector poses: the oracle cannot succeed,
     # and verify blames the harness, not the policy.
@@ -269,8 +312,13 @@ def test_a_held_out_set_smaller_than_the_batch_is_refused_before_training(eval_d
     from tasks.train import TrainError, TrainParams, held_out_batches
 
     with pytest.raises(TrainError, match="fewer than the batch size 10000.*holdout_count.*val_interval=0"):
-        held_out_batches(types.SimpleNamespace(batch_size=10_000), TrainParams(env_id=ENV_ID, val_interval=1000),
-                         eval_data["holdout_dir"], "key", sharding=None)
+        held_out_batches(
+            types.SimpleNamespace(batch_size=10_000),
+            TrainParams(env_id=ENV_ID, val_interval=1000),
+            eval_data["holdout_dir"],
+            "key",
+            sharding=None,
+        )
 
 
 @pytest.mark.sim
@@ -279,8 +327,8 @@ def test_an_eval_worker_that_fails_or_dies_is_reported_at_once_and_the_rest_are_
     worker process is gone within the close deadline either way."""
     import time
 
-    from tasks.sim.rollout import EnvWorkers, RolloutError
     from tasks.core.specs import get_spec
+    from tasks.sim.rollout import EnvWorkers, RolloutError
     from tasks.verify import eval_env_kwargs
 
     spec, kwargs = get_spec(ENV_ID), eval_env_kwargs(eval_data["sources"], "auto")

@@ -19,20 +19,25 @@ import time
 import pytest
 
 from tests.conftest import PROJECT
-from tests.fixtures.promotions import ENV_ID, verified as _verified
+from tests.fixtures.promotions import ENV_ID
+from tests.fixtures.promotions import verified as _verified
 
 
 @pytest.fixture(scope="module")
 def airflow_db():
     sys.path.insert(0, str(PROJECT / "plugins"))
     os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": f"{PROJECT}:{PROJECT / 'plugins'}"})
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": f"{PROJECT}:{PROJECT / 'plugins'}"},
+    )
     yield
 
 
 # A DAG file of its own bundle (dag.test runs only DAGs that a bundle holds): the SFT DAG's tail.
-APPROVAL_DAG = '''
+APPROVAL_DAG = """
 import os
 
 import pendulum
@@ -56,7 +61,7 @@ def approval_tail():
 
 
 approval_tail()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +71,12 @@ def approval_dag(airflow_db, tmp_path_factory):
     folder = tmp_path_factory.mktemp("approval_bundle")
     (folder / "approval_tail.py").write_text(APPROVAL_DAG)
     local = "airflow.dag_processing.bundles.local.LocalDagBundle"
-    os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps([
-        {"name": "dags-folder", "classpath": local, "kwargs": {}},
-        {"name": "approval-test", "classpath": local, "kwargs": {"path": str(folder), "refresh_interval": 0}}])
+    os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+        [
+            {"name": "dags-folder", "classpath": local, "kwargs": {}},
+            {"name": "approval-test", "classpath": local, "kwargs": {"path": str(folder), "refresh_interval": 0}},
+        ]
+    )
     bag = DagBag(dag_folder=str(folder))
     assert not bag.import_errors, bag.import_errors
     yield bag.dags["approval_tail"]
@@ -96,15 +104,23 @@ def answer_when_asked(dag_id: str, option: str, answers: list, timeout_s: float 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not gone.is_set():
             with create_session() as session:
-                row = (session.query(TaskInstance, HITLDetail).join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
-                       .filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == "approve",
-                               TaskInstance.state == "awaiting_input").first())
+                row = (
+                    session.query(TaskInstance, HITLDetail)
+                    .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+                    .filter(
+                        TaskInstance.dag_id == dag_id,
+                        TaskInstance.task_id == "approve",
+                        TaskInstance.state == "awaiting_input",
+                    )
+                    .first()
+                )
                 if row is not None:
                     ti, detail = row
                     answers.append({"subject": detail.subject, "body": detail.body, "options": detail.options})
                     response = client.patch(
                         f"/api/v2/dags/{dag_id}/dagRuns/{ti.run_id}/taskInstances/approve/-1/hitlDetails",
-                        json={"chosen_options": [option], "params_input": {}})
+                        json={"chosen_options": [option], "params_input": {}},
+                    )
                     answers.append(response.status_code)
                     return
             time.sleep(0.5)
@@ -118,8 +134,8 @@ def _conf(root: str, **extra) -> dict:
 
 
 def test_approval_is_asked_only_when_required_and_an_approval_moves_latest(approval_dag, tmp_path):
-    from tasks.core.store import ArtifactStore
     from tasks.core.promotions import history
+    from tasks.core.store import ArtifactStore
 
     root = f"file://{tmp_path}/store"
     store = ArtifactStore(root)
@@ -168,8 +184,11 @@ def test_a_rejection_keeps_latest_and_says_who_rejected(approval_dag, tmp_path):
     assert run.state == "success" and answers[1] == 200, answers
     assert store.read_json(f"{root}/{ENV_ID}/latest.json") is None
     with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", dag_ids=approval_dag.dag_id,
-                                                  task_ids=["approve", "promote"])).all()
+        rows = session.scalars(
+            XComModel.get_many(
+                run_id=run.run_id, key="return_value", dag_ids=approval_dag.dag_id, task_ids=["approve", "promote"]
+            )
+        ).all()
         results = {row.task_id: XComModel.deserialize_value(row) for row in rows}
     assert results["approve"]["asked"] and not results["approve"]["approved"]
     metrics = results["promote"]["metrics"]

@@ -7,8 +7,16 @@ import time
 
 import pytest
 
-from tasks.core.checks import (GCS_HOST, HUB_HOST, MODEL_ACTION_DIM, NORM_STATS_MISMATCH, check_fits_model,
-                               check_norm_stats_widths, model_input_widths, unreachable)
+from tasks.core.checks import (
+    GCS_HOST,
+    HUB_HOST,
+    MODEL_ACTION_DIM,
+    NORM_STATS_MISMATCH,
+    check_fits_model,
+    check_norm_stats_widths,
+    model_input_widths,
+    unreachable,
+)
 from tasks.core.specs import get_spec
 
 ENV_ID = "PickCube-v1"  # state 19 wide (qpos 9, tcp_pose 7, goal_pos 3), actions 7
@@ -29,8 +37,10 @@ def test_widths_up_to_the_models_action_dim_fit():
     check_fits_model(ENV_ID, {"state": 8}, model_dim=8)
 
 
-@pytest.mark.parametrize("key, fix", [("state", "use fewer or narrower state_keys"),
-                                      ("actions", "use a control_mode with at most 32 action values")])
+@pytest.mark.parametrize(
+    "key, fix",
+    [("state", "use fewer or narrower state_keys"), ("actions", "use a control_mode with at most 32 action values")],
+)
 def test_a_width_past_the_models_action_dim_is_refused_naming_the_spec_field(key, fix):
     widths = {"state": 19, "actions": 7, key: 33}
     with pytest.raises(StageError) as info:
@@ -55,7 +65,9 @@ def test_norm_stats_with_the_specs_widths_pass():
 def test_norm_stats_lacking_a_key_are_refused(key):
     stats = {"state": 19, "actions": 7}
     del stats[key]
-    with pytest.raises(StageError, match=f"^norm stats lack '{key}'; recompute them with the stats stage for {ENV_ID}$"):
+    with pytest.raises(
+        StageError, match=f"^norm stats lack '{key}'; recompute them with the stats stage for {ENV_ID}$"
+    ):
         check_norm_stats_widths(ENV_ID, stats, {"state": 19, "actions": 7}, error=StageError)
 
 
@@ -63,9 +75,11 @@ def test_a_norm_stats_width_mismatch_is_refused_naming_the_spec_field_and_the_fi
     expected = model_input_widths(get_spec(ENV_ID))
     with pytest.raises(StageError) as info:  # the manual workflow's bug: stats of an 18-wide state
         check_norm_stats_widths(ENV_ID, {"state": 18, "actions": 7}, expected, error=StageError)
-    assert str(info.value) == ("norm stats state width 18 != model input width 19 for PickCube-v1 (state_keys in "
-                               "tasks/core/specs.py); recompute the stats from a dataset converted with the current "
-                               "TaskSpec")
+    assert str(info.value) == (
+        "norm stats state width 18 != model input width 19 for PickCube-v1 (state_keys in "
+        "tasks/core/specs.py); recompute the stats from a dataset converted with the current "
+        "TaskSpec"
+    )
     with pytest.raises(StageError, match=r"actions width 18 != model input width 7 for PickCube-v1 \(action_dim in"):
         check_norm_stats_widths(ENV_ID, {"state": 19, "actions": 18}, expected, error=StageError)
 
@@ -73,8 +87,9 @@ def test_a_norm_stats_width_mismatch_is_refused_naming_the_spec_field_and_the_fi
 def test_a_stage_words_the_mismatch_its_own_way():
     wording = "{key} stats have width {got} but {env_id} wants {expected} ({field})"
     with pytest.raises(StageError, match=r"^actions stats have width 18 but PickCube-v1 wants 7 \(action_dim\)$"):
-        check_norm_stats_widths(ENV_ID, {"state": 19, "actions": 18}, {"state": 19, "actions": 7},
-                                error=StageError, mismatch=wording)
+        check_norm_stats_widths(
+            ENV_ID, {"state": 19, "actions": 18}, {"state": 19, "actions": 7}, error=StageError, mismatch=wording
+        )
     assert "{field}" in NORM_STATS_MISMATCH and "{expected}" in NORM_STATS_MISMATCH
 
 

@@ -108,8 +108,12 @@ def parse_help(text: str) -> Help:
             for name in current:
                 entries[name].append(line.strip())
                 whole[name].append(line.strip())
-    return Help(usage, description, {k: " ".join(" ".join(v).split()) for k, v in entries.items()},
-                {k: " ".join(v) for k, v in whole.items()})
+    return Help(
+        usage,
+        description,
+        {k: " ".join(" ".join(v).split()) for k, v in entries.items()},
+        {k: " ".join(v) for k, v in whole.items()},
+    )
 
 
 def _is_section(line: str) -> bool:
@@ -159,8 +163,12 @@ def test_help_describes_every_argument(module, sub, capsys, monkeypatch):
 def test_fixed_choice_flags_show_their_choices(capsys, monkeypatch):
     """The flags with a fixed set of values list it, as a Literal the parser checks."""
     seen = {}
-    for module, flags in (("tasks.render", ["--device"]), ("tasks.verify", ["--device"]),
-                          ("tasks.train", ["--preset", "--model"]), ("tasks.download", ["--source"])):
+    for module, flags in (
+        ("tasks.render", ["--device"]),
+        ("tasks.verify", ["--device"]),
+        ("tasks.train", ["--preset", "--model"]),
+        ("tasks.download", ["--source"]),
+    ):
         entries = parse_help(run_help(module, [], capsys, monkeypatch)).lines
         for flag in flags:
             assert "{" + ",".join(CHOICES[flag]) + "}" in entries[flag], entries[flag]
@@ -182,18 +190,38 @@ def _parse(params_cls, inputs, args):
 
 def test_stage_arguments_parse_into_params():
     base = ["--env-id", "PickCube-v1", "--dataset", "file:///d", "--stats", "file:///s"]
-    args = _parse(params.TrainParams, TRAIN_INPUTS, [*base, "--root", "file:///r", "--wandb", "--steps", "7",
-                                                     "--learning-rate", "1e-4", "--preset", "lora", "--model", "pi05"])
+    args = _parse(
+        params.TrainParams,
+        TRAIN_INPUTS,
+        [
+            *base,
+            "--root",
+            "file:///r",
+            "--wandb",
+            "--steps",
+            "7",
+            "--learning-rate",
+            "1e-4",
+            "--preset",
+            "lora",
+            "--model",
+            "pi05",
+        ],
+    )
     assert args.root == "file:///r" and args.dataset == "file:///d" and args.holdout == ""
-    assert args.params == params.TrainParams(env_id="PickCube-v1", wandb=True, steps=7, learning_rate=1e-4,
-                                             preset="lora", model="pi05")
+    assert args.params == params.TrainParams(
+        env_id="PickCube-v1", wandb=True, steps=7, learning_rate=1e-4, preset="lora", model="pi05"
+    )
     assert _parse(params.TrainParams, TRAIN_INPUTS, [*base, "--no-wandb"]).params.wandb is False
     assert _parse(params.TrainParams, TRAIN_INPUTS, base).params.wandb is False
     assert _parse(params.VerifyParams, {}, ["--env-id", "PickCube-v1", "--no-harness"]).params.harness is False
     several = _parse(params.ConvertParams, {"rendered": True}, ["--env-id", "PickCube-v1", "--rendered", "a", "b"])
     assert several.rendered == ["a", "b"]
-    render = _parse(params.RenderParams, {"demos": False}, ["--env-id", "PickCube-v1", "--demos", "x",
-                                                            "--shard-stop", "-1", "--shard-start", "3"])
+    render = _parse(
+        params.RenderParams,
+        {"demos": False},
+        ["--env-id", "PickCube-v1", "--demos", "x", "--shard-stop", "-1", "--shard-start", "3"],
+    )
     assert (render.params.shard_start, render.params.shard_stop) == (3, -1)
 
 

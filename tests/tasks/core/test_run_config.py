@@ -21,7 +21,10 @@ def test_production_profile_is_openpis_lora_recipe_from_pi0_base():
     assert train.lr_schedule.peak_lr == 2.5e-5 and train.lr_schedule.warmup_steps == 1_000
     assert train.lr_schedule.decay_steps == 30_000 and train.ema_decay is None  # openpi's LoRA recipe: no EMA
     assert train.model.paligemma_variant == "gemma_2b_lora" and train.model.action_expert_variant == "gemma_300m_lora"
-    assert type(train.weight_loader).__name__ == "CheckpointWeightLoader" and train.weight_loader.params_path == PI0_BASE_PARAMS
+    assert (
+        type(train.weight_loader).__name__ == "CheckpointWeightLoader"
+        and train.weight_loader.params_path == PI0_BASE_PARAMS
+    )
     assert train.save_interval == 1000 and train.num_workers == config.num_workers
     # the freeze filter is the LoRA model's own: the backbone frozen, the adapters trained
     assert train.freeze_filter == train.model.get_freeze_filter()
@@ -80,19 +83,26 @@ def test_lora_without_weights_is_refused_and_full_needs_from_scratch():
 
 
 def test_a_control_mode_that_contradicts_the_spec_is_refused():
-    assert RunConfig.build({"control_mode": "pd_ee_delta_pose"}, profile="demo").render_params().key_params()[
-        "control_mode"] == "pd_ee_delta_pose"
+    assert (
+        RunConfig.build({"control_mode": "pd_ee_delta_pose"}, profile="demo")
+        .render_params()
+        .key_params()["control_mode"]
+        == "pd_ee_delta_pose"
+    )
     with pytest.raises(ConfigError, match="contradicts the TaskSpec of PickCube-v1"):
         RunConfig.build({"control_mode": "pd_joint_pos"}, profile="demo")
 
 
 def test_bad_values_are_refused_with_the_setting_named():
-    for values, message in (({"demo_count": 0}, "demo_count: 0 is less than the minimum of 1"),
-                            ({"steps": 1.5}, "steps=1.5 is not a valid int"),
-                            ({"env_id": "NoSuchTask-v9"}, "unknown env id"), ({"preset": "huge"}, "preset: 'huge' is not one of"),
-                            ({"pretrained_uri": "weights here"}, "pretrained_uri: 'weights here' does not match"),
-                            ({"artifact_root": "relative/path"}, "artifact root"),
-                            ({"demo_source": "s3"}, "source_uri")):
+    for values, message in (
+        ({"demo_count": 0}, "demo_count: 0 is less than the minimum of 1"),
+        ({"steps": 1.5}, "steps=1.5 is not a valid int"),
+        ({"env_id": "NoSuchTask-v9"}, "unknown env id"),
+        ({"preset": "huge"}, "preset: 'huge' is not one of"),
+        ({"pretrained_uri": "weights here"}, "pretrained_uri: 'weights here' does not match"),
+        ({"artifact_root": "relative/path"}, "artifact root"),
+        ({"demo_source": "s3"}, "source_uri"),
+    ):
         with pytest.raises(ValueError, match=message):
             RunConfig.build(values, profile="demo")
 

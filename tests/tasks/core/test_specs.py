@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.core.specs import EnvLayout, TASK_SPECS, SpecError, StateKey, TaskSpec, get_spec
+from tasks.core.specs import TASK_SPECS, EnvLayout, SpecError, StateKey, TaskSpec, get_spec
 
 
 def test_registry_has_the_required_tasks():
@@ -22,8 +22,10 @@ def test_unknown_env_id_names_the_registered_ones():
 
 def test_assemble_state_slices_and_orders_keys():
     spec = get_spec("PickCube-v1")
-    obs = {"agent": {"qpos": np.arange(9.0), "qvel": np.zeros(9)},
-           "extra": {"tcp_pose": np.arange(10.0, 17.0), "goal_pos": np.array([7.0, 8.0, 9.0])}}
+    obs = {
+        "agent": {"qpos": np.arange(9.0), "qvel": np.zeros(9)},
+        "extra": {"tcp_pose": np.arange(10.0, 17.0), "goal_pos": np.array([7.0, 8.0, 9.0])},
+    }
     state = spec.assemble_state(obs)
     assert state.dtype == np.float32
     np.testing.assert_array_equal(state, np.concatenate([np.arange(9.0), np.arange(10.0, 17.0), [7, 8, 9]]))
@@ -43,7 +45,9 @@ def test_bad_state_keys_are_refused(bad):
 
 
 def test_a_new_task_is_one_spec():
-    spec = TaskSpec(env_id="PegInsertionSide-v1", prompt="insert the peg", state_keys=("agent/qpos[0:7]",), state_widths=(9,))
+    spec = TaskSpec(
+        env_id="PegInsertionSide-v1", prompt="insert the peg", state_keys=("agent/qpos[0:7]",), state_widths=(9,)
+    )
     assert spec.state_dim == 7
     with pytest.raises(SpecError, match="unknown control mode"):
         TaskSpec(env_id="X-v1", prompt="x", control_mode="teleport")
@@ -76,9 +80,15 @@ def test_render_workers_share_the_cores_with_lavapipes_threads(monkeypatch, tmp_
 def _layout(**changes) -> "EnvLayout":
     from tasks.core.specs import EnvLayout
 
-    layout = dict(env_id="PickCube-v1", robot="panda", control_mode="pd_ee_delta_pose", control_freq=20, action_dim=7,
-                  sensors={"base_camera": (128, 128)},
-                  obs_widths={"agent/qpos": 9, "agent/qvel": 9, "extra/tcp_pose": 7, "extra/goal_pos": 3})
+    layout = dict(
+        env_id="PickCube-v1",
+        robot="panda",
+        control_mode="pd_ee_delta_pose",
+        control_freq=20,
+        action_dim=7,
+        sensors={"base_camera": (128, 128)},
+        obs_widths={"agent/qpos": 9, "agent/qvel": 9, "extra/tcp_pose": 7, "extra/goal_pos": 3},
+    )
     return EnvLayout(**{**layout, **changes})
 
 
@@ -91,9 +101,15 @@ def test_a_spec_that_fits_its_env_has_no_problems():
 def test_spec_problems_name_the_valid_choices():
     from tasks.core.specs import check_spec, spec_problems
 
-    spec = TaskSpec(env_id="PickCube-v1", prompt="pick", cameras=(("hand_camera", "left_wrist_0_rgb"),),
-                    state_keys=("agent/qpos[0:9]", "extra/obj_pose", "extra/tcp_pose"), state_widths=(9, 7, 6),
-                    action_dim=8, fps=10)
+    spec = TaskSpec(
+        env_id="PickCube-v1",
+        prompt="pick",
+        cameras=(("hand_camera", "left_wrist_0_rgb"),),
+        state_keys=("agent/qpos[0:9]", "extra/obj_pose", "extra/tcp_pose"),
+        state_widths=(9, 7, 6),
+        action_dim=8,
+        fps=10,
+    )
     problems = spec_problems(spec, _layout())
     assert any("camera 'hand_camera'" in p and "['base_camera']" in p for p in problems)
     assert any("'extra/obj_pose'" in p and "state mode only" in p and "'extra/goal_pos'" in p for p in problems)
@@ -116,10 +132,14 @@ def test_spec_refuses_unknown_slots_doubled_slots_and_empty_prompts():
 def test_derive_helpers_map_wrist_cameras_and_slice_constant_dims():
     from tasks.sim.probe import camera_slots, varying_slices
 
-    assert camera_slots(["base_camera", "hand_camera"]) == ([("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")], [])
+    assert camera_slots(["base_camera", "hand_camera"]) == (
+        [("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")],
+        [],
+    )
     assert camera_slots(["side", "base_camera", "a_wrist", "b_wrist", "c_wrist"]) == (
         [("base_camera", "base_0_rgb"), ("a_wrist", "left_wrist_0_rgb"), ("b_wrist", "right_wrist_0_rgb")],
-        ["side", "c_wrist"])
+        ["side", "c_wrist"],
+    )
     values = np.stack([np.arange(10.0), np.full(10, 2.0), np.arange(10.0) ** 2, np.zeros(10), np.ones(10)], axis=-1)
     assert varying_slices(values, 1e-5) == [(0, 1), (2, 3)]
     assert varying_slices(values[:, 3:], 1e-5) == []
@@ -128,7 +148,12 @@ def test_derive_helpers_map_wrist_cameras_and_slice_constant_dims():
 def test_cameras_of_different_sizes_are_refused_with_the_fix():
     from tasks.core.specs import spec_problems
 
-    spec = TaskSpec(env_id="PickCube-v1", prompt="pick", cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
-                    state_keys=("agent/qpos[0:9]",), state_widths=(9,))
+    spec = TaskSpec(
+        env_id="PickCube-v1",
+        prompt="pick",
+        cameras=(("base_camera", "base_0_rgb"), ("hand_camera", "left_wrist_0_rgb")),
+        state_keys=("agent/qpos[0:9]",),
+        state_widths=(9,),
+    )
     layout = _layout(sensors={"base_camera": (128, 128), "hand_camera": (240, 320)})
     assert any("different sizes" in p and "camera_size" in p for p in spec_problems(spec, layout))

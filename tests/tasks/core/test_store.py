@@ -7,8 +7,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks.core.store import ArtifactError, ArtifactStore
 from tasks.core.stage import run_stage, stage_key
+from tasks.core.store import ArtifactError, ArtifactStore
 
 
 def _build(files: dict[str, bytes]):
@@ -24,11 +24,23 @@ def _build(files: dict[str, bytes]):
 def test_key_depends_on_every_input():
     base = stage_key("render", "1", {"a": 1}, ["d1"])
     assert base == stage_key("render", "1", {"a": 1}, ["d1"])
-    assert len({base, stage_key("render", "2", {"a": 1}, ["d1"]), stage_key("render", "1", {"a": 2}, ["d1"]),
-                stage_key("render", "1", {"a": 1}, ["d2"]), stage_key("convert", "1", {"a": 1}, ["d1"])}) == 5
+    assert (
+        len(
+            {
+                base,
+                stage_key("render", "2", {"a": 1}, ["d1"]),
+                stage_key("render", "1", {"a": 2}, ["d1"]),
+                stage_key("render", "1", {"a": 1}, ["d2"]),
+                stage_key("convert", "1", {"a": 1}, ["d1"]),
+            }
+        )
+        == 5
+    )
 
 
-@pytest.mark.parametrize("root", ["/tmp/x", "file://relative/dir", "s3://Bad_Bucket/x", "gs://b/x", "s3://bucket/../x", "s3://bucket/a b"])
+@pytest.mark.parametrize(
+    "root", ["/tmp/x", "file://relative/dir", "s3://Bad_Bucket/x", "gs://b/x", "s3://bucket/../x", "s3://bucket/a b"]
+)
 def test_bad_roots_are_refused(root):
     with pytest.raises(ArtifactError, match="bad artifact root"):
         ArtifactStore(root)
@@ -48,8 +60,12 @@ def test_stage_publishes_manifest_and_second_run_is_a_cache_hit(local_root):
         calls.append(1)
         return _build({"a.txt": b"hello", "sub/b.bin": b"\x00" * 10})(out)
 
-    first = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={"x": 1}, parents=[], build=build)
-    second = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={"x": 1}, parents=[], build=build)
+    first = run_stage(
+        store, env_id="PickCube-v1", stage="demo", code_version="1", params={"x": 1}, parents=[], build=build
+    )
+    second = run_stage(
+        store, env_id="PickCube-v1", stage="demo", code_version="1", params={"x": 1}, parents=[], build=build
+    )
     assert not first.cache_hit and second.cache_hit and first.uri == second.uri and first.digest == second.digest
     assert len(calls) == 1
     manifest = store.require(first.uri)
@@ -62,11 +78,25 @@ def test_stages_mark_what_they_reuse_and_read_in_use(local_root, monkeypatch, ca
     import tasks.core.stage as stage_runner
 
     store = ArtifactStore(local_root)
-    parent = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
-                       build=_build({"a.txt": b"a"}))
+    parent = run_stage(
+        store,
+        env_id="PickCube-v1",
+        stage="demo",
+        code_version="1",
+        params={},
+        parents=[],
+        build=_build({"a.txt": b"a"}),
+    )
     assert store.in_use_at(parent.uri) is None  # just built: its creation time says it is young
-    hit = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
-                    build=_build({"a.txt": b"a"}))
+    hit = run_stage(
+        store,
+        env_id="PickCube-v1",
+        stage="demo",
+        code_version="1",
+        params={},
+        parents=[],
+        build=_build({"a.txt": b"a"}),
+    )
     first_mark = store.in_use_at(parent.uri)
     assert hit.cache_hit and first_mark is not None
     monkeypatch.setattr(stage_runner, "IN_USE_REFRESH_SECONDS", 0.05)
@@ -78,15 +108,31 @@ def test_stages_mark_what_they_reuse_and_read_in_use(local_root, monkeypatch, ca
             marks.append(store.in_use_at(parent.uri))
         return _build({"b.txt": b"b"})(out)
 
-    run_stage(store, env_id="PickCube-v1", stage="child", code_version="1", params={},
-              parents=[store.require(parent.uri)], build=slow_build)
+    run_stage(
+        store,
+        env_id="PickCube-v1",
+        stage="child",
+        code_version="1",
+        params={},
+        parents=[store.require(parent.uri)],
+        build=slow_build,
+    )
     assert marks == sorted(marks) and marks[0] > first_mark and marks[-1] > marks[0]  # refreshed while building
 
     # A store this run may read but not write (a shared, read-only bucket): the mark is skipped, the hit stands.
-    monkeypatch.setattr(ArtifactStore, "mark_in_use", lambda self, uri: (_ for _ in ()).throw(PermissionError("read-only")))
+    monkeypatch.setattr(
+        ArtifactStore, "mark_in_use", lambda self, uri: (_ for _ in ()).throw(PermissionError("read-only"))
+    )
     with caplog.at_level("WARNING", logger="tasks.core.stage"):
-        again = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
-                          build=_build({"a.txt": b"a"}))
+        again = run_stage(
+            store,
+            env_id="PickCube-v1",
+            stage="demo",
+            code_version="1",
+            params={},
+            parents=[],
+            build=_build({"a.txt": b"a"}),
+        )
     assert again.cache_hit and "could not mark" in caplog.text
 
 
@@ -99,17 +145,24 @@ def test_failed_build_leaves_no_artifact(local_root):
 
     with pytest.raises(RuntimeError, match="boom"):
         run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[], build=build)
-    assert not list(Path(local_root[len("file://"):]).rglob("manifest.json"))
+    assert not list(Path(local_root[len("file://") :]).rglob("manifest.json"))
 
 
 def test_s3_publish_writes_manifest_last_and_fetch_verifies(s3_root, tmp_path):
     store = ArtifactStore(s3_root)
-    result = run_stage(store, env_id="PickCube-v1", stage="demo", code_version="1", params={}, parents=[],
-                       build=_build({"data.bin": b"x" * 1000}))
-    bucket, _, prefix = s3_root[len("s3://"):].partition("/")
+    result = run_stage(
+        store,
+        env_id="PickCube-v1",
+        stage="demo",
+        code_version="1",
+        params={},
+        parents=[],
+        build=_build({"data.bin": b"x" * 1000}),
+    )
+    bucket, _, prefix = s3_root[len("s3://") :].partition("/")
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
-    rel = result.files_uri[len(f"s3://{bucket}/"):]
-    top = result.uri[len(f"s3://{bucket}/"):]
+    rel = result.files_uri[len(f"s3://{bucket}/") :]
+    top = result.uri[len(f"s3://{bucket}/") :]
     assert sorted(keys) == sorted([f"{rel}/data.bin", f"{top}/manifest.json"])
     manifest, local = store.fetch(result.uri, tmp_path / "cache")
     assert (local / "data.bin").read_bytes() == b"x" * 1000
@@ -117,7 +170,10 @@ def test_s3_publish_writes_manifest_last_and_fetch_verifies(s3_root, tmp_path):
     boto3.client("s3").put_object(Bucket=bucket, Key=f"{rel}/data.bin", Body=b"y" * 1000)
     with pytest.raises(ArtifactError, match="does not match its manifest hash"):
         store.fetch(result.uri, tmp_path / "cache2")
-    assert json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=f"{top}/manifest.json")["Body"].read())["digest"] == result.digest
+    assert (
+        json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=f"{top}/manifest.json")["Body"].read())["digest"]
+        == result.digest
+    )
 
 
 @pytest.mark.parametrize("root_fixture", ["local_root", "s3_root"])
@@ -133,11 +189,19 @@ def test_racing_publishes_of_one_key_leave_one_intact_artifact(request, root_fix
             (out / "log.txt").write_text(f"run {i}")
             barrier.wait()  # everyone publishes at the same moment
             return {"run": i}
+
         return build
 
     def one(i: int):
-        return run_stage(ArtifactStore(root), env_id="PickCube-v1", stage="train", code_version="1", params={},
-                         parents=[], build=build_for(i))
+        return run_stage(
+            ArtifactStore(root),
+            env_id="PickCube-v1",
+            stage="train",
+            code_version="1",
+            params={},
+            parents=[],
+            build=build_for(i),
+        )
 
     with ThreadPoolExecutor(runs) as pool:
         results = list(pool.map(one, range(runs)))
@@ -146,7 +210,9 @@ def test_racing_publishes_of_one_key_leave_one_intact_artifact(request, root_fix
     store = ArtifactStore(root)
     manifest, local = store.fetch(results[0].uri, tmp_path / "cache")  # verifies every hash on S3
     winner = manifest.metrics["run"]
-    assert (local / "weights.bin").read_bytes() == bytes([winner]) * 200_000 and (local / "log.txt").read_text() == f"run {winner}"
+    assert (local / "weights.bin").read_bytes() == bytes([winner]) * 200_000 and (
+        local / "log.txt"
+    ).read_text() == f"run {winner}"
     assert set(store._children(store._path(manifest.uri))) == {"manifest.json", manifest.payload}  # losers cleaned up
 
 

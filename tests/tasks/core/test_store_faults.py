@@ -51,8 +51,13 @@ class Stage:
     def __init__(self, tmp: Path, root: str, proxy: FlakyProxy, *, args=ARGS, retry_s: float = 60):
         self.log_path = tmp / f"stage-{time.monotonic_ns()}.log"
         env = {**os.environ, "AWS_ENDPOINT_URL_S3": proxy.url, "PIPELINE_S3_RETRY_SECONDS": str(retry_s)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tasks.download", "--root", root, *args], cwd=PROJECT, env=env,
-                                     stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.download", "--root", root, *args],
+            cwd=PROJECT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "wb"),
+        )
 
     @property
     def log(self) -> str:
@@ -83,9 +88,11 @@ def wait_for(condition, timeout: float = 120, what: str = "") -> None:
 
 def uploading(root: str):
     """True once a payload object is on S3 and the manifest is not: an upload is in flight."""
+
     def check() -> bool:
         keys = s3_keys(root, f"{ENV_ID}/download/")
         return any("/payload-" in k for k in keys) and not any(k.endswith("/manifest.json") for k in keys)
+
     return check
 
 
@@ -95,10 +102,15 @@ def assert_one_clean_artifact(root: str, result: dict, reference_digest: str) ->
     payload = result["files_uri"].rsplit("/", 1)[-1]
     keys = s3_keys(root, f"{ENV_ID}/download/")
     # in-use.json: a run that came second and cache-hit marks the artifact it reused (see tasks/core/store.py)
-    stray = [k for k in keys if k not in (f"{key_dir}/manifest.json", f"{key_dir}/in-use.json")
-             and not k.startswith(f"{key_dir}/{payload}/")]
+    stray = [
+        k
+        for k in keys
+        if k not in (f"{key_dir}/manifest.json", f"{key_dir}/in-use.json") and not k.startswith(f"{key_dir}/{payload}/")
+    ]
     assert payload.startswith("payload-") and f"{key_dir}/manifest.json" in keys and not stray, f"leftovers: {stray}"
-    ArtifactStore(root).fetch(result["uri"], Path(os.environ["PIPELINE_WORK_DIR"]) / f"verify-{time.monotonic_ns()}")  # hashes match
+    ArtifactStore(root).fetch(
+        result["uri"], Path(os.environ["PIPELINE_WORK_DIR"]) / f"verify-{time.monotonic_ns()}"
+    )  # hashes match
 
 
 def test_sigkill_during_compute_leaves_nothing_and_the_rerun_is_identical(s3_root, proxy, tmp_path, reference_digest):
@@ -150,14 +162,18 @@ def test_endpoint_back_within_the_retry_window_the_stage_succeeds(s3_root, proxy
     assert_one_clean_artifact(s3_root, result, reference_digest)
 
 
-def test_endpoint_down_too_long_fails_clearly_and_the_rerun_after_recovery_succeeds(s3_root, proxy, tmp_path, reference_digest):
+def test_endpoint_down_too_long_fails_clearly_and_the_rerun_after_recovery_succeeds(
+    s3_root, proxy, tmp_path, reference_digest
+):
     proxy.latency = 0.3
     stage = Stage(tmp_path, s3_root, proxy, retry_s=3)
     wait_for(uploading(s3_root), what="the upload to start")
     proxy.down()
     assert stage.wait(timeout=120) is None
     log = stage.log
-    assert "StorageUnavailable" in log and f"storage endpoint {proxy.url} unreachable" in log and "rerun" in log, log[-2000:]
+    assert "StorageUnavailable" in log and f"storage endpoint {proxy.url} unreachable" in log and "rerun" in log, log[
+        -2000:
+    ]
     assert not any(k.endswith("manifest.json") for k in s3_keys(s3_root))
     proxy.latency = 0.0
     proxy.up()
@@ -166,7 +182,9 @@ def test_endpoint_down_too_long_fails_clearly_and_the_rerun_after_recovery_succe
     assert_one_clean_artifact(s3_root, result, reference_digest)
 
 
-def test_concurrent_runs_same_task_share_one_entry_and_other_tasks_stay_apart(s3_root, proxy, tmp_path, reference_digest):
+def test_concurrent_runs_same_task_share_one_entry_and_other_tasks_stay_apart(
+    s3_root, proxy, tmp_path, reference_digest
+):
     same = [Stage(tmp_path, s3_root, proxy) for _ in range(2)]
     other = Stage(tmp_path, s3_root, proxy, args=["--env-id", "PushCube-v1", "--count", "2", "--seed", "3"])
     results = [s.wait() for s in same]

@@ -16,8 +16,8 @@ import json
 import numpy as np
 import pytest
 
-from tasks.core.store import ArtifactStore
 from tasks.core.specs import TASK_SPECS, SpecError, get_spec
+from tasks.core.store import ArtifactStore
 from tasks.flows.task_specs import coverage_row, derive
 
 pytestmark = pytest.mark.sim
@@ -49,7 +49,8 @@ def test_registered_task_goes_from_planner_demos_to_norm_stats(env_id, store_roo
     assert features["observation.state"]["shape"] == [spec.state_dim]
     assert features["action"]["shape"] == [spec.action_dim]
     assert {k for k in features if k.startswith("observation.images.")} == {
-        f"observation.images.{sensor}" for sensor, _ in spec.cameras}
+        f"observation.images.{sensor}" for sensor, _ in spec.cameras
+    }
     _, norm = store.fetch(row["uris"]["stats"], tmp_path / "cache")
     stats = json.loads(next(norm.rglob("norm_stats.json")).read_text())["norm_stats"]
     assert len(stats["state"]["mean"]) >= spec.state_dim and np.all(np.isfinite(stats["state"]["std"]))

@@ -18,7 +18,9 @@ def test_every_task_has_every_preset():
 def test_lora_freeze_filter_is_built_from_the_same_model_config():
     config = get_config("pi0_lora_pickcube_v1")
     assert config.model.paligemma_variant == "gemma_2b_lora" and config.model.action_expert_variant == "gemma_300m_lora"
-    expected = pi0_config.Pi0Config(paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora").get_freeze_filter()
+    expected = pi0_config.Pi0Config(
+        paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora"
+    ).get_freeze_filter()
     assert repr(config.freeze_filter) == repr(expected)
     assert config.ema_decay is None
 
@@ -32,7 +34,9 @@ def test_tiny_preset_is_small_and_trains_from_scratch():
 
 
 def test_registry_configs_start_from_pi0_base_like_openpis():
-    assert get_config("pi0_lora_pickcube_v1").weight_loader.params_path == "gs://openpi-assets/checkpoints/pi0_base/params"
+    assert (
+        get_config("pi0_lora_pickcube_v1").weight_loader.params_path == "gs://openpi-assets/checkpoints/pi0_base/params"
+    )
     assert type(get_config("pi0_tiny_pickcube_v1").weight_loader).__name__ == "NoOpWeightLoader"
 
 
@@ -75,8 +79,9 @@ def test_pi05_configs_follow_openpis_pi05_family():
     lora = get_config("pi05_lora_pickcube_v1")
     assert lora.model.pi05 and lora.model.discrete_state_input and lora.model.max_token_len == 200
     assert lora.weight_loader.params_path == "gs://openpi-assets/checkpoints/pi05_base/params"
-    expected = pi0_config.Pi0Config(pi05=True, paligemma_variant="gemma_2b_lora",
-                                    action_expert_variant="gemma_300m_lora").get_freeze_filter()
+    expected = pi0_config.Pi0Config(
+        pi05=True, paligemma_variant="gemma_2b_lora", action_expert_variant="gemma_300m_lora"
+    ).get_freeze_filter()
     assert repr(lora.freeze_filter) == repr(expected) and lora.ema_decay is None
     assert get_config("pi05_full_pickcube_v1").ema_decay == 0.99 == get_config("pi0_full_pickcube_v1").ema_decay
     tiny = for_task("PickCube-v1", "tiny", model="pi05")
@@ -94,8 +99,10 @@ def test_pi05_data_config_normalises_by_quantiles_from_our_stats(tmp_path):
     from tasks.core.specs import get_spec
 
     spec = get_spec("PickCube-v1")
-    stats = {k: normalize.NormStats(mean=np.zeros(w), std=np.ones(w), q01=-np.ones(w), q99=np.ones(w))
-             for k, w in (("state", spec.state_dim), ("actions", spec.action_dim))}
+    stats = {
+        k: normalize.NormStats(mean=np.zeros(w), std=np.ones(w), q01=-np.ones(w), q99=np.ones(w))
+        for k, w in (("state", spec.state_dim), ("actions", spec.action_dim))
+    }
     normalize.save(tmp_path / spec.env_id, stats)
     for model, quantile in (("pi05", True), ("pi0", False)):
         config = for_task(spec.env_id, "tiny", model=model, assets_dir=tmp_path)
@@ -114,8 +121,12 @@ def test_quantile_normalisation_refuses_moving_action_dims_whose_percentiles_coi
     from tasks.train import TrainError, check_norm_stats
 
     spec = get_spec("PickCube-v1")
-    state = normalize.NormStats(mean=np.zeros(spec.state_dim), std=np.ones(spec.state_dim), q01=-np.ones(spec.state_dim),
-                                q99=np.ones(spec.state_dim))
+    state = normalize.NormStats(
+        mean=np.zeros(spec.state_dim),
+        std=np.ones(spec.state_dim),
+        q01=-np.ones(spec.state_dim),
+        q99=np.ones(spec.state_dim),
+    )
 
     def actions(moving_dim_collapsed: bool) -> normalize.NormStats:
         q01, q99, std = -np.ones(7), np.ones(7), np.ones(7)
