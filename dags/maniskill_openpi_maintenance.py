@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
+import tasks.airflow_tasks as t
 from tasks.core.cli import default_root
 
 DOC = f"""{__doc__}
@@ -69,24 +70,7 @@ remove without removing it (`python -m tasks.maintenance` does a dry run unless 
     doc_md=DOC,
 )
 def maniskill_openpi_maintenance():
-    @task
-    def sweep(params=None) -> dict:
-        from tasks.airflow_tasks.glue import run_stage_task
-        from tasks.maintenance import MaintenanceParams, maintain
-
-        return run_stage_task(
-            maintain,
-            MaintenanceParams(
-                keep_runs=params["keep_runs"],
-                grace_hours=params["grace_hours"],
-                progress_days=params["progress_days"],
-                dry_run=params["dry_run"],
-            ),
-            root=params["artifact_root"],
-            s3_conn_id=params["s3_conn_id"],
-        )
-
-    sweep()
+    t.sweep()
 
 
 maniskill_openpi_maintenance()

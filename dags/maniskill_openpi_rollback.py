@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from tasks.airflow_tasks import POLICY_ASSET
+import tasks.airflow_tasks as t
 from tasks.core.cli import default_root
 from tasks.core.specs import TASK_SPECS
 
@@ -46,26 +46,7 @@ from tasks.core.specs import TASK_SPECS
     doc_md=__doc__,
 )
 def maniskill_openpi_rollback():
-    # outlets: a rollback moves the promoted policy like a promotion does. retries=0: a missing entry or a removed
-    # checkpoint cannot get better by retrying.
-    @task(retries=0, outlets=[POLICY_ASSET])
-    def rollback(params=None, dag_run=None) -> dict:
-        from tasks.airflow_tasks.glue import run_stage_task
-        from tasks.rollback import RollbackParams
-        from tasks.rollback import rollback as stage
-
-        return run_stage_task(
-            stage,
-            RollbackParams(
-                env_id=params["env_id"],
-                to=params["to"] or "",
-                actor=f"airflow maniskill_openpi_rollback {dag_run.run_id}",
-            ),
-            root=params["artifact_root"],
-            s3_conn_id=params["s3_conn_id"],
-        )
-
-    rollback()
+    t.rollback()
 
 
 maniskill_openpi_rollback()

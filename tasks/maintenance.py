@@ -34,6 +34,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from tasks.core import cli
+from tasks.core.promotions import HISTORY
 from tasks.core.stage import StageResult
 from tasks.core.store import (
     IN_USE,
@@ -48,7 +49,6 @@ from tasks.core.store import (
 log = logging.getLogger(__name__)
 
 PROGRESS = "train-progress"  # training's resume points (tasks.train.PROGRESS_STAGE; a stage is not imported here)
-HISTORY = "promotions"  # the promotion records (tasks.rollback.HISTORY)
 NOT_ARTIFACTS = ("runs", "latest.json", PROGRESS, HISTORY)  # per-task entries that are not stage folders
 
 

@@ -14,6 +14,8 @@ And no import circle anywhere, hidden in a function or not.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,10 +32,15 @@ def module_name(path: Path) -> str:
 
 def imports_of(path: Path) -> set[str]:
     """Every module `path` imports, at the top or inside a function (`from a import b` counts as a.b when a.b is a
-    module of ours, else as a)."""
+    module of ours, else as a), and every module of ours it names in a string (`python -m tasks.sim.replay_worker`,
+    `importlib.import_module("tasks.x")`)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MODULES:
+            found.add(node.value)
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            found.add(f"<relative import in {path.name}>")
+        elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for alias in node.names:
@@ -91,6 +98,37 @@ def test_imports_follow_the_layers(module):
         # LeRobot's key constants are a plain module (no torch): the dataset layout is named with them
         heavy = sorted(m for m in imports_of(MODULES[module]) if m.split(".")[0] in HEAVY and m != "lerobot.constants")
         assert not heavy, f"{module} is core but imports {heavy}"
+
+
+def test_no_relative_imports():
+    relative = sorted(m for p in MODULES.values() for m in imports_of(p) if m.startswith("<relative"))
+    assert not relative, f"write absolute imports (tasks.core.x), which the rules above can read: {relative}"
+
+
+@pytest.mark.parametrize("dag_file", sorted((PROJECT / "dags").glob("*.py")), ids=lambda p: p.name)
+def test_dag_files_only_wire(dag_file):
+    """A DAG file takes its tasks from tasks.airflow_tasks and settings from tasks.core; it never calls a stage."""
+    ours = {m for m in imports_of(dag_file) if m in MODULES}
+    wrong = sorted(m for m in ours if kind(m) not in ("core", "airflow_tasks"))
+    assert not wrong, f"{dag_file.name} imports {wrong}"
+
+
+def test_core_pulls_in_nothing_heavy_even_indirectly():
+    """Importing every core module (what a DAG file and the run config need) loads no stage and no heavy library;
+    LeRobot's constants module is the one exception (the dataset keys are LeRobot's own names)."""
+    code = (
+        "import importlib, pkgutil, sys, tasks.core\n"
+        "for m in pkgutil.iter_modules(tasks.core.__path__): importlib.import_module('tasks.core.' + m.name)\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    heavy = sorted(
+        m
+        for m in loaded
+        if m.split(".")[0] in HEAVY and m not in ("lerobot", "lerobot.constants", "lerobot.__version__")
+    )
+    assert not heavy, heavy
+    assert not [m for m in loaded if m.startswith("tasks.") and not m.startswith("tasks.core")]
 
 
 def test_no_import_circles():

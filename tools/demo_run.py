@@ -128,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _prepare_env(PROJECT / ".cache" / "demo")
     logging.getLogger("airflow").setLevel(logging.WARNING)
+    # Airflow's own logging stays at WARNING here (AIRFLOW__LOGGING__LOGGING_LEVEL above), which would also drop the
+    # stages' progress lines: they get their own handler, as the stage CLIs print them.
+    progress = logging.StreamHandler(sys.stderr)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    stages_log = logging.getLogger("tasks")
+    stages_log.addHandler(progress)
+    stages_log.setLevel(logging.INFO)
+    stages_log.propagate = False
     conf = {"env_id": args.env_id, "artifact_root": args.root}
     for item in args.conf:
         key, _, value = item.partition("=")

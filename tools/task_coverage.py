@@ -1,6 +1,6 @@
 """Writes docs/tasks.md: every registered ManiSkill task through download -> render -> convert -> stats.
 
-Runs the pipeline's own stages (tasks.sim.probe.coverage_row) on a few planner demos per task into a
+Runs the pipeline's own stages (tasks.flows.task_specs.coverage_row) on a few planner demos per task into a
 scratch store and tabulates what a user adding or choosing a task wants to know: planner success rate,
 replay success ratio, frames, state width, cameras, longest converted episode (verify's step limit is
 1.15x that) and seconds on this machine.

@@ -229,3 +229,31 @@ def report(promotion: dict, ti=None, run_id=None) -> dict:
         stages=stage_rows(results),
         selection=selection["uri"],
     )
+
+
+# ---- the store's upkeep (the rollback and maintenance DAGs; their params are their own forms) ----------------------
+# outlets: a rollback moves the promoted policy like a promotion does. retries=0: a missing entry or a removed
+# checkpoint cannot get better by retrying.
+@task(retries=0, outlets=[POLICY_ASSET])
+def rollback(params=None, dag_run=None) -> dict:
+    """Makes an earlier entry of the task's promotion history latest again (tasks/rollback.py)."""
+    from tasks.rollback import RollbackParams
+    from tasks.rollback import rollback as stage
+
+    actor = f"airflow {dag_run.dag_id} {dag_run.run_id}"  # the history names the run that moved latest
+    stage_params = RollbackParams(env_id=params["env_id"], to=params["to"] or "", actor=actor)
+    return run_stage_task(stage, stage_params, root=params["artifact_root"], s3_conn_id=params["s3_conn_id"])
+
+
+@task
+def sweep(params=None) -> dict:
+    """Retention and the orphan sweep of the artifact store (tasks/maintenance.py)."""
+    from tasks.maintenance import MaintenanceParams, maintain
+
+    stage_params = MaintenanceParams(
+        keep_runs=params["keep_runs"],
+        grace_hours=params["grace_hours"],
+        progress_days=params["progress_days"],
+        dry_run=params["dry_run"],
+    )
+    return run_stage_task(maintain, stage_params, root=params["artifact_root"], s3_conn_id=params["s3_conn_id"])

@@ -25,9 +25,11 @@ def default_root() -> str:
 
 
 def configure_logging() -> None:
-    """Module loggers (`logging.getLogger(__name__)`) to stderr at INFO, unless logging is configured already."""
+    """The stages' progress (`tasks.*` loggers) to stderr at INFO, other libraries' at WARNING (their INFO chatter
+    would bury it, and fill the log tail a failed render reports); unless logging is configured already."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("tasks").setLevel(logging.INFO)
 
 
 def first_paragraph(doc: str | None) -> str:

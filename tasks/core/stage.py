@@ -179,6 +179,9 @@ def run_stage(
     )
 
 
+STAGE_MODULES = {"select": "select_checkpoint"}  # the stages whose module is not named like the stage
+
+
 class InputArtifactError(ArtifactError, ValueError):
     """A stage was given an input artifact it cannot take: another stage's, or another task's."""
 
@@ -197,7 +200,7 @@ def require(
         expected = " or ".join(stages)
         raise InputArtifactError(
             f"{what} {uri} is a {manifest.stage} artifact; this takes a {expected} artifact: pass the URI that "
-            f"`python -m tasks.{stages[0]}` prints (or the {stages[0]} task's result)"
+            f"`python -m tasks.{STAGE_MODULES.get(stages[0], stages[0])}` prints (or the {stages[0]} task's result)"
         )
     if manifest.env_id != env_id:
         raise InputArtifactError(

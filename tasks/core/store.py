@@ -222,10 +222,16 @@ class ArtifactStore:
             if hasattr(self.fs, "invalidate_cache"):  # s3fs caches listings: a retry must not read a stale one
                 self.fs.invalidate_cache()
 
+        backoff = tenacity.wait_exponential(multiplier=0.5, min=0.5, max=15.0)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            # the last wait ends at the window, then one last try: a window of N s gives up after N s, not N + 15
+            return min(backoff(state), max(0.0, self.retry_window - state.seconds_since_start))
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             stop=tenacity.stop_after_delay(self.retry_window),
-            wait=tenacity.wait_exponential(multiplier=0.5, min=0.5, max=15.0),
+            wait=wait,
             before_sleep=before_sleep,
         )
         try:

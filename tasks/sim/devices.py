@@ -34,14 +34,21 @@ def resolve_device(device: str) -> str:
 
 
 def lavapipe_icd() -> Path | None:
-    """Mesa lavapipe's Vulkan ICD (software rendering), where tools/setup_system.sh puts it; None when absent."""
-    icd = Path(os.environ.get("PIPELINE_LAVAPIPE_ICD", str(LAVAPIPE_ICD)))
-    return icd if icd.is_file() else None
+    """Mesa lavapipe's Vulkan ICD (software rendering); None when absent. Looked for in PIPELINE_LAVAPIPE_ICD, then in
+    VK_ICD_FILENAMES when that names lavapipe (an image that installed this package as a wheel has no source tree:
+    its Mesa is wherever the image put it), then where tools/setup_system.sh puts it in a checkout."""
+    chosen = os.environ.get("PIPELINE_LAVAPIPE_ICD")
+    if chosen:
+        return Path(chosen) if Path(chosen).is_file() else None
+    for name in filter(None, os.environ.get("VK_ICD_FILENAMES", "").split(os.pathsep)):
+        if "lvp" in Path(name).name and Path(name).is_file():
+            return Path(name)
+    return LAVAPIPE_ICD if LAVAPIPE_ICD.is_file() else None
 
 
 LAVAPIPE_MISSING = (
     "software Vulkan driver (Mesa lavapipe) not found; run tools/setup_system.sh (installs it from "
-    "bookworm-backports) or set PIPELINE_LAVAPIPE_ICD"
+    "bookworm-backports) or set PIPELINE_LAVAPIPE_ICD to its lvp_icd.json"
 )
 
 
@@ -58,7 +65,14 @@ def require_lavapipe(error: type[Exception] = RuntimeError, message: str = LAVAP
     return icd
 
 
-def ensure_software_vulkan(render_backend: str = "cpu") -> None:
+EVAL_LAVAPIPE_MISSING = (
+    "the training frames were rendered on the CPU (render_backend='cpu'), and evaluation renders like them, but the "
+    "software Vulkan driver is missing: run tools/setup_system.sh on this worker (Mesa lavapipe from "
+    "bookworm-backports), or set device=gpu to render the rollout on the GPU (a different protocol)"
+)
+
+
+def ensure_software_vulkan(render_backend: str = "cpu", missing: str = EVAL_LAVAPIPE_MISSING) -> None:
     """CPU rendering needs Mesa lavapipe, also on a GPU worker: point Vulkan at it before SAPIEN starts.
 
     Why one place: every env made in this process (the spec probe, an eval env, the eval workers, which inherit it)
@@ -66,11 +80,5 @@ def ensure_software_vulkan(render_backend: str = "cpu") -> None:
     """
     if render_backend != "cpu" or os.environ.get("VK_ICD_FILENAMES"):
         return
-    icd = require_lavapipe(
-        ValueError,
-        "the training frames were rendered on the CPU (render_backend='cpu'), and "
-        "evaluation renders like them, but the software Vulkan driver is missing: run "
-        "tools/setup_system.sh on this worker (Mesa lavapipe from bookworm-backports), or set "
-        "device=gpu to render the rollout on the GPU (a different protocol)",
-    )
+    icd = require_lavapipe(ValueError, missing)
     os.environ["VK_ICD_FILENAMES"] = str(icd)

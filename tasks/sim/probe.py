@@ -42,13 +42,13 @@ def probed_env(
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the environments)
 
-    from tasks.sim.devices import ensure_software_vulkan
+    from tasks.sim.devices import LAVAPIPE_MISSING, ensure_software_vulkan
 
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k.endswith(("-v0", "-v1", "-v2")) and "Cube" in k)
         raise SpecError(f"{env_id!r} is not a registered ManiSkill env (e.g. {known[:6]}); check the id and version")
     kwargs = {"render_backend": "cpu", **(env_kwargs or {})}
-    ensure_software_vulkan(kwargs["render_backend"])
+    ensure_software_vulkan(kwargs["render_backend"], f"probing {env_id} renders on the CPU: {LAVAPIPE_MISSING}")
     try:
         env = gym.make(env_id, obs_mode="rgb", control_mode=control_mode, sim_backend="physx_cpu", num_envs=1, **kwargs)
     except (AssertionError, KeyError, NotImplementedError) as e:

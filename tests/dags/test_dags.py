@@ -549,7 +549,7 @@ def test_the_readme_users_dag_wires_the_installed_stage_tasks(sft_run, tmp_path)
     folder = tmp_path / "user_dags"
     folder.mkdir()
     (folder / "my_training_data.py").write_text(code)
-    bag = DagBag(dag_folder=str(folder), include_examples=False)
+    bag = DagBag(dag_folder=str(folder))
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags["my_training_data"]
     assert {t.task_id for t in dag.tasks} == {"resolve", "download", "shards", "render", "convert", "stats"}

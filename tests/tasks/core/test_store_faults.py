@@ -3,7 +3,7 @@ away for a short and a long while, and racing runs (docs/reliability.md, cases 1
 
 The stage under test is `download` (ManiSkill's motion planner, two PickCube demos, ~8 s), run as its
 own CLI process, so a kill is a real `kill -9` and the S3 traffic really crosses the network: the stage
-talks to moto's S3 server through `tests/faults.FlakyProxy`, which can be slowed down or taken away.
+talks to moto's S3 server through `tests/fixtures/faults.py's FlakyProxy`, which can be slowed down or taken away.
 """
 
 from __future__ import annotations
