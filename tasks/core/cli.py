@@ -29,7 +29,9 @@ def configure_logging() -> None:
     would bury it, and fill the log tail a failed render reports); unless logging is configured already."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("tasks").setLevel(logging.INFO)
+    # a stage run as `python -m tasks.<stage>` logs as `__main__`, not under `tasks`
+    for name in ("tasks", "__main__"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def first_paragraph(doc: str | None) -> str:
