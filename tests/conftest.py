@@ -26,6 +26,9 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT / "plugins"))
 # The tests run the demo profile (tiny preset, few demos); tests of the production profile ask for it by name.
 os.environ["PIPELINE_PROFILE"] = "demo"
+# LeRobot reads HF_LEROBOT_HOME once, when lerobot.constants is first imported (tasks.core.dataset imports it, so the
+# test modules do at collection): a private one for the session, set before that.
+os.environ["HF_LEROBOT_HOME"] = tempfile.mkdtemp(prefix="lerobot-home-")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +37,9 @@ def _offline_env(tmp_path_factory):
     if icd.is_file():
         os.environ.setdefault("VK_ICD_FILENAMES", str(icd))
     os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_LEROBOT_HOME"] = str(tmp_path_factory.mktemp("lerobot_home"))
+    from lerobot.constants import HF_LEROBOT_HOME
+
+    assert Path(os.environ["HF_LEROBOT_HOME"]) == HF_LEROBOT_HOME, "lerobot.constants was imported before conftest"
     os.environ["PIPELINE_WORK_DIR"] = str(tmp_path_factory.mktemp("work"))
     os.environ.setdefault("WANDB_MODE", "offline")
     # openpi's tokenizer cache, private to the test session and seeded with the offline stand-in
