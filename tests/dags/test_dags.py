@@ -535,7 +535,7 @@ def test_the_rollback_dag_moves_latest_and_names_its_run(dagbag, tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.train
-def test_the_readme_users_dag_wires_the_installed_stage_tasks(sft_run, tmp_path):
+def test_the_readme_users_dag_wires_the_installed_stage_tasks(sft_run, tmp_path, monkeypatch):
     """README's example of a user's own DAG, as printed there, built from the installed package's task functions:
     it parses, runs under dag.test(), and with the SFT run's settings and store every stage it wires is a cache hit
     on that run's artifacts (same inputs, same keys)."""
@@ -549,6 +549,14 @@ def test_the_readme_users_dag_wires_the_installed_stage_tasks(sft_run, tmp_path)
     folder = tmp_path / "user_dags"
     folder.mkdir()
     (folder / "my_training_data.py").write_text(code)
+    # dag.test() runs what the metadata DB holds, synced from the configured DAG bundles: the user's folder is one more
+    # (as a deployment would add it), beside the project's dags/ (Airflow's default bundle, the dags folder).
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    bundles = [
+        {"name": "dags-folder", "classpath": local, "kwargs": {}},
+        {"name": "user-dags", "classpath": local, "kwargs": {"path": str(folder)}},
+    ]
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
     bag = DagBag(dag_folder=str(folder))
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags["my_training_data"]
