@@ -13,7 +13,7 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
 import tasks.airflow_tasks as t
-from tasks.airflow_tasks.params import profile_doc, sft_params
+from tasks.airflow_tasks.params import profile_doc, run_params
 
 RETRAIN_CRON = os.environ.get("PIPELINE_RETRAIN_CRON", "0 3 * * 0")  # Sundays 03:00 UTC
 
@@ -48,7 +48,7 @@ has a **Run report** link). `resolve` builds the run config first; the other tas
     max_active_runs=4,
     tags=["maniskill", "openpi", "lerobot", "pi0"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "retry_exponential_backoff": True},
-    params=sft_params(),
+    params=run_params(),
     doc_md=DOC,
 )
 def maniskill_openpi_sft():

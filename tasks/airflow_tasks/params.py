@@ -43,9 +43,6 @@ def run_params(profile: str | None = None) -> dict[str, Param]:
     return _params(profile)
 
 
-sft_params = run_params
-
-
 def profile_doc() -> str:
     """The DAG docs' profile section, generated from the run config so it cannot drift from it."""
     from tasks.core.run_config import DEMO_PROFILE, PROFILES

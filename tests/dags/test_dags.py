@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT
+from tests.fixtures.runs import SMALL_RUN_STAGES
 
 SFT = "maniskill_openpi_sft"
 BACKFILL = "maniskill_openpi_backfill"
@@ -137,11 +138,11 @@ def test_params_form_validates(dagbag):
 
 
 def test_production_form_defaults_reach_the_presets_steps_and_batch():
-    from tasks.airflow_tasks.params import resolve_run_config, sft_params
+    from tasks.airflow_tasks.params import resolve_run_config, run_params
     from tasks.core.run_config import RunConfig
     from tasks.train import openpi_train_config
 
-    form = {k: p.resolve() for k, p in sft_params("production").items()}
+    form = {k: p.resolve() for k, p in run_params("production").items()}
     assert form["preset"] == "lora" and form["steps"] is None and form["batch_size"] is None
     os.environ["PIPELINE_PROFILE"] = "production"
     try:
@@ -156,9 +157,9 @@ def test_production_form_defaults_reach_the_presets_steps_and_batch():
 def test_resolve_refuses_bad_combinations_and_typos_before_work():
     from airflow.sdk.exceptions import AirflowFailException
 
-    from tasks.airflow_tasks.params import resolve_run_config, sft_params
+    from tasks.airflow_tasks.params import resolve_run_config, run_params
 
-    defaults = {k: p.value for k, p in sft_params().items()}
+    defaults = {k: p.value for k, p in run_params().items()}
     # AirflowFailException: the task fails at once, without its retries
     with pytest.raises(AirflowFailException, match="match no released checkpoint"):
         resolve_run_config({**defaults, "pretrained_uri": "gs://openpi-assets/checkpoints/pi0_base/params"})
@@ -202,18 +203,7 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
     assert run.state == "success"
     stages = [s for _, s, _ in _manifests(store)]
     # 3 training demos in shards of 2 -> two train shards, plus the held-out shard
-    assert sorted(stages) == [
-        "convert",
-        "convert",
-        "download",
-        "render",
-        "render",
-        "render",
-        "select",
-        "stats",
-        "train",
-        "verify",
-    ]
+    assert sorted(stages) == SMALL_RUN_STAGES
     # 1 closed-loop episode of a 2-step tiny policy with no success threshold: verified "unchecked", not promoted
     xcoms = _run_xcoms(run.run_id)
     assert xcoms["verify"][0]["metrics"]["verdict"] == "unchecked" and xcoms["verify"][0]["metrics"]["harness"]["ok"]
@@ -373,18 +363,7 @@ def test_backfill_runs_only_the_new_tasks_stages(sft_run, dagbag, monkeypatch):
     assert bf.state == "success"
     new = set(_manifests(store)) - before
     assert {env for env, _, _ in new} == {"PushCube-v1"}
-    assert sorted(s for _, s, _ in new) == [
-        "convert",
-        "convert",
-        "download",
-        "render",
-        "render",
-        "render",
-        "select",
-        "stats",
-        "train",
-        "verify",
-    ]
+    assert sorted(s for _, s, _ in new) == SMALL_RUN_STAGES
     verified = [m for env, s, m in new if s == "verify"]
     assert len(verified) == 1 and not (store / "PushCube-v1" / "latest.json").exists()  # unchecked: not promoted
 

@@ -32,6 +32,7 @@ import pytest
 from tasks.core.store import ArtifactStore
 from tasks.maintenance import scan
 from tests.fixtures.deployment import CONN_ID, WANDB_CONN_ID, WANDB_KEY, recovery_settings
+from tests.fixtures.runs import SMALL_RUN_STAGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.sim, pytest.mark.train]
 DAG_ID = "maniskill_openpi_sft"
@@ -181,18 +182,7 @@ def test_the_run_succeeds_with_gpu_tasks_on_the_gpu_worker_and_every_stage_on_s3
     ]
     stages = sorted(k.split("/")[2] for k in keys if k.endswith("/manifest.json"))  # runs/<env>/<stage>/<key>/
     # one kept checkpoint (the demo profile): confirm is the verification already made, a cache hit
-    assert stages == [
-        "convert",
-        "convert",
-        "download",
-        "render",
-        "render",
-        "render",
-        "select",
-        "stats",
-        "train",
-        "verify",
-    ]
+    assert stages == SMALL_RUN_STAGES
     confirmed = next(t for t in run["tis"] if t["task_id"] == "confirm")
     assert dep.request(
         "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['run_id']}/taskInstances/confirm/xcomEntries/return_value"

@@ -44,10 +44,10 @@ import pendulum
 from airflow.sdk import dag, task
 
 from tasks.airflow_tasks import stage_tasks as t
-from tasks.airflow_tasks.params import sft_params
+from tasks.airflow_tasks.params import run_params
 
 
-@dag(dag_id="approval_tail", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), params=sft_params())
+@dag(dag_id="approval_tail", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), params=run_params())
 def approval_tail():
     @task(task_id="confirm")
     def confirm() -> dict:  # stands in for the selected checkpoint's verification: its result, published by the test
