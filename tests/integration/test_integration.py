@@ -227,3 +227,16 @@ def test_no_credentials_in_logs_xcom_or_manifests(deployment, faulted_run):
             data = s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()  # every object, binary too
             leaks += [o["Key"] for s in secrets if s in data]
     assert not leaks, f"secret found in: {leaks}"
+
+
+def test_stage_progress_reaches_the_task_logs(deployment, faulted_run):
+    """The stages log through `logging` (`tasks.*` loggers at INFO): on a Celery worker, Airflow's task log holds
+    their progress lines, as an operator reads them in the UI."""
+    logs = {
+        task: "".join(
+            p.read_text(errors="replace") for p in deployment.base.rglob("*.log") if f"task_id={task}" in str(p)
+        )
+        for task in ("train", "convert")
+    }
+    assert "[train] step" in logs["train"] and "[train] probe loss of the final weights" in logs["train"]
+    assert "[convert] published" in logs["convert"] or "[convert] cache hit" in logs["convert"]
