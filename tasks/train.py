@@ -35,8 +35,15 @@ from typing import Any
 
 from tasks.core import cli
 from tasks.core.checkpoints import CANDIDATES, checkpoint_dir_name, checkpoint_ref, final_step, split_checkpoint_ref
-from tasks.core.checks import GCS_HOST, MODEL_ACTION_DIM, check_norm_stats_widths, model_input_widths, unreachable
-from tasks.core.params import LATEST, TrainError, TrainParams, candidate_steps
+from tasks.core.checks import (
+    GCS_HOST,
+    MODEL_ACTION_DIM,
+    check_norm_stats_widths,
+    check_vision_tower,
+    model_input_widths,
+    unreachable,
+)
+from tasks.core.params import LATEST, PRESET_DEFAULTS, TrainError, TrainParams, candidate_steps
 from tasks.core.specs import get_spec
 from tasks.core.stage import StageResult, artifact_uri, require, run_stage
 from tasks.core.store import COMPLETE, ArtifactStore, Manifest, latest_uri
@@ -45,7 +52,9 @@ log = logging.getLogger(__name__)
 
 STAGE = "train"
 PROGRESS_STAGE = "train-progress"
-CODE_VERSION = "3"  # 3: held-out validation loss (the held-out dataset is a parent)
+# 4: the tiny preset's small vision tower (tiny artifacts of 3 hold So400m weights), warm-up scaled to the run;
+# 3: held-out validation loss (the held-out dataset is a parent)
+CODE_VERSION = "4"
 
 
 def link_dataset(dataset_dir: Path, repo_id: str) -> Path:
@@ -140,6 +149,13 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
             f"pretrained_uri {uri} is not a complete train artifact (no manifest.json): use a published "
             "train artifact's URI"
         )
+    check_vision_tower(
+        uri,
+        manifest.metrics,
+        PRESET_DEFAULTS[params.preset].vision_tower,
+        f"a warm start of the {params.preset} preset",
+        TrainError,
+    )
     parent_preset = manifest.params.get("preset")
     if (parent_preset == "tiny") != (params.preset == "tiny"):
         raise TrainError(
@@ -484,6 +500,7 @@ def run_training(
 
     from tasks.core.dataset import repo_id_for
     from tasks.policy.configs import uses_quantile_norm
+    from tasks.policy.tiny_model import vision_variant
     from tasks.policy.tokenizer import ensure_tokenizer
 
     spec = get_spec(params.env_id)
@@ -679,6 +696,10 @@ def run_training(
         "batch_size": config.batch_size,
         "action_horizon": params.action_horizon,
         "learning_rate": config.lr_schedule.peak_lr,
+        "warmup_steps": config.lr_schedule.warmup_steps,
+        "decay_steps": config.lr_schedule.decay_steps,
+        "decay_lr": config.lr_schedule.decay_lr,
+        "vision_tower": vision_variant(config.model),
         "ema_decay": config.ema_decay,
         "init": init,
         "from_scratch": not init_weights,

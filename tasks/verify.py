@@ -518,6 +518,10 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                     "final_loss",
                     "val_loss_final",
                     "batch_size",
+                    "learning_rate",
+                    "warmup_steps",
+                    "decay_steps",
+                    "vision_tower",
                     "init",
                 )
             },

@@ -4,6 +4,8 @@
   is wider cannot be fed to the model at all (`check_fits_model`; the train config, the stats and train stages).
 - The norm-stats widths: `norm_stats.json` must have the widths of the spec's state and actions (the manual
   workflow's 18-vs-7 bug) and fit the model (`check_norm_stats_widths`; the stats stage writes them, train reads them).
+- The vision tower: a checkpoint loads only into a model with the SigLIP tower it was trained with
+  (`check_vision_tower`; train's warm start, verify and serve).
 - The offline probe: a host that cannot be reached (Hugging Face, Google Cloud Storage) is found out in seconds
   (`unreachable`), not after a download hangs (download's hub source, train's gs:// weights, the tokenizer).
 
@@ -89,6 +91,29 @@ def check_norm_stats_widths(
                 mismatch.format(key=key, got=got, expected=width, env_id=env_id, field=SPEC_FIELD.get(key, key))
             )
         check_fits_model(env_id, {key: got}, model_dim, error=error)
+
+
+# What a train artifact that does not record its tower was trained with: openpi's Pi0 (So400m/14) built every preset
+# until the tiny preset got a small tower (train stage code version 4).
+UNRECORDED_VISION_TOWER = "So400m/14"
+
+
+def recorded_vision_tower(train_metrics: Mapping) -> str:
+    """The SigLIP variant a train artifact's weights were trained with (its manifest's metrics)."""
+    return train_metrics.get("vision_tower") or UNRECORDED_VISION_TOWER
+
+
+def check_vision_tower(
+    checkpoint: str, train_metrics: Mapping, expected: str, use: str, error: type[Exception]
+) -> None:
+    """Refuses to load `checkpoint` into a model whose vision tower differs from the one it was trained with (a shape
+    mismatch deep in openpi's loader otherwise, or worse, a tower silently left at random initialisation)."""
+    recorded = recorded_vision_tower(train_metrics)
+    if recorded != expected:
+        raise error(
+            f"{checkpoint} was trained with the SigLIP {recorded} vision tower, but {use} builds {expected}: its "
+            "weights do not fit. Train a new checkpoint with the current code (or start this one from scratch)"
+        )
 
 
 def unreachable(host: str, port: int = 443, timeout_s: float = 5.0) -> OSError | None:

@@ -41,17 +41,51 @@ LATEST = "latest"  # pretrained_uri: the task's promoted checkpoint
 # ---- configs -------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class PresetDefaults:
-    batch_size: int
-    num_train_steps: int
-    peak_lr: float
-    warmup_steps: int
+    batch_size: int  # openpi's fine-tuning batch (tiny: what a CPU test affords)
+    num_train_steps: int  # the run length when `steps` is left 0
+    peak_lr: float  # the cosine schedule's peak; it decays to a tenth of it over the run
+    # SigLIP variant of pi0's vision tower ("<size>/<patch>"). openpi's Pi0 hard-codes So400m/14; the tiny preset builds
+    # a small one (tasks/policy/tiny_model.py). A checkpoint loads only into a model with the tower it was trained with.
+    vision_tower: str = "So400m/14"
 
 
 PRESET_DEFAULTS = {
-    "tiny": PresetDefaults(batch_size=1, num_train_steps=4, peak_lr=1e-3, warmup_steps=1),
-    "lora": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
-    "full": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5, warmup_steps=1_000),
+    # mu/28: one layer of width 32, 8x8 patches per 224-px camera; 0.13 s a training step at batch 1 on 2 cores
+    # against 4.3 s with So400m/14 frozen (docs/benchmarks.md, "Tiny model"). Trained with the rest of the model.
+    "tiny": PresetDefaults(batch_size=1, num_train_steps=4, peak_lr=1e-3, vision_tower="mu/28"),
+    "lora": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5),
+    "full": PresetDefaults(batch_size=32, num_train_steps=30_000, peak_lr=2.5e-5),
 }
+
+
+# openpi's fine-tuning recipe warms the learning rate up over 1 000 of its 30 000 steps; a run of any length keeps that
+# proportion, at least one step and at most openpi's 1 000, so that the cosine decay always has steps left after the
+# warm-up (optax refuses a schedule whose decay is empty: a 500-step LoRA run used to crash on the GPU worker).
+WARMUP_FRACTION = 1_000 / 30_000
+MAX_WARMUP_STEPS = 1_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LrSchedule:
+    warmup_steps: int  # linear warm-up from 0 to the peak
+    decay_steps: int  # the cosine's end (openpi's CosineDecaySchedule counts the warm-up in it)
+    peak_lr: float
+    decay_lr: float  # the learning rate at decay_steps and after
+
+
+def lr_schedule(preset: str, steps: int, peak_lr: float = 0.0) -> LrSchedule:
+    """The learning-rate schedule of a run of `steps` steps (0: the preset's default length), checked as optax checks
+    it (decay_steps > warmup_steps), before any work."""
+    steps = steps or PRESET_DEFAULTS[preset].num_train_steps
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    warmup = min(MAX_WARMUP_STEPS, max(1, round(steps * WARMUP_FRACTION)))
+    decay = max(steps, warmup + 1)
+    peak = peak_lr or PRESET_DEFAULTS[preset].peak_lr
+    schedule = LrSchedule(warmup_steps=warmup, decay_steps=decay, peak_lr=peak, decay_lr=peak / 10)
+    if not 0 < schedule.warmup_steps < schedule.decay_steps:
+        raise ValueError(f"bad learning-rate schedule for {steps} steps: {schedule}")
+    return schedule
 
 
 # ---- download ------------------------------------------------------------------------------------------------------
@@ -226,6 +260,7 @@ class TrainParams:
             raise ValueError(f"learning_rate must be within [0, 1), got {self.learning_rate}")
         if self.save_interval < 0 or self.log_interval < 1 or self.keep_period < 0:
             raise ValueError("save_interval and keep_period must be >= 0 and log_interval >= 1")
+        self.lr_schedule()  # the optimizer's schedule, checked here rather than when the GPU worker builds it
         if self.val_interval < 0 or not 1 <= self.val_batches <= 1000:
             raise ValueError("val_interval must be >= 0 (0: off) and val_batches 1..1000")
         if not 1 <= self.fsdp_devices <= 512:
@@ -270,6 +305,10 @@ class TrainParams:
     def resolved_steps(self) -> int:
         """`steps`, or the preset's default when 0."""
         return self.steps or PRESET_DEFAULTS[self.preset].num_train_steps
+
+    def lr_schedule(self) -> LrSchedule:
+        """The learning-rate schedule this run trains with (warm-up and decay scaled to its length)."""
+        return lr_schedule(self.preset, self.resolved_steps(), self.learning_rate)
 
     def weights_uri(self) -> str:
         """pretrained_uri with 'base' spelled out as the family's released checkpoint."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks.core.checks import check_vision_tower
+from tasks.core.params import PRESET_DEFAULTS
 from tasks.core.specs import TaskSpec
 from tasks.core.store import Manifest
 
@@ -26,6 +28,13 @@ def load_policy(spec: TaskSpec, train_manifest: Manifest, checkpoint_dir: Path):
             f"{train_manifest.uri} is a {p['preset']} checkpoint, but openpi's tokenizer cache holds the "
             "offline stand-in: point OPENPI_DATA_HOME at a cache with the real PaliGemma tokenizer"
         )
+    check_vision_tower(
+        train_manifest.uri,
+        train_manifest.metrics,
+        PRESET_DEFAULTS[p["preset"]].vision_tower,
+        f"the {p['preset']} preset",
+        PolicyLoadError,
+    )
     config = for_task(
         spec.env_id,
         p["preset"],

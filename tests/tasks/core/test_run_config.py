@@ -148,3 +148,33 @@ def test_a_deployment_that_requires_approval_cannot_be_switched_off_by_a_run(mon
     config = RunConfig.build({"require_approval": False}, profile="production")
     assert config.promote_params(actor="a").require_approval
     assert RunConfig.build(profile="production").require_approval  # and the form shows it on
+
+
+@pytest.mark.parametrize("preset", ["tiny", "lora", "full"])
+def test_every_step_count_gives_a_schedule_optax_accepts(preset):
+    """A 500-step LoRA run used to reach the GPU worker and crash in optax (warm-up 1000 = decay steps). The warm-up
+    now scales with the run (openpi's 1000 of 30000, at least 1, at most 1000), resolved and checked with the run
+    config, and openpi's own schedule is built and evaluated over the whole run."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from tasks.core.params import PRESET_DEFAULTS
+
+    default = PRESET_DEFAULTS[preset].num_train_steps
+    for steps in sorted({1, 2, 29, 30, 31, 999, 1000, 1001, 29_999, 30_000, 30_001, 100_000, default}):
+        config = RunConfig.build(
+            {"preset": preset, "steps": steps, "pretrained_uri": "" if preset == "tiny" else BASE},
+            profile="production",
+        )
+        expected = config.train_params().lr_schedule()
+        train = openpi_train_config(config.train_params())
+        assert train.lr_schedule.warmup_steps == expected.warmup_steps == min(1000, max(1, round(steps / 30)))
+        assert 0 < train.lr_schedule.warmup_steps < train.lr_schedule.decay_steps
+        assert train.lr_schedule.decay_steps == max(steps, 2)
+        schedule = train.lr_schedule.create()  # optax's warmup_cosine_decay_schedule: raises on an empty decay
+        lrs = np.asarray([schedule(jnp.asarray(s)) for s in (0, expected.warmup_steps, steps)])
+        assert np.isfinite(lrs).all()
+        np.testing.assert_allclose(lrs[1], train.lr_schedule.peak_lr, rtol=1e-5)  # the peak is reached
+        assert lrs[2] <= lrs[1]
+    # the default run keeps openpi's recipe exactly
+    assert RunConfig.build(profile="production").train_params().lr_schedule().warmup_steps == 1000

@@ -1,5 +1,6 @@
 """The sibling TrainConfig registry: one openpi TrainConfig per (task, preset), built from the TaskSpec."""
 
+import flax.nnx as nnx
 import pytest
 from openpi.models import pi0_config
 
@@ -29,7 +30,8 @@ def test_tiny_preset_is_small_and_trains_from_scratch():
     config = for_task("PickCube-v1", "tiny", action_horizon=8)
     assert config.model.paligemma_variant == "dummy" and config.model.action_expert_variant == "dummy"
     assert config.model.action_horizon == 8 and config.ema_decay is None
-    assert "img" in repr(config.freeze_filter)  # the vision tower is frozen
+    assert config.model.vision_variant == "mu/28"  # the small SigLIP tower (tests/tasks/policy/test_tiny_model.py)
+    assert isinstance(config.freeze_filter, nnx.filterlib.Nothing)  # every weight trains, the tower too
     assert type(config.weight_loader).__name__ == "NoOpWeightLoader"
 
 
