@@ -11,3 +11,4 @@ python -m bench.bench_memory
 python -m bench.bench_overhead 4
 python -m bench.bench_train 16 5
 python -m bench.bench_eval 8 8 2 50
+python -m bench.bench_tiny_model 8 5 So400m/14:frozen S/32:trained Ti/28:trained mu/16:trained mu/28:frozen mu/32:trained mu/28:trained

@@ -450,6 +450,18 @@ class RunConfig:
                 "kept checkpoints would have no validation loss to break ties between equal success "
                 "rates. Use a multiple (openpi's keep_period 5000 with val_interval 1000), or val_interval=0"
             )
+        if self.holdout_count >= self.demo_count:
+            raise ConfigError(
+                f"holdout_count={self.holdout_count} is not below demo_count={self.demo_count}: as many demos or "
+                "more would be planned and rendered for the held-out checks as for training (a swapped pair of "
+                "numbers, most likely). Raise demo_count or lower holdout_count"
+            )
+        if self.min_success_rate and not self.eval_episodes:
+            raise ConfigError(
+                f"min_success_rate={self.min_success_rate} with eval_episodes=0: no closed-loop episode would be "
+                "played, so the threshold could never be checked. Set eval_episodes (50 gives about +-14 points) "
+                "or min_success_rate=0"
+            )
         # every stage's own checks, before any work starts
         self.download_params().validate()
         self.render_params().validate()
@@ -614,10 +626,14 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
                 return value.lower() in ("true", "1")
             return bool(value)
         if base is int:
+            if isinstance(value, bool):  # int(True) == 1: a "true" where a count is asked is a mistake, not a 1
+                raise ValueError(value)
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
         if base is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         return str(value)
     except (TypeError, ValueError):

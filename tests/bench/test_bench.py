@@ -50,6 +50,7 @@ def run_bench(name: str, *args: int, out) -> list[dict]:
         pytest.param("bench_convert", (2,), "P2 convert", marks=pytest.mark.bench),
         pytest.param("bench_stats", (2,), "P3 norm stats", marks=pytest.mark.bench),
         pytest.param("bench_train", (2, 1), "P6 training throughput", marks=pytest.mark.bench),
+        pytest.param("bench_tiny_model", (1, 1), "T1 tiny model", marks=pytest.mark.bench),
         # evaluates bench_train's checkpoint when that ran first, else trains a one-step one itself
         pytest.param(
             "bench_eval", (3, 2, 2, 5), "P7 closed-loop evaluation", marks=[pytest.mark.bench, pytest.mark.train]

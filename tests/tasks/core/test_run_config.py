@@ -178,3 +178,15 @@ def test_every_step_count_gives_a_schedule_optax_accepts(preset):
         assert lrs[2] <= lrs[1]
     # the default run keeps openpi's recipe exactly
     assert RunConfig.build(profile="production").train_params().lr_schedule().warmup_steps == 1000
+
+
+def test_settings_that_would_fail_hours_later_or_pass_silently_are_refused_when_built():
+    with pytest.raises(ConfigError, match="holdout_count=20 is not below demo_count=20"):
+        RunConfig.build({"demo_count": 20, "holdout_count": 20}, profile="production")
+    with pytest.raises(ConfigError, match="demo_count=True is not a valid int"):
+        RunConfig.build({"demo_count": True}, profile="production")
+    with pytest.raises(ConfigError, match="min_success_rate=False is not a valid float"):
+        RunConfig.build({"min_success_rate": False}, profile="production")
+    with pytest.raises(ConfigError, match="eval_episodes=0"):
+        RunConfig.build({"eval_episodes": 0, "min_success_rate": 0.2}, profile="production")
+    assert RunConfig.build({"eval_episodes": 0, "min_success_rate": 0}, profile="production").eval_episodes == 0
