@@ -528,6 +528,11 @@ def run_training(
         )
     if config.batch_size % jax.device_count():
         raise TrainError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
+    check_backend(params, jax.default_backend())
+    log.info(
+        f"[train] JAX backend {jax.default_backend()}: {jax.device_count()} device(s), "
+        f"{', '.join(sorted({d.device_kind for d in jax.devices()}))}"
+    )
     init = init_description(init_weights, from_artifact=init_params_dir is not None)
     log.info(f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size}")
     enable_compilation_cache(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax")))
@@ -626,7 +631,8 @@ def run_training(
         log_file.flush()
         log.info(
             f"[train] step {record['step']}/{config.num_train_steps} loss={record['loss']:.4f} "
-            f"grad_norm={record['grad_norm']:.3f} step_time={dt:.3f}s"
+            f"grad_norm={record['grad_norm']:.3f} step_time={dt:.3f}s "
+            f"ETA {format_eta((config.num_train_steps - record['step']) * dt)}"
         )
         if wandb_run is not None:
             for (step, _), info in zip(pending, host):
@@ -736,6 +742,22 @@ def keep_candidate(saved: Path, out: Path, step: int) -> None:
         ignore=shutil.ignore_patterns("train_state", "train_log.jsonl"),
         dirs_exist_ok=True,
     )
+
+
+def check_backend(params: TrainParams, backend: str) -> None:
+    """lora and full on a CPU backend: a GPU worker whose JAX fell back to the CPU (no CUDA wheel, no device)."""
+    if params.preset != "tiny" and backend == "cpu" and not params.allow_cpu:
+        raise TrainError(
+            f"preset {params.preset} would train on JAX's CPU backend: this worker's JAX sees no GPU (check "
+            "`python -c 'import jax; print(jax.devices())'` on the worker: the CUDA jaxlib and the NVIDIA runtime must "
+            "be there), and a real-size step takes minutes on a CPU. Run it on the gpu queue's worker, or set "
+            "allow_cpu=true if a CPU run is really meant"
+        )
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def init_description(init_weights: str, from_artifact: bool) -> str:

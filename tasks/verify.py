@@ -277,6 +277,24 @@ class DemoReplayPolicy:
         return {"actions": chunk}
 
 
+class EpisodeProgress:
+    """Logs each closed-loop episode as it ends: its seed and outcome, the running success rate and an ETA."""
+
+    def __init__(self, total: int, t0: float):
+        self.total, self.t0, self.done, self.successes = total, t0, 0, 0
+
+    def __call__(self, index: int, episode: dict[str, Any]) -> None:
+        self.done += 1
+        self.successes += bool(episode["success_once"])
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        outcome = f"success at step {episode['steps_to_success']}" if episode["success_once"] else "no success"
+        log.info(
+            f"[verify] episode {self.done}/{self.total} (seed {episode['seed']}): {outcome}, {episode['steps']} steps; "
+            f"success so far {self.successes}/{self.done} ({self.successes / self.done:.0%}); ETA {eta:.0f} s"
+        )
+
+
 # ---- the harness ------------------------------------------------------------------------------------------------------
 def holdout_demo_actions(holdout_dir: Path, sources: EvalSources) -> list[np.ndarray]:
     """Each held-out dataset episode's actions (what the policy was taught to output), checked against the render."""
@@ -472,6 +490,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                     [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
                     protocol.execute_steps,
                     rollout_frames,
+                    on_episode=EpisodeProgress(params.episodes, t_rollout),
                 )
                 rollout_s = time.monotonic() - t_rollout
                 log.info(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")

@@ -205,7 +205,15 @@ class StatsParams:
 # ---- train ---------------------------------------------------------------------------------------------------------
 # Fields that change how the run is executed or observed, not what it produces: not part of the cache key.
 # Not part of the key: where and how the same training runs (sharding over devices included), not what it learns.
-RUNTIME_FIELDS = ("wandb", "wandb_project", "xla_mem_fraction", "num_workers", "log_interval", "fsdp_devices")
+RUNTIME_FIELDS = (
+    "wandb",
+    "wandb_project",
+    "xla_mem_fraction",
+    "num_workers",
+    "log_interval",
+    "fsdp_devices",
+    "allow_cpu",
+)
 
 
 class TrainError(ValueError):
@@ -240,6 +248,9 @@ class TrainParams:
     val_batches: int = 4  # held-out batches per validation, the same ones each time (fixed noise: comparable)
     # openpi's fsdp_devices: shard parameters and optimizer state over this many devices (1: data parallel only).
     fsdp_devices: int = 1
+    # lora/full on a JAX CPU backend (a GPU worker whose JAX cannot see the GPU): refused unless this is set, since
+    # a real-size step takes minutes there and the run would look alive for days.
+    allow_cpu: bool = False
 
     def validate(self) -> None:
         get_spec(self.env_id)

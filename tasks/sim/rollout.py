@@ -266,12 +266,13 @@ def run_episodes(
     episodes: Sequence[Episode],
     execute_steps: int,
     frames: list | None = None,
+    on_episode: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Plays `episodes` on `envs`; `chunks(episode indices, inputs)` returns one action chunk per asking episode.
 
     Returns, per episode in the given order, ManiSkill's `success_once` / `success_at_end`, the first success's
     step, the steps played and the seconds from reset to end. `frames`: the first episode's first four
-    observation images (for the report).
+    observation images (for the report). `on_episode(index, result)`: called as each episode ends (progress logs).
     """
     results: list[dict[str, Any] | None] = [None] * len(episodes)
     queue = collections.deque(enumerate(episodes))
@@ -315,6 +316,8 @@ def run_episodes(
                     "steps": run.steps,
                     "seconds": round(time.monotonic() - run.t0, 2),
                 }
+                if on_episode is not None:
+                    on_episode(run.index, results[run.index])
                 finished.append(slot)
         for slot in finished:
             del running[slot]

@@ -271,7 +271,7 @@ def test_a_promoted_kept_checkpoint_is_what_latest_serves_and_warm_starts_from(t
     """latest names the train artifact and the step: serve and `pretrained_uri=latest` load step 1, not the final."""
     from tasks.core.checkpoints import fetch_checkpoint
     from tasks.policy.loading import load_policy
-    from tasks.serve import resolve_checkpoint
+    from tasks.serve import resolve_checkpoint, served_protocol
     from tasks.train import resolve_initial_weights
 
     store = ArtifactStore(data["root"])
@@ -288,6 +288,16 @@ def test_a_promoted_kept_checkpoint_is_what_latest_serves_and_warm_starts_from(t
         assert latest["checkpoint"] == trained.uri and latest["step"] == 1
         ref = resolve_checkpoint(store, ENV_ID, None)
         assert ref == f"{trained.uri}@1"
+        # the server publishes how latest was verified: a client replans as verify did, on frames rendered alike
+        protocol = served_protocol(store, ENV_ID, ref)
+        assert protocol["verification"] == passed.uri and protocol["verdict"] == "passed"
+        assert protocol["replan_interval"] == HORIZON // 2 and protocol["max_steps"] > 0
+        assert (
+            protocol["env_kwargs"]["sensor_configs"] == {"shader_pack": "default"} and protocol["camera_size"] is None
+        )
+        assert served_protocol(store, ENV_ID, trained.uri) is None  # the final checkpoint was not what got verified
+        with pytest.raises(ValueError, match="not the served"):
+            served_protocol(store, ENV_ID, trained.uri, verification=passed.uri)
         weights, parent = resolve_initial_weights(TrainParams(env_id=ENV_ID, pretrained_uri="latest"), store)
         assert weights == ref and parent.uri == trained.uri
         manifest, ckpt = fetch_checkpoint(store, ref, tmp_path)
@@ -408,6 +418,16 @@ def test_real_presets_refuse_the_offline_tokenizer_and_unreachable_weights(data,
             TrainParams(
                 env_id=ENV_ID, preset="lora", steps=1, pretrained_uri="gs://openpi-assets/checkpoints/pi0_base/params"
             ),
+            root=data["root"],
+            dataset=data["dataset"],
+            stats=data["stats"],
+        )
+    assert time.monotonic() - t0 < 30
+    # Weights within reach (none: full from scratch) on a worker whose JAX sees no GPU: refused before compiling.
+    t0 = time.monotonic()
+    with pytest.raises(TrainError, match="would train on JAX's CPU backend"):
+        train(
+            TrainParams(env_id=ENV_ID, preset="full", steps=1, from_scratch=True),
             root=data["root"],
             dataset=data["dataset"],
             stats=data["stats"],
