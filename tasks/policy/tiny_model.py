@@ -43,7 +43,7 @@ def _forcing_siglip(variant: str) -> types.ModuleType:
 @dataclasses.dataclass(frozen=True)
 class SmallTowerPi0Config(pi0_config.Pi0Config):
     # SigLIP variant of the vision tower, in big_vision's "<size>/<patch>" form (`openpi.models.siglip.decode_variant`).
-    vision_variant: str = "mu/32"
+    vision_variant: str = "mu/28"  # the tiny preset's (tasks/core/params.py PRESET_DEFAULTS sets it explicitly)
 
     def create(self, rng):
         import flax.nnx as nnx
