@@ -8,8 +8,9 @@ stats artifact as norm stats), `optimizer`, `sharding` and `checkpoints` (orbax,
 - Progress goes to the task log: one line per `log_interval` steps with loss, grad norm and step time.
 - W&B: off by default; when on, offline unless `WANDB_MODE=online` (and `WANDB_API_KEY`) is set.
 - Resume: each checkpoint is also uploaded under `<root>/<env>/train-progress/<key>/<step>/` (a
-  `COMPLETE.json` marker written last). A rerun with the same inputs (Airflow retry, another worker)
-  restores the newest complete one and continues at its step; the progress is deleted once the final
+  `COMPLETE.json` marker written last), in the background while training goes on, and the resume points it
+  supersedes are deleted (`tasks/core/resume_points.py`). A rerun with the same inputs (Airflow retry, another
+  worker) restores the newest complete one and continues at its step; the progress is deleted once the final
   artifact is published.
 - The artifact: `checkpoint/` (`params/`, `assets/<env_id>/norm_stats.json`, `train_state/`),
   `train_log.jsonl` (per-step loss and timings) and `train_summary.json`.
@@ -22,6 +23,7 @@ stats artifact as norm stats), `optimizer`, `sharding` and `checkpoints` (orbax,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -44,6 +46,7 @@ from tasks.core.checks import (
     unreachable,
 )
 from tasks.core.params import LATEST, PRESET_DEFAULTS, TrainError, TrainParams, candidate_steps
+from tasks.core.resume_points import ResumePoints
 from tasks.core.specs import get_spec
 from tasks.core.stage import StageResult, artifact_uri, require, run_stage
 from tasks.core.store import COMPLETE, ArtifactStore, Manifest, latest_uri
@@ -416,11 +419,13 @@ def openpi_train_config(
     assets_dir: Path | None = None,
     checkpoint_base_dir: Path = Path("./checkpoints"),
     weights_path: str | None = None,
+    frames: int | None = None,
 ):
     """The openpi TrainConfig these params train with: the preset's defaults where the params leave 0.
 
     `weights_path`: the local or remote params directory the initial weights load from (default: the params'
-    pretrained_uri as given, for inspection; training passes the resolved one).
+    pretrained_uri as given, for inspection; training passes the resolved one). `frames`: the training set's size,
+    which the default run length of lora/full follows (`TrainParams.resolved_steps`).
     """
     from tasks.policy.configs import for_task
 
@@ -434,7 +439,7 @@ def openpi_train_config(
         exp_name="run",
         action_horizon=params.action_horizon,
         batch_size=params.batch_size or None,
-        num_train_steps=params.steps or None,
+        num_train_steps=params.resolved_steps(frames),
         peak_lr=params.learning_rate or None,
         pretrained_uri=params.weights_uri() if weights_path is None else weights_path,
         seed=params.seed,
@@ -514,13 +519,16 @@ def run_training(
     repo_id = repo_id_for(spec.env_id, dataset_key)
     link_dataset(dataset_dir, repo_id)
     weights_path = str(init_params_dir) if init_params_dir else init_weights.removeprefix("file://")
+    frames = json.loads((Path(dataset_dir) / "meta" / "info.json").read_text())["total_frames"]
     config = openpi_train_config(
         params,
         repo_id=repo_id,
         assets_dir=assets,
         checkpoint_base_dir=scratch / "checkpoints",
         weights_path=weights_path,
+        frames=frames,
     )
+    keep_period = params.resolved_keep_period(config.num_train_steps)
     if jax.device_count() % config.fsdp_devices:
         raise TrainError(
             f"fsdp_devices={config.fsdp_devices} does not divide the {jax.device_count()} devices this worker "
@@ -534,7 +542,11 @@ def run_training(
         f"{', '.join(sorted({d.device_kind for d in jax.devices()}))}"
     )
     init = init_description(init_weights, from_artifact=init_params_dir is not None)
-    log.info(f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size}")
+    log.info(
+        f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size} "
+        f"({params.steps_source(frames)}; {config.num_train_steps * config.batch_size / frames:.1f} epochs of "
+        f"{frames} frames), checkpoints kept every {keep_period or '-'} steps"
+    )
     enable_compilation_cache(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax")))
 
     # Resume point: the newest complete checkpoint uploaded by an earlier attempt.
@@ -641,39 +653,57 @@ def run_training(
                 )
         pending.clear()
 
-    with open(log_path, "a") as log_file:
-        for step in range(start, config.num_train_steps):
-            with sharding.set_mesh(loop.mesh):
-                state, info = step_fn(train_rng, state, batch)
-            pending.append((step + 1, info))
-            last_step = step + 1 == config.num_train_steps
-            if not last_step:
-                batch = next(batches)  # the step runs on the device meanwhile (JAX dispatches asynchronously)
-            kept = bool(params.keep_period) and (step + 1) % params.keep_period == 0 and not last_step
-            save = (step + 1) % config.save_interval == 0 or last_step or kept
-            if (step + 1) % config.log_interval == 0 or save:
-                flush(log_file)
-            if val_batches and ((step + 1) % params.val_interval == 0 or last_step):
-                validate(step + 1, log_file)
-                t_mark = time.monotonic()  # validation time is not step time
-            if save:
-                _checkpoints.save_state(manager, state, data_loader, step + 1)
-                manager.wait_until_finished()
-                saved = ckpt_dir / str(step + 1)
-                shutil.copyfile(log_path, saved / "train_log.jsonl")
-                store.put_tree(
-                    saved,
-                    f"{progress_uri}/{step + 1}",
-                    {
-                        "step": step + 1,
-                        "wandb_id": wandb_run.id if wandb_run is not None else None,
-                        "saved_at": time.time(),
-                    },
-                )  # the maintenance sweep ages resume points by it
-                log.info(f"[train] checkpoint at step {step + 1} saved ({dir_size_mb(saved):.0f} MB)")
-                if kept:
-                    keep_candidate(saved, out, step + 1)
-                t_mark = time.monotonic()  # checkpoint time is not step time
+    # Resume points upload in a background thread while the next steps run (tasks/core/resume_points.py).
+    resume_points = ResumePoints(
+        store, progress_uri, candidate_steps(params, config.num_train_steps), background=not params.upload_inline
+    )
+    save_blocking: list[float] = []  # per save: the seconds the loop stood still for it
+
+    def save_checkpoint(step: int, kept: bool) -> None:
+        """orbax's asynchronous save (the device-to-host copy blocks, the write does not), handed to the uploader."""
+        t0 = time.monotonic()
+        resume_points.wait()  # at most one upload in flight: this save lets orbax delete the previous checkpoint
+        _checkpoints.save_state(manager, state, data_loader, step)
+        log_snapshot = scratch / "log-at-save.jsonl"
+        shutil.copyfile(log_path, log_snapshot)  # the curve up to this step, stored with the checkpoint
+
+        def finished() -> Path:  # in the upload thread
+            manager.wait_until_finished()
+            saved = ckpt_dir / str(step)
+            shutil.move(log_snapshot, saved / "train_log.jsonl")
+            if kept:
+                keep_candidate(saved, out, step)
+            log.info(f"[train] checkpoint at step {step} written ({dir_size_mb(saved):.0f} MB)")
+            return saved
+
+        marker = {"step": step, "wandb_id": wandb_run.id if wandb_run is not None else None, "saved_at": time.time()}
+        resume_points.submit(step, finished, marker)  # saved_at: the maintenance sweep ages resume points by it
+        save_blocking.append(time.monotonic() - t0)
+
+    try:
+        with open(log_path, "a") as log_file:
+            for step in range(start, config.num_train_steps):
+                with sharding.set_mesh(loop.mesh):
+                    state, info = step_fn(train_rng, state, batch)
+                pending.append((step + 1, info))
+                last_step = step + 1 == config.num_train_steps
+                if not last_step:
+                    batch = next(batches)  # the step runs on the device meanwhile (JAX dispatches asynchronously)
+                kept = bool(keep_period) and (step + 1) % keep_period == 0 and not last_step
+                save = (step + 1) % config.save_interval == 0 or last_step or kept
+                if (step + 1) % config.log_interval == 0 or save:
+                    flush(log_file)
+                if val_batches and ((step + 1) % params.val_interval == 0 or last_step):
+                    validate(step + 1, log_file)
+                    t_mark = time.monotonic()  # validation time is not step time
+                if save:
+                    save_checkpoint(step + 1, kept)
+                    t_mark = time.monotonic()  # the save's blocking time is counted apart (save_blocking_s)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the loop's own error is the one to report
+            resume_points.close()
+        raise
+    resume_points.close()  # the final checkpoint must be complete before it is copied; a failed upload raises
     with sharding.set_mesh(loop.mesh):
         final_probe = float(jax.device_get(probe_fn(state, probe_batch)))
     log.info(f"[train] probe loss of the final weights: {final_probe:.4f} (initial {init_probe:.4f})")
@@ -699,6 +729,9 @@ def run_training(
         "preset": params.preset,
         "normalization": "quantile (q01/q99)" if uses_quantile_norm(config.model) else "z-score (mean/std)",
         "steps": config.num_train_steps,
+        "steps_source": params.steps_source(frames),
+        "train_frames": frames,
+        "epochs": round(config.num_train_steps * config.batch_size / frames, 2),
         "batch_size": config.batch_size,
         "action_horizon": params.action_horizon,
         "learning_rate": config.lr_schedule.peak_lr,
@@ -724,8 +757,14 @@ def run_training(
         if intervals
         else None,
         "peak_rss_mb": round(peak_rss_mb()),
+        # What saving cost the loop: the median seconds it stood still per save, and the total time it waited for an
+        # earlier upload to finish (the part of the uploads that was not hidden behind training steps).
+        "save_blocking_s": round(float(np.median(save_blocking)), 3) if save_blocking else None,
+        "upload_wait_s": round(resume_points.waited_s, 3),
+        "resume_point_uploads": resume_points.uploaded,
+        "upload_inline": params.upload_inline,
         "checkpoint_mb": round(dir_size_mb(out / "checkpoint"), 1),
-        "keep_period": params.keep_period,
+        "keep_period": keep_period,
         "checkpoint_steps": [*candidates, config.num_train_steps],
         "device": jax.devices()[0].device_kind,
         "dataset_repo_id": repo_id,

@@ -534,6 +534,8 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                     "preset",
                     "normalization",
                     "steps",
+                    "steps_source",
+                    "epochs",
                     "final_loss",
                     "val_loss_final",
                     "batch_size",

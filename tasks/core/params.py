@@ -88,6 +88,27 @@ def lr_schedule(preset: str, steps: int, peak_lr: float = 0.0) -> LrSchedule:
     return schedule
 
 
+# The default run length of lora/full follows the training set: openpi's recipes pass over their data ~3.5 times
+# (pi0_libero: 30k steps x 32 of LIBERO's ~270k frames) to ~32 times (pi0_aloha_sim: 20k x 32 of its ~20k frames of 50
+# sim demos); LeRobot's ACT recipe on the same ALOHA sim data makes ~40. Our demos are like ALOHA sim's (one simulated
+# task, tens to hundreds of scripted demos), so ~30 epochs; 30k steps at batch 32 would be ~70 epochs of 200 PickCube
+# planner demos (~14k frames). Rounded to whole thousands (the save and validation intervals) and clamped: at least
+# 2 000 steps (openpi's warm-up alone is 1 000), at most openpi's 30 000.
+DEFAULT_EPOCHS = 30
+DATA_SIZED_STEPS = (2_000, 30_000)
+STEPS_UNIT = 1_000
+# keep_period=AUTO_KEEP: keep about a sixth of the run as candidates (openpi keeps every 5 000th of 30 000 steps).
+AUTO_KEEP = -1
+AUTO_KEEP_FRACTION = 1 / 6
+
+
+def data_sized_steps(frames: int, batch_size: int, epochs: float = DEFAULT_EPOCHS) -> int:
+    """Training steps for `epochs` passes over `frames` frames at `batch_size`, rounded and clamped (see above)."""
+    lo, hi = DATA_SIZED_STEPS
+    steps = round(epochs * frames / batch_size / STEPS_UNIT) * STEPS_UNIT
+    return min(hi, max(lo, steps))
+
+
 # ---- download ------------------------------------------------------------------------------------------------------
 Source = Literal["motionplanning", "hub", "s3"]
 SOURCES: tuple[str, ...] = get_args(Source)
@@ -213,6 +234,7 @@ RUNTIME_FIELDS = (
     "log_interval",
     "fsdp_devices",
     "allow_cpu",
+    "upload_inline",
 )
 
 
@@ -225,13 +247,16 @@ class TrainParams:
     env_id: str  # registered ManiSkill env id (tasks/core/specs.py), e.g. PickCube-v1
     model: Model = "pi0"  # openpi model family: pi0 | pi05
     preset: Preset = "tiny"  # training recipe: tiny (dummy-size model, CPU, tests/demo) | lora | full
-    steps: int = 0  # training steps; 0: the preset's default
+    # training steps; 0: the preset's default, which for lora/full follows the data (DEFAULT_EPOCHS over the training
+    # set's frames, `data_sized_steps`) once the dataset is known, else openpi's 30 000
+    steps: int = 0
     batch_size: int = 0  # global batch size in frames; 0: the preset's default
     action_horizon: int = 10  # action chunk length the model predicts, in steps (must equal the stats artifact's)
     learning_rate: float = 0.0  # peak LR; 0: the preset's default
     save_interval: int = 0  # checkpoint (and resume point) every N steps; 0: only at the end
     # Keep the checkpoint of every N-th step in the artifact as a candidate for selection by closed-loop success
-    # (openpi's keep_period: it keeps every 5000th); 0: the final checkpoint only.
+    # (openpi's keep_period: it keeps every 5000th); 0: the final checkpoint only; -1 (AUTO_KEEP): about a sixth of the
+    # run, in multiples of val_interval (or of 1000), so it follows a data-sized run length.
     keep_period: int = 0
     seed: int = 42  # random seed of initialisation, data order and noise
     # Initial weights: "base" (the family's released checkpoint, BASE_PARAMS), openpi params (gs://..., s3://..., a
@@ -251,6 +276,8 @@ class TrainParams:
     # lora/full on a JAX CPU backend (a GPU worker whose JAX cannot see the GPU): refused unless this is set, since
     # a real-size step takes minutes there and the run would look alive for days.
     allow_cpu: bool = False
+    # Upload each resume point inline, the loop waiting (the behaviour before background uploads; for benchmarks).
+    upload_inline: bool = False
 
     def validate(self) -> None:
         get_spec(self.env_id)
@@ -269,8 +296,8 @@ class TrainParams:
             raise ValueError(f"action_horizon must be 1..256, got {self.action_horizon}")
         if not 0 <= self.learning_rate < 1:
             raise ValueError(f"learning_rate must be within [0, 1), got {self.learning_rate}")
-        if self.save_interval < 0 or self.log_interval < 1 or self.keep_period < 0:
-            raise ValueError("save_interval and keep_period must be >= 0 and log_interval >= 1")
+        if self.save_interval < 0 or self.log_interval < 1 or self.keep_period < AUTO_KEEP:
+            raise ValueError("save_interval must be >= 0, keep_period >= 0 (or -1: auto) and log_interval >= 1")
         self.lr_schedule()  # the optimizer's schedule, checked here rather than when the GPU worker builds it
         if self.val_interval < 0 or not 1 <= self.val_batches <= 1000:
             raise ValueError("val_interval must be >= 0 (0: off) and val_batches 1..1000")
@@ -313,9 +340,28 @@ class TrainParams:
                 "start from scratch or from a tiny train artifact (its URI or 'latest')"
             )
 
-    def resolved_steps(self) -> int:
-        """`steps`, or the preset's default when 0."""
-        return self.steps or PRESET_DEFAULTS[self.preset].num_train_steps
+    def resolved_steps(self, frames: int | None = None) -> int:
+        """`steps`; when 0, the preset's default: for lora/full sized to `frames` training frames when known."""
+        if self.steps:
+            return self.steps
+        if frames and self.preset != "tiny":
+            return data_sized_steps(frames, self.batch_size or PRESET_DEFAULTS[self.preset].batch_size)
+        return PRESET_DEFAULTS[self.preset].num_train_steps
+
+    def steps_source(self, frames: int | None = None) -> str:
+        """Where the run length came from, in words (the run report carries it)."""
+        if self.steps:
+            return "given"
+        if frames and self.preset != "tiny":
+            return f"data-sized: {DEFAULT_EPOCHS} epochs of {frames} frames, rounded and clamped to {DATA_SIZED_STEPS}"
+        return f"the {self.preset} preset's default"
+
+    def resolved_keep_period(self, num_train_steps: int) -> int:
+        """keep_period, with AUTO_KEEP resolved for a run of `num_train_steps` (0 when the run is too short)."""
+        if self.keep_period != AUTO_KEEP:
+            return self.keep_period
+        unit = self.val_interval or STEPS_UNIT
+        return int(num_train_steps * AUTO_KEEP_FRACTION) // unit * unit
 
     def lr_schedule(self) -> LrSchedule:
         """The learning-rate schedule this run trains with (warm-up and decay scaled to its length)."""
@@ -331,14 +377,15 @@ class TrainParams:
             d.pop(name)
         if d["model"] == "pi0":
             del d["model"]  # pi0 was the only family before `model` existed: its artifacts keep their keys
-        if not candidate_steps(self, self.resolved_steps()):
+        if self.keep_period != AUTO_KEEP and not candidate_steps(self, self.resolved_steps()):
             del d["keep_period"]  # nor do runs that keep only the final checkpoint change their keys
         return d
 
 
 def candidate_steps(params: TrainParams, num_train_steps: int) -> list[int]:
     """The steps before the last whose checkpoints are kept in the artifact (keep_period)."""
-    return list(range(params.keep_period, num_train_steps, params.keep_period)) if params.keep_period else []
+    period = params.resolved_keep_period(num_train_steps)
+    return list(range(period, num_train_steps, period)) if period else []
 
 
 # ---- verify --------------------------------------------------------------------------------------------------------

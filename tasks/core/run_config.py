@@ -7,9 +7,10 @@ run settings into stage settings.
 
 Profiles (`PIPELINE_PROFILE`, default `production`):
 - `production`: what a deployment runs on its schedule and shows in the UI form. openpi's own
-  fine-tuning recipe: the `lora` preset from `pi0_base` (gemma_2b_lora + gemma_300m_lora), the preset's
-  steps (30k), batch (32), LR schedule (cosine, warm-up 1k, peak 2.5e-5) and EMA setting, a resume point
-  every 1000 steps, 2 data-loader workers, W&B on (offline unless a connection says otherwise); 200
+  fine-tuning recipe: the `lora` preset from `pi0_base` (gemma_2b_lora + gemma_300m_lora), its batch (32),
+  LR schedule (cosine, warm-up 1k, peak 2.5e-5) and EMA setting, for about 30 passes over the training
+  frames (openpi's ALOHA sim recipe; ~13k steps for 200 PickCube demos, at most openpi's 30k), checkpoints
+  kept for selection every sixth of the run, a resume point every 1000 steps, 2 data-loader workers, W&B on (offline unless a connection says otherwise); 200
   training demos, 20 held-out demos (validation loss every 1000 steps, the oracle's harness check) and 50
   closed-loop episodes judged against a 20 % success floor, so a success rate means something and the
   promotion test (tasks/promote.py) can tell a better policy from noise.
@@ -30,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.core.params import (
+    AUTO_KEEP,
     BASE,
     MODELS,
     PRESETS,
@@ -174,7 +176,8 @@ class RunConfig:
     )
     steps: int | None = _opt(
         None,
-        "training steps; empty: the preset's (openpi's 30000 for lora/full)",
+        "training steps; empty: for lora/full about 30 passes over the training frames (2000..30000, in "
+        "thousands; openpi's ALOHA sim recipe makes ~32), for tiny the preset's",
         "Training",
         "Training steps",
         minimum=1,
@@ -205,12 +208,13 @@ class RunConfig:
         minimum=0,
         maximum=10_000_000,
     )
-    keep_period: int = _opt(
-        5000,
+    keep_period: int | None = _opt(
+        None,
         "also keep the checkpoint of every N-th step (openpi's keep_period) and verify each "
         "of them: the one with the most closed-loop successes (ties: lower validation loss) is "
-        "the candidate for promotion; 0: only the final checkpoint. Each kept checkpoint costs "
-        "one verify and its params in the store (about 6 GB for pi0 lora)",
+        "the candidate for promotion; empty: about a sixth of the run, in multiples of the validation "
+        "interval (openpi keeps every 5000th of 30000); 0: only the final checkpoint. Each kept checkpoint "
+        "costs one verify and its params in the store (about 6 GB for pi0 lora)",
         "Training",
         "Keep and evaluate a checkpoint every N steps",
         minimum=0,
@@ -507,7 +511,7 @@ class RunConfig:
             learning_rate=self.learning_rate or 0.0,
             action_horizon=self.action_horizon,
             save_interval=self.save_interval,
-            keep_period=self.keep_period,
+            keep_period=AUTO_KEEP if self.keep_period is None else self.keep_period,
             seed=self.seed,
             pretrained_uri=self.pretrained_uri or "",
             from_scratch=self.from_scratch,

@@ -100,30 +100,29 @@ def chunk_error(chunks: dict, demo_actions: list, scale: np.ndarray, shift: int)
     return float(np.mean(errors))
 
 
-def chunks_from_the_env(fitted: Fitted, infer, spec=None) -> dict:
-    """The env reset from each demo's seed and stepped with the demo's own actions; `infer(input) -> chunk` asked at
-    every replanning point on the env's real observation (its answer recorded, the demo's chunk executed)."""
-    spec = spec or fitted.spec
+def inputs_from_the_env(fitted: Fitted) -> dict:
+    """The env reset from each demo's seed and stepped with the demo's own actions: its real observation at every
+    replanning point, as the policy's input (recorded once; each inference path below is asked on the same inputs)."""
     episodes = [
         Episode(ep["seed"], len(actions), ep["options"])
         for ep, actions in zip(fitted.sources.holdout_episodes, fitted.demo_actions)
     ]
-    cursors, chunks = [0] * len(episodes), {}
+    cursors, inputs = [0] * len(episodes), {}
 
-    def answer(indices, inputs):
+    def answer(indices, observed):
         out = []
-        for i, obs in zip(indices, inputs):
+        for i, obs in zip(indices, observed):
             t = cursors[i]
-            chunks[(i, t)] = np.asarray(infer(obs))
+            inputs[(i, t)] = obs
             out.append(fitted.demo_actions[i][t : t + HORIZON])
             cursors[i] += EXECUTE
         return out
 
     kwargs = eval_env_kwargs(fitted.sources, "auto")
-    with open_envs(1, ENV_ID, kwargs, max(len(a) for a in fitted.demo_actions), spec) as envs:
-        results = run_episodes(envs, answer, spec, episodes, EXECUTE)
+    with open_envs(1, ENV_ID, kwargs, max(len(a) for a in fitted.demo_actions), fitted.spec) as envs:
+        results = run_episodes(envs, answer, fitted.spec, episodes, EXECUTE)
     assert all(r["success_at_end"] for r in results), "the demos' own actions must succeed (the harness check)"
-    return chunks
+    return inputs
 
 
 def chunks_from_the_dataset(fitted: Fitted, infer) -> dict:
@@ -143,10 +142,10 @@ def chunks_from_the_dataset(fitted: Fitted, infer) -> dict:
     return chunks
 
 
-def learning_path_check(fitted: Fitted, infer, spec=None) -> dict:
+def learning_path_check(fitted: Fitted, env_inputs: dict, infer) -> dict:
     """The self-test's verdict on one inference path: errors at each shift, the bound, and whether it holds."""
     fit = fitted.fit
-    env_chunks = chunks_from_the_env(fitted, infer, spec)
+    env_chunks = {point: infer(obs) for point, obs in env_inputs.items()}
     errors = {s: chunk_error(env_chunks, fitted.demo_actions, fitted.scale, s) for s in SHIFTS}
     # The env reproduces the dataset's frames and states exactly (tests/tasks/test_verify.py), so a correct inference
     # path differs from the fit only by the flow-matching noise left after averaging: 25 % and 0.05 std cover that.
@@ -175,11 +174,18 @@ def shifted_by_one(fitted: Fitted):
 
 
 def state_reordered(fitted: Fitted):
-    """The same state keys assembled in another order at inference (the live observation's state vector)."""
-    spec = fitted.spec
-    return dataclasses.replace(
-        spec, state_keys=tuple(reversed(spec.state_keys)), state_widths=tuple(reversed(spec.state_widths))
-    )
+    """The same state keys assembled in another order at inference (the live observation's state vector): the
+    spec's slices, reversed."""
+    bounds = np.cumsum((0, *fitted.spec.state_widths))
+    policy = correct(fitted)
+
+    def infer(obs):
+        state = obs["state"]
+        slices = [state[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        assert sum(len(s) for s in slices) == len(state)
+        return policy({**obs, "state": np.concatenate(slices[::-1])})
+
+    return infer
 
 
 def not_unnormalised(fitted: Fitted):
@@ -203,8 +209,13 @@ def not_unnormalised(fitted: Fitted):
 
 
 @pytest.fixture(scope="module")
-def verdict(fitted) -> dict:
-    return learning_path_check(fitted, correct(fitted))
+def env_inputs(fitted) -> dict:
+    return inputs_from_the_env(fitted)
+
+
+@pytest.fixture(scope="module")
+def verdict(fitted, env_inputs) -> dict:
+    return learning_path_check(fitted, env_inputs, correct(fitted))
 
 
 def test_the_policy_fits_its_demos_and_the_env_asks_it_what_training_taught(verdict):
@@ -212,16 +223,16 @@ def test_the_policy_fits_its_demos_and_the_env_asks_it_what_training_taught(verd
     assert verdict["fit"] < 0.5, verdict  # it learned: an untrained tiny pi0 is off by about one std on every action
 
 
-def test_a_chunk_shifted_by_one_step_fails_the_check(fitted, verdict):
-    broken = learning_path_check(fitted, shifted_by_one(fitted))
+def test_a_chunk_shifted_by_one_step_fails_the_check(fitted, env_inputs, verdict):
+    broken = learning_path_check(fitted, env_inputs, shifted_by_one(fitted))
     assert not broken["ok"] and not broken["aligned"], (broken, verdict)
 
 
-def test_reordered_state_slices_fail_the_check(fitted, verdict):
-    broken = learning_path_check(fitted, correct(fitted), spec=state_reordered(fitted))
+def test_reordered_state_slices_fail_the_check(fitted, env_inputs, verdict):
+    broken = learning_path_check(fitted, env_inputs, state_reordered(fitted))
     assert not broken["ok"], (broken, verdict)
 
 
-def test_skipping_the_unnormalisation_fails_the_check(fitted, verdict):
-    broken = learning_path_check(fitted, not_unnormalised(fitted))
+def test_skipping_the_unnormalisation_fails_the_check(fitted, env_inputs, verdict):
+    broken = learning_path_check(fitted, env_inputs, not_unnormalised(fitted))
     assert not broken["ok"], (broken, verdict)

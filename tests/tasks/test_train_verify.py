@@ -458,75 +458,71 @@ def test_norm_stats_width_mismatch_is_refused_before_training(data, tmp_path):
     assert not s3_keys(data["root"] + f"/{ENV_ID}/{PROGRESS_STAGE}")
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(data):
-    """SIGKILL after the step-1 checkpoint is uploaded; the rerun continues at step 1, not from scratch, and the
-    checkpoints kept before the kill (keep_period) come back from their resume points into the artifact."""
+def test_killed_training_resumes_from_its_last_checkpoint(data, tmp_path):
+    """Resume points upload while training goes on; SIGKILL with one in flight; the rerun continues from the newest
+    complete one, not from scratch, and the checkpoint kept before the kill (keep_period) comes back from its resume
+    point into the artifact.
+
+    The training process reaches S3 through a proxy that delays every chunk, so an upload takes seconds while a step
+    of the tiny model takes a fraction of one: the loop must log step 2 while step 1's checkpoint is still uploading.
+    """
+    from tests.fixtures.faults import FlakyProxy
+
     root = data["root"]
-    params = [
-        "--env-id",
-        ENV_ID,
-        "--steps",
-        "3",
-        "--save-interval",
-        "1",
-        "--keep-period",
-        "1",
-        "--seed",
-        "7",
-        "--action-horizon",
-        str(HORIZON),
-    ]
+    host, port = os.environ["AWS_ENDPOINT_URL_S3"].removeprefix("http://").split(":")
+    proxy = FlakyProxy((host, int(port)), latency=0.01).up()
+    params = ["--env-id", ENV_ID, "--steps", "4", "--save-interval", "1", "--keep-period", "2", "--seed", "7"]
+    log_path = tmp_path / "train.log"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tasks.train",
-            "--root",
-            root,
-            "--dataset",
-            data["dataset"],
-            "--stats",
-            data["stats"],
-            *params,
-        ],
+        [sys.executable, "-m", "tasks.train", "--root", root, "--dataset", data["dataset"], "--stats", data["stats"]]
+        + [*params, "--action-horizon", str(HORIZON)],
         cwd=PROJECT,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
+        env={**os.environ, "AWS_ENDPOINT_URL_S3": proxy.url},
+        stdout=open(log_path, "wb"),
         stderr=subprocess.STDOUT,
-        text=True,
     )
     store = ArtifactStore(root)
     progress_root = f"{root}/{ENV_ID}/{PROGRESS_STAGE}"
+
+    def uploading(step: int) -> bool:
+        keys = s3_keys(progress_root)
+        return any(f"/{step}/" in k for k in keys) and not any(k.endswith(f"/{step}/COMPLETE.json") for k in keys)
+
+    seen_step_2_during_upload_1 = False
     deadline = time.monotonic() + 400
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            runs = s3_keys(progress_root)
-            if any(k.endswith("1/COMPLETE.json") for k in runs):
+            if uploading(1) and "step 2/4" in log_path.read_text(errors="replace"):
+                seen_step_2_during_upload_1 = True
+            if uploading(2) and any(k.endswith("/1/COMPLETE.json") for k in s3_keys(progress_root)):
                 break
-            time.sleep(0.5)
-        assert proc.poll() is None, f"training ended before it could be interrupted:\n{proc.stdout.read()}"
+            time.sleep(0.2)
+        assert proc.poll() is None, f"training ended before it could be interrupted:\n{log_path.read_text()}"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proxy.down()
+    assert seen_step_2_during_upload_1, log_path.read_text()
     run_dirs = {k.split("/")[0] for k in s3_keys(progress_root)}
     assert len(run_dirs) == 1
     progress_uri = f"{progress_root}/{run_dirs.pop()}"
-    assert "1" in store.complete_trees(progress_uri)
+    assert set(store.complete_trees(progress_uri)) == {"1"}  # step 2's upload was cut: not a resume point
 
     result = train(
-        TrainParams(env_id=ENV_ID, steps=3, save_interval=1, keep_period=1, seed=7, action_horizon=HORIZON),
+        TrainParams(env_id=ENV_ID, steps=4, save_interval=1, keep_period=2, seed=7, action_horizon=HORIZON),
         root=root,
         dataset=data["dataset"],
         stats=data["stats"],
     )
-    assert result.metrics["resumed_from_step"] >= 1 and result.metrics["steps"] == 3
-    assert result.metrics["checkpoint_steps"] == [1, 2, 3]
+    assert result.metrics["resumed_from_step"] == 1 and result.metrics["steps"] == 4
+    assert result.metrics["checkpoint_steps"] == [2, 4]
+    assert [u["step"] for u in result.metrics["resume_point_uploads"]] == [2, 3, 4]
     keys = s3_keys(result.uri)
-    assert all(any(k.startswith(f"candidates/{s}/params/") for k in keys) for s in (1, 2))
+    assert any(k.startswith("candidates/2/params/") for k in keys)
     log = [
         json.loads(x) for x in store.fs.cat(store._path(result.files_uri) + "/train_log.jsonl").decode().splitlines()
     ]
-    assert [r["step"] for r in log] == [1, 2, 3]  # one curve across both attempts, no restart
+    assert [r["step"] for r in log] == [1, 2, 3, 4]  # one curve across both attempts, no restart
     assert not store.complete_trees(progress_uri)
 
 

@@ -178,6 +178,39 @@ def test_every_step_count_gives_a_schedule_optax_accepts(preset):
         assert lrs[2] <= lrs[1]
     # the default run keeps openpi's recipe exactly
     assert RunConfig.build(profile="production").train_params().lr_schedule().warmup_steps == 1000
+    # and so does every data-sized default run length (the schedule built for the steps the worker resolves)
+    params = RunConfig.build({"preset": preset, "pretrained_uri": "" if preset == "tiny" else BASE}).train_params()
+    for frames in (1, 31, 2_000, 14_000, 40_000, 10**7):
+        steps = params.resolved_steps(frames)
+        train = openpi_train_config(params, frames=frames)
+        assert train.num_train_steps == steps and 0 < train.lr_schedule.warmup_steps < train.lr_schedule.decay_steps
+        assert np.isfinite(float(train.lr_schedule.create()(jnp.asarray(steps))))
+
+
+def test_the_default_run_length_follows_the_training_set():
+    """openpi sized 30k steps at batch 32 for LIBERO (~3.5 epochs); on 200 planner demos (~14k frames) that is ~70
+    epochs. Left empty, lora/full make ~30 passes (openpi's ALOHA sim recipe), in thousands, within 2k..30k; a given
+    number of steps is kept; the tiny preset keeps its own default; the kept-checkpoint period follows the length."""
+    from tasks.core.params import AUTO_KEEP, candidate_steps, data_sized_steps
+
+    assert data_sized_steps(14_000, 32) == 13_000
+    assert data_sized_steps(100, 32) == 2_000 and data_sized_steps(10**7, 32) == 30_000
+    production = RunConfig.build(profile="production").train_params()
+    assert production.keep_period == AUTO_KEEP and production.val_interval == 1000
+    assert production.resolved_steps(14_000) == 13_000 and production.resolved_steps() == 30_000
+    assert "30 epochs of 14000 frames" in production.steps_source(14_000)
+    assert production.resolved_keep_period(13_000) == 2000
+    assert candidate_steps(production, 13_000) == [2000, 4000, 6000, 8000, 10000, 12000]
+    assert production.resolved_keep_period(30_000) == 5000  # openpi's keep_period at openpi's length
+    assert production.resolved_keep_period(2_000) == 0 and candidate_steps(production, 2_000) == []
+    given = RunConfig.build({"steps": 500, "keep_period": 0}, profile="production").train_params()
+    assert given.resolved_steps(14_000) == 500 and given.steps_source(14_000) == "given"
+    assert candidate_steps(given, 500) == []
+    assert RunConfig.build(profile="demo").train_params().resolved_steps(14_000) == 4
+    big_batch = RunConfig.build({"batch_size": 64}, profile="production").train_params()
+    assert big_batch.resolved_steps(14_000) == 7_000  # the same 30 epochs in half the steps
+    # An auto period changes the cache key (a run kept with it is not the same artifact as one keeping nothing).
+    assert production.key_params()["keep_period"] == AUTO_KEEP
 
 
 def test_settings_that_would_fail_hours_later_or_pass_silently_are_refused_when_built():
