@@ -12,6 +12,7 @@ same table as data. Rerunning the stage rewrites both files
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import logging
 import re
@@ -69,9 +70,24 @@ def stage_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def promotion_line(promotion: dict[str, Any] | None) -> str:
+    """The promotion outcome, in words, for beside the verdict (a verdict `passed` is not yet a promoted policy)."""
+    if not promotion:
+        return "Promotion: not run"
+    if promotion.get("promoted"):
+        return f"Promotion: promoted to latest ({promotion.get('reason') or 'the rule said so'})"
+    return f"Promotion: not promoted ({promotion.get('reason') or 'no reason given'})"
+
+
 def run_report(
-    params: RunReportParams, root: str, verification: str, stages: list[dict[str, Any]], selection: str | None = None
+    params: RunReportParams,
+    root: str,
+    verification: str,
+    stages: list[dict[str, Any]],
+    selection: str | None = None,
+    promotion: dict[str, Any] | None = None,
 ) -> StageResult:
+    """`promotion`: the promote stage's metrics (`promoted`, `reason`), stated beside the verdict."""
     params.validate()
     t0 = time.monotonic()
     store = ArtifactStore(root)
@@ -93,12 +109,17 @@ def run_report(
     else:  # a report from before the marker existed
         page = page.replace("<h2>Camera frames</h2>", section + "<h2>Camera frames</h2>", 1)
     page = page.replace(" run report</title>", f" run report ({params.run_id})</title>", 1)
+    outcome = f"<p id='promotion'>{html.escape(promotion_line(promotion))}</p>"
+    page, placed = re.subn(r"(<p id='verdict-reason'>.*?</p>)", lambda m: m.group(1) + outcome, page, count=1)
+    if not placed:
+        page = page.replace("<h2>Metrics</h2>", outcome + "<h2>Metrics</h2>", 1)
     run_uri = f"{store.root}/{check_segment(params.env_id, 'env id')}/runs/{run_segment(params.run_id)}"
     summary = {
         "run_id": params.run_id,
         "env_id": params.env_id,
         "verify": verification,
         "selection": selection,
+        "promotion": {k: (promotion or {}).get(k) for k in ("promoted", "reason")},
         "selected_step": next((c["step"] for c in (chosen or {}).get("candidates", []) if c.get("selected")), None),
         "stages": stages,
         "cache_hits": sum(s["cache_hit"] for s in stages),

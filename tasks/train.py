@@ -165,6 +165,13 @@ def resolve_initial_weights(params: TrainParams, store: ArtifactStore) -> tuple[
             f"pretrained_uri {uri} holds {parent_preset!r} weights, which do not fit the {params.preset!r} "
             "preset's model: warm-start from a checkpoint of the same model size"
         )
+    if parent_preset == "lora" and params.preset == "full":
+        raise TrainError(
+            f"pretrained_uri {uri} holds lora weights: its fine-tuning lives in the LoRA adapters, which a full "
+            "model has no place for (openpi's loader keeps only the keys the target model has, so the warm start "
+            "would silently train from the base weights). Continue with preset=lora from it, or start the full "
+            "fine-tune from the base checkpoint (pretrained_uri=base)"
+        )
     parent_model = manifest.params.get("model", "pi0")
     if parent_model != params.model:
         raise TrainError(
@@ -319,13 +326,16 @@ class _Loop:
         expected = shape.params.to_pure_dict()
         loaded = config.weight_loader.load(expected)
         at.check_pytree_equality(expected=expected, got=loaded, check_shapes=True, check_dtypes=True)
-        # Keep only what the loader filled in (a from-scratch run loads nothing).
-        loaded = traverse_util.unflatten_dict(
-            {k: v for k, v in traverse_util.flatten_dict(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}
-        )
+        # Keep only what the loader filled in (a from-scratch run loads nothing); the rest keeps its initialisation.
+        flat = traverse_util.flatten_dict(loaded)
+        filled = {k: v for k, v in flat.items() if not isinstance(v, jax.ShapeDtypeStruct)}
+        self.weights_loaded = weights_loaded_report(flat, filled)
+        loaded = traverse_util.unflatten_dict(filled)
         return jax.jit(init, donate_argnums=(1,), in_shardings=self.replicated, out_shardings=self.state_sharding)(
             rng, loaded
         )
+
+    weights_loaded: dict | None = None  # what init_state took from the initial weights (None: restored or not run)
 
     def compile_step(self):
         import jax
@@ -346,6 +356,24 @@ class _Loop:
             out_shardings=self.replicated,
         )
         return lambda state, batch: probe(state, batch, jax.random.key(0))
+
+
+def weights_loaded_report(expected: dict, filled: dict) -> dict:
+    """What the initial weights gave the model: parameter arrays and values loaded, and those left at their random
+    initialisation (LoRA adapters on a base checkpoint; everything when training from scratch)."""
+    import numpy as np
+
+    def size(v) -> int:
+        return int(np.prod(v.shape))
+
+    initialised = sorted("/".join(map(str, k)) for k in expected if k not in filled)
+    return {
+        "arrays_loaded": len(filled),
+        "values_loaded": sum(size(v) for v in filled.values()),
+        "arrays_initialised": len(initialised),
+        "values_initialised": sum(size(v) for k, v in expected.items() if k not in filled),
+        "initialised_examples": initialised[:5],
+    }
 
 
 def _probe_loss(state, batch, rng):
@@ -579,6 +607,13 @@ def run_training(
     state = loop.init_state(init_rng, for_restore=resuming)
     if resuming:
         state = _checkpoints.restore_state(manager, state, data_loader)
+    elif loop.weights_loaded is not None:
+        w = loop.weights_loaded
+        log.info(
+            f"[train] initial weights: {w['arrays_loaded']} arrays ({w['values_loaded'] / 1e6:.1f} M values) loaded, "
+            f"{w['arrays_initialised']} ({w['values_initialised'] / 1e6:.1f} M) randomly initialised"
+            + (f", e.g. {', '.join(w['initialised_examples'][:3])}" if w["arrays_initialised"] else "")
+        )
     start = int(state.step)
     # Inside the artifact: an offline run is published with the checkpoint and can be `wandb sync`ed later.
     wandb_run = _init_wandb(params, config, out, done.get(str(resume_step), {}).get("wandb_id"))
@@ -744,6 +779,8 @@ def run_training(
         "from_scratch": not init_weights,
         "init_weights": init_weights or None,
         "resumed_from_step": resume_step,
+        # What the initial weights filled in (None when this attempt resumed: its weights came from the checkpoint).
+        "weights_loaded": loop.weights_loaded,
         "final_loss": records[-1]["loss"] if records else None,
         "probe_loss_initial": round(init_probe, 6),
         "probe_loss_final": round(final_probe, 6),

@@ -544,6 +544,7 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
                     "decay_steps",
                     "vision_tower",
                     "init",
+                    "weights_loaded",
                 )
             },
             "lineage": {

@@ -89,7 +89,15 @@ def local_root(tmp_path) -> str:
     return f"file://{tmp_path / 'artifacts'}"
 
 
-def publish_dir(store: ArtifactStore, env_id: str, stage: str, directory: Path, tag: str = "") -> str:
+def publish_dir(
+    store: ArtifactStore,
+    env_id: str,
+    stage: str,
+    directory: Path,
+    tag: str = "",
+    params: dict | None = None,
+    metrics: dict | None = None,
+) -> str:
     """Publishes hand-made files as a complete artifact (to feed a stage deliberately bad input)."""
     key = stage_key(stage, "test", {"tag": tag or str(directory)}, [])
     uri = store.uri(env_id, stage, key)
@@ -98,11 +106,11 @@ def publish_dir(store: ArtifactStore, env_id: str, stage: str, directory: Path, 
         env_id=env_id,
         stage=stage,
         key=key,
-        params={},
+        params=params or {},
         parents=(),
         parent_digests=(),
         files=list_files(directory),
-        metrics={},
+        metrics=metrics or {},
         timings={},
         versions=tool_versions(),
         created_at=0.0,

@@ -228,6 +228,7 @@ def report(promotion: dict, ti=None, run_id=None) -> dict:
         verification=confirmation["uri"],
         stages=stage_rows(results),
         selection=selection["uri"],
+        promotion=(promotion or {}).get("metrics"),
     )
 
 

@@ -86,6 +86,7 @@ def run_pipeline(config: RunConfig) -> dict:
             verification=confirmed.uri,
             stages=rows,
             selection=chosen.uri,
+            promotion=results["promote"].metrics,
         ),
     )
     print(f"==> run report: {report.metrics['report']}", flush=True)

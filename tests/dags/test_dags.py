@@ -234,6 +234,7 @@ def test_dag_test_runs_every_stage_end_to_end(sft_run):
         "promote",
     ]
     assert run_json["selected_step"] == 2
+    assert run_json["promotion"]["promoted"] is False and "unchecked" in run_json["promotion"]["reason"]
     assert all(s["seconds"] >= 0 and s["cache_hit"] in (True, False) for s in run_json["stages"])
 
 
@@ -264,6 +265,7 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
     assert {
         "verdict",
         "verdict-reason",
+        "promotion",
         "metrics",
         "stages",
         "selection",
@@ -276,6 +278,7 @@ def test_run_report_opens_in_headless_chromium_with_its_figures(sft_run, tmp_pat
         "lineage",
     } <= set(page["ids"])
     assert "UNCHECKED" in page["text"] and "PASSED" not in page["text"]
+    assert "Promotion: not promoted" in page["text"]  # beside the verdict: an unchecked policy does not become latest
     images = page["images"]
     alts = [i["alt"] for i in images]
     assert "training and validation loss curves" in alts and "predicted vs demonstrated actions" in alts

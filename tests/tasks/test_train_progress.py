@@ -40,3 +40,35 @@ def test_each_closed_loop_episode_is_logged_as_it_ends(caplog, monkeypatch):
         "[verify] episode 1/4 (seed 1000000): success at step 31, 80 steps; success so far 1/1 (100%); ETA 30 s",
         "[verify] episode 2/4 (seed 1000001): no success, 80 steps; success so far 1/2 (50%); ETA 20 s",
     ]
+
+
+def test_a_warm_start_that_would_drop_lora_weights_is_refused(local_root, tmp_path):
+    """openpi's loader keeps only the keys the target model has: a lora checkpoint loaded into the full model would
+    lose its adapters (all its fine-tuning) and still read as a warm start. full -> lora is fine (new adapters on the
+    fine-tuned base), as is lora -> lora."""
+    from tasks.core.store import ArtifactStore
+    from tasks.train import resolve_initial_weights
+    from tests.conftest import publish_dir
+
+    store = ArtifactStore(local_root)
+    (tmp_path / "checkpoint" / "params").mkdir(parents=True)
+    (tmp_path / "checkpoint" / "params" / "x").write_text("weights")
+    uris = {
+        preset: publish_dir(
+            store,
+            "PickCube-v1",
+            "train",
+            tmp_path,
+            tag=preset,
+            params={"preset": preset, "model": "pi0"},
+            metrics={"vision_tower": "So400m/14", "steps": 10, "checkpoint_steps": [10]},
+        )
+        for preset in ("lora", "full")
+    }
+    with pytest.raises(TrainError, match="holds lora weights.*preset=lora.*pretrained_uri=base"):
+        resolve_initial_weights(TrainParams(env_id="PickCube-v1", preset="full", pretrained_uri=uris["lora"]), store)
+    for preset, parent in (("lora", "lora"), ("lora", "full"), ("full", "full")):
+        weights, manifest = resolve_initial_weights(
+            TrainParams(env_id="PickCube-v1", preset=preset, pretrained_uri=uris[parent]), store
+        )
+        assert weights == uris[parent] and manifest.params["preset"] == parent

@@ -367,6 +367,9 @@ def test_a_run_warm_started_from_a_checkpoint_starts_from_its_weights(trained, d
     )
     m = warm.metrics
     assert not warm.cache_hit and not m["from_scratch"] and m["init"] == f"warm start from {trained.uri}"
+    # what was loaded, exactly: every array of the tiny model from the parent, none left at random (a scratch run: none)
+    assert m["weights_loaded"]["arrays_loaded"] > 100 and m["weights_loaded"]["arrays_initialised"] == 0
+    assert first["weights_loaded"]["arrays_loaded"] == 0 and first["weights_loaded"]["arrays_initialised"] > 100
     assert m["probe_loss_initial"] == pytest.approx(first["probe_loss_final"], rel=1e-4, abs=1e-5)
     assert abs(m["probe_loss_initial"] - first["probe_loss_initial"]) > 1e-3  # not the random-init loss
     store = ArtifactStore(data["root"])
