@@ -395,6 +395,7 @@ def _train_step(config, rng, state, batch):
     import jax
     import jax.numpy as jnp
     import optax
+    from openpi.shared import nnx_utils
 
     model = nnx.merge(state.model_def, state.params)
     model.train()
@@ -419,7 +420,32 @@ def _train_step(config, rng, state, batch):
                 lambda old, new: state.ema_decay * old + (1 - state.ema_decay) * new, state.ema_params, params
             ),
         )
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    # openpi's train_step reports the norm of the weight matrices too (not biases, scales or embeddings): a run whose
+    # weights grow or collapse shows there before the loss says so.
+    kernels = nnx.state(
+        model,
+        nnx.All(
+            nnx.Param,
+            nnx.Not(nnx_utils.PathRegex(".*/(bias|scale|pos_embedding|input_embedding)")),
+            lambda _, x: x.value.ndim > 1,
+        ),
+    )
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(kernels)}
+
+
+def camera_views(batch, count: int = 5) -> list:
+    """The first `count` samples of a batch as W&B images, each one row of its camera slots (openpi's train.py logs
+    the same at step 0): the inputs after every transform, so a wrong camera, crop or colour order shows."""
+    import numpy as np
+    import wandb
+
+    observation, _ = batch
+    slots = [np.asarray(img) for img in observation.images.values()]
+    views = []
+    for i in range(min(count, len(slots[0]))):
+        row = np.concatenate([slot[i] for slot in slots], axis=1)  # [-1, 1] floats, as the model takes them
+        views.append(wandb.Image(np.clip((row + 1) * 127.5, 0, 255).astype(np.uint8)))
+    return views
 
 
 def _init_wandb(params: TrainParams, config, run_dir: Path, resume_id: str | None):
@@ -624,6 +650,8 @@ def run_training(
     if resume_step and (ckpt_dir / str(resume_step) / "train_log.jsonl").is_file():
         shutil.copyfile(ckpt_dir / str(resume_step) / "train_log.jsonl", log_path)  # keep the curve of earlier attempts
     batch = next(batches)
+    if wandb_run is not None and not resume_step:
+        wandb_run.log({"camera_views": camera_views(batch)}, step=0)  # what the model sees, as openpi logs it
     # The probe: the loss of the current weights on the first batch with a fixed noise draw and no augmentation.
     # Same seed, same data -> same first batch, so a warm start's initial probe equals its parent's final probe.
     probe_batch = batch
@@ -668,6 +696,7 @@ def run_training(
                 "step": step,
                 "loss": float(info["loss"]),
                 "grad_norm": float(info["grad_norm"]),
+                "param_norm": round(float(info["param_norm"]), 4),
                 "step_time_s": round(dt, 4),
             }
             if not np.isfinite(record["loss"]):
@@ -684,7 +713,13 @@ def run_training(
         if wandb_run is not None:
             for (step, _), info in zip(pending, host):
                 wandb_run.log(
-                    {"loss": float(info["loss"]), "grad_norm": float(info["grad_norm"]), "step_time_s": dt}, step=step
+                    {
+                        "loss": float(info["loss"]),
+                        "grad_norm": float(info["grad_norm"]),
+                        "param_norm": float(info["param_norm"]),
+                        "step_time_s": dt,
+                    },
+                    step=step,
                 )
         pending.clear()
 

@@ -103,6 +103,9 @@ def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     ]
     train_log = [r for r in log if "loss" in r]
     assert [r["step"] for r in train_log] == [1, 2] and all(np.isfinite(r["loss"]) for r in train_log)
+    assert all(r["param_norm"] > 0 for r in train_log)  # openpi's weight-matrix norm, beside loss and grad norm
+    # W&B (offline, published with the checkpoint): the first batch's camera views, as openpi logs them
+    assert any("/media/images/camera_views" in k and k.endswith(".png") for k in keys), sorted(keys)
     # the held-out validation loss, every val_interval steps, beside the training loss
     val_log = [r for r in log if "val_loss" in r]
     assert [r["step"] for r in val_log] == [1, 2] and all(
