@@ -13,6 +13,8 @@ COPY tasks ./tasks
 RUN UV_PYTHON_DOWNLOADS=never uv sync --frozen --no-dev --python "$(command -v python3.11)"
 COPY dags ./dags
 COPY plugins ./plugins
+# The GPU check (tools/gpu_check.sh) and the benchmarks, runnable on the workers.
+COPY bench ./bench
 ENV PATH=/opt/pipeline/.venv/bin:$PATH \
     VK_ICD_FILENAMES=/opt/pipeline/.cache/mesa/lvp_icd.json \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/pipeline/dags \

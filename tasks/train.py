@@ -23,7 +23,6 @@ stats artifact as norm stats), `optimizer`, `sharding` and `checkpoints` (orbax,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -528,6 +527,29 @@ def held_out_batches(config, params: TrainParams, holdout_dir: Path, holdout_key
     return list(loader)
 
 
+@dataclasses.dataclass
+class TrainingSetup:
+    """What a run trains with, checked and resolved before any device work (`prepare`)."""
+
+    config: Any  # openpi's TrainConfig
+    frames: int  # training frames (the data-sized default steps follow them)
+    keep_period: int  # resolved: the steps whose checkpoints the artifact keeps as candidates
+    repo_id: str  # the dataset's name under HF_LEROBOT_HOME, as openpi's loader opens it
+    init: str  # how the weights start, in words
+
+
+@dataclasses.dataclass
+class ResumePoint:
+    """The newest complete resume point an earlier attempt left (`restore_resume_point`); step 0: none."""
+
+    step: int
+    markers: dict[str, dict[str, Any]]  # every complete resume point: step (as a string) -> its marker
+
+    @property
+    def wandb_id(self) -> str | None:
+        return self.markers.get(str(self.step), {}).get("wandb_id")
+
+
 def run_training(
     params: TrainParams,
     *,
@@ -551,38 +573,53 @@ def run_training(
     directory when they came from a train artifact (otherwise openpi's loader fetches `init_weights` itself).
     """
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(params.xla_mem_fraction))
+    setup = prepare(params, dataset_dir, dataset_key, stats_dir, out.parent, init_weights, init_params_dir)
+    resume = restore_resume_point(params, setup, store, progress_uri)
+    run = TrainingRun(params, setup, resume, out, holdout_dir, holdout_key)
+    with ResumePoints(
+        store, progress_uri, candidate_steps(params, setup.config.num_train_steps), background=not params.upload_inline
+    ) as resume_points:
+        run.train(resume_points)
+    run.finish(store, progress_uri)
+    summary = run.summary(init_weights, resume_points)
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def prepare(
+    params: TrainParams,
+    dataset_dir: Path,
+    dataset_key: str,
+    stats_dir: Path,
+    scratch: Path,
+    init_weights: str,
+    init_params_dir: Path | None,
+) -> TrainingSetup:
+    """Checks the inputs and the devices, and resolves openpi's TrainConfig (norm stats as its assets, the dataset
+    linked where openpi's loader looks for it), before any device work."""
     import jax
-    import numpy as np
-    from openpi.training import checkpoints as _checkpoints
-    from openpi.training import data_loader as _data_loader
-    from openpi.training import sharding
 
     from tasks.core.dataset import repo_id_for
-    from tasks.policy.configs import uses_quantile_norm
-    from tasks.policy.tiny_model import vision_variant
     from tasks.policy.tokenizer import ensure_tokenizer
 
     spec = get_spec(params.env_id)
     check_norm_stats(spec, stats_dir, MODEL_ACTION_DIM, quantile=params.model != "pi0")
     check_weights_reachable(init_weights)
     ensure_tokenizer()
-    scratch = out.parent
     assets = scratch / "assets"
     (assets / spec.env_id).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(stats_dir / "norm_stats.json", assets / spec.env_id / "norm_stats.json")
     repo_id = repo_id_for(spec.env_id, dataset_key)
     link_dataset(dataset_dir, repo_id)
-    weights_path = str(init_params_dir) if init_params_dir else init_weights.removeprefix("file://")
     frames = json.loads((Path(dataset_dir) / "meta" / "info.json").read_text())["total_frames"]
     config = openpi_train_config(
         params,
         repo_id=repo_id,
         assets_dir=assets,
         checkpoint_base_dir=scratch / "checkpoints",
-        weights_path=weights_path,
+        weights_path=str(init_params_dir) if init_params_dir else init_weights.removeprefix("file://"),
         frames=frames,
     )
-    keep_period = params.resolved_keep_period(config.num_train_steps)
     if jax.device_count() % config.fsdp_devices:
         raise TrainError(
             f"fsdp_devices={config.fsdp_devices} does not divide the {jax.device_count()} devices this worker "
@@ -595,103 +632,155 @@ def run_training(
         f"[train] JAX backend {jax.default_backend()}: {jax.device_count()} device(s), "
         f"{', '.join(sorted({d.device_kind for d in jax.devices()}))}"
     )
-    init = init_description(init_weights, from_artifact=init_params_dir is not None)
+    setup = TrainingSetup(
+        config=config,
+        frames=frames,
+        keep_period=params.resolved_keep_period(config.num_train_steps),
+        repo_id=repo_id,
+        init=init_description(init_weights, from_artifact=init_params_dir is not None),
+    )
     log.info(
-        f"[train] {config.name}: {init}; {config.num_train_steps} steps at batch {config.batch_size} "
+        f"[train] {config.name}: {setup.init}; {config.num_train_steps} steps at batch {config.batch_size} "
         f"({params.steps_source(frames)}; {config.num_train_steps * config.batch_size / frames:.1f} epochs of "
-        f"{frames} frames), checkpoints kept every {keep_period or '-'} steps"
+        f"{frames} frames), checkpoints kept every {setup.keep_period or '-'} steps"
     )
     enable_compilation_cache(Path(os.environ.get("PIPELINE_JAX_CACHE", Path.home() / ".cache" / "jax")))
+    return setup
 
-    # Resume point: the newest complete checkpoint uploaded by an earlier attempt.
+
+def restore_resume_point(
+    params: TrainParams, setup: TrainingSetup, store: ArtifactStore, progress_uri: str
+) -> ResumePoint:
+    """The newest complete resume point of an earlier attempt, downloaded where orbax restores from."""
     done = store.complete_trees(progress_uri)
-    resume_step = max((int(name) for name in done if name.isdigit()), default=0)
-    ckpt_dir = config.checkpoint_dir
-    if resume_step:
-        store.get_tree(f"{progress_uri}/{resume_step}", ckpt_dir / str(resume_step))
+    step = max((int(name) for name in done if name.isdigit()), default=0)
+    if step:
+        store.get_tree(f"{progress_uri}/{step}", setup.config.checkpoint_dir / str(step))
         # Renew the resume point's time: the maintenance sweep ages resume points by it, and a training resumed from
         # an old checkpoint must not lose it before its next save.
-        store.write_json(
-            f"{progress_uri}/{resume_step}/{COMPLETE}", {**done[str(resume_step)], "saved_at": time.time()}
-        )
-        log.info(f"[train] resuming from the checkpoint at step {resume_step} ({progress_uri}/{resume_step})")
+        store.write_json(f"{progress_uri}/{step}/{COMPLETE}", {**done[str(step)], "saved_at": time.time()})
+        log.info(f"[train] resuming from the checkpoint at step {step} ({progress_uri}/{step})")
     # The candidates an earlier attempt kept come back from their resume points at the end: check now that they
     # still exist, rather than after hours of training.
-    lost = [s for s in candidate_steps(params, config.num_train_steps) if s <= resume_step and str(s) not in done]
+    lost = [s for s in candidate_steps(params, setup.config.num_train_steps) if s <= step and str(s) not in done]
     if lost:
         raise TrainError(
             f"the kept checkpoints of steps {lost} were lost with an earlier attempt (their resume points "
             f"under {progress_uri} are gone): rerun with keep_period=0, or delete {progress_uri} to train "
             "again from the start"
         )
-    manager, resuming = _checkpoints.initialize_checkpoint_dir(ckpt_dir, keep_period=None, overwrite=False, resume=True)
+    return ResumePoint(step=step, markers=done)
 
-    loop = _Loop(config)
-    data_loader = _data_loader.create_data_loader(config, sharding=loop.data_sharding, shuffle=True)
-    batches = iter(data_loader)
-    init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-    state = loop.init_state(init_rng, for_restore=resuming)
-    if resuming:
-        state = _checkpoints.restore_state(manager, state, data_loader)
-    elif loop.weights_loaded is not None:
-        w = loop.weights_loaded
-        log.info(
-            f"[train] initial weights: {w['arrays_loaded']} arrays ({w['values_loaded'] / 1e6:.1f} M values) loaded, "
-            f"{w['arrays_initialised']} ({w['values_initialised'] / 1e6:.1f} M) randomly initialised"
-            + (f", e.g. {', '.join(w['initialised_examples'][:3])}" if w["arrays_initialised"] else "")
+
+class TrainingRun:
+    """One attempt at a training run: the state on the device, the data, the jitted step and probe, the logs.
+
+    Built (`__init__`) from the setup and the resume point, then `train` (the loop: steps, logs, validation, saves),
+    `finish` (the final checkpoint and the kept ones into the artifact) and `summary`.
+    """
+
+    def __init__(
+        self,
+        params: TrainParams,
+        setup: TrainingSetup,
+        resume: ResumePoint,
+        out: Path,
+        holdout_dir: Path | None,
+        holdout_key: str,
+    ):
+        import jax
+        from openpi.training import checkpoints as _checkpoints
+        from openpi.training import data_loader as _data_loader
+
+        self.params, self.setup, self.resume, self.out = params, setup, resume, out
+        config = self.config = setup.config
+        self.ckpt_dir = config.checkpoint_dir
+        self.manager, resuming = _checkpoints.initialize_checkpoint_dir(
+            self.ckpt_dir, keep_period=None, overwrite=False, resume=True
         )
-    start = int(state.step)
-    # Inside the artifact: an offline run is published with the checkpoint and can be `wandb sync`ed later.
-    wandb_run = _init_wandb(params, config, out, done.get(str(resume_step), {}).get("wandb_id"))
-    step_fn = loop.compile_step()
-    probe_fn = loop.compile_probe()
-
-    log_path = out / "train_log.jsonl"
-    if resume_step and (ckpt_dir / str(resume_step) / "train_log.jsonl").is_file():
-        shutil.copyfile(ckpt_dir / str(resume_step) / "train_log.jsonl", log_path)  # keep the curve of earlier attempts
-    batch = next(batches)
-    if wandb_run is not None and not resume_step:
-        wandb_run.log({"camera_views": camera_views(batch)}, step=0)  # what the model sees, as openpi logs it
-    # The probe: the loss of the current weights on the first batch with a fixed noise draw and no augmentation.
-    # Same seed, same data -> same first batch, so a warm start's initial probe equals its parent's final probe.
-    probe_batch = batch
-    with sharding.set_mesh(loop.mesh):
-        init_probe = float(jax.device_get(probe_fn(state, probe_batch)))
-    log.info(f"[train] probe loss of the initial weights: {init_probe:.4f}")
-    val_batches = (
-        held_out_batches(config, params, holdout_dir, holdout_key, loop.data_sharding)
-        if holdout_dir is not None and params.val_interval
-        else []
-    )
-
-    def validate(step: int, log_file) -> None:
-        """The held-out loss of the current weights (EMA when on): same batches, same noise, no augmentation."""
-        with sharding.set_mesh(loop.mesh):
-            losses = jax.device_get([probe_fn(state, b) for b in val_batches])
-        value = float(np.mean(losses))
-        if not np.isfinite(value):
-            raise RuntimeError(
-                f"held-out validation loss is {value} at step {step}: lower the learning rate or check the data"
+        self.loop = _Loop(config)
+        self.data_loader = _data_loader.create_data_loader(config, sharding=self.loop.data_sharding, shuffle=True)
+        self.batches = iter(self.data_loader)
+        init_rng, self.train_rng = jax.random.split(jax.random.key(config.seed))
+        self.state = self.loop.init_state(init_rng, for_restore=resuming)
+        if resuming:
+            self.state = _checkpoints.restore_state(self.manager, self.state, self.data_loader)
+        elif (w := self.loop.weights_loaded) is not None:
+            log.info(
+                f"[train] initial weights: {w['arrays_loaded']} arrays ({w['values_loaded'] / 1e6:.1f} M values) "
+                f"loaded, {w['arrays_initialised']} ({w['values_initialised'] / 1e6:.1f} M) randomly initialised"
+                + (f", e.g. {', '.join(w['initialised_examples'][:3])}" if w["arrays_initialised"] else "")
             )
-        log_file.write(json.dumps({"step": step, "val_loss": round(value, 6)}) + "\n")
-        log_file.flush()
-        log.info(f"[train] step {step}/{config.num_train_steps} held-out validation loss={value:.4f}")
-        if wandb_run is not None:
-            wandb_run.log({"val_loss": value}, step=step)
+        # Inside the artifact: an offline run is published with the checkpoint and can be `wandb sync`ed later.
+        self.wandb_run = _init_wandb(params, config, out, resume.wandb_id)
+        self.step_fn = self.loop.compile_step()
+        self.probe_fn = self.loop.compile_probe()
+        self.log_path = out / "train_log.jsonl"
+        earlier = self.ckpt_dir / str(resume.step) / "train_log.jsonl"
+        if resume.step and earlier.is_file():
+            shutil.copyfile(earlier, self.log_path)  # keep the curve of earlier attempts
+        self.batch = next(self.batches)
+        if self.wandb_run is not None and not resume.step:
+            self.wandb_run.log({"camera_views": camera_views(self.batch)}, step=0)  # as openpi logs them
+        # The probe: the loss of the current weights on the first batch with a fixed noise draw and no augmentation.
+        # Same seed, same data -> same first batch, so a warm start's initial probe equals its parent's final probe.
+        self.probe_batch = self.batch
+        self.init_probe = self.probe(self.probe_batch)
+        log.info(f"[train] probe loss of the initial weights: {self.init_probe:.4f}")
+        self.final_probe: float | None = None
+        self.val_batches = (
+            held_out_batches(config, params, holdout_dir, holdout_key, self.loop.data_sharding)
+            if holdout_dir is not None and params.val_interval
+            else []
+        )
+        self.intervals: list[tuple[int, float]] = []  # (steps, seconds) per log interval
+        self.pending: list[tuple[int, Any]] = []  # (step, metrics still on the device)
+        self.save_blocking: list[float] = []  # per save: the seconds the loop stood still for it
+        self.t_mark = time.monotonic()
 
-    intervals: list[tuple[int, float]] = []  # (steps, seconds) per log interval
-    pending: list[tuple[int, Any]] = []
-    t_mark = time.monotonic()
+    def probe(self, batch) -> float:
+        import jax
+        from openpi.training import sharding
 
-    def flush(log_file) -> None:
+        with sharding.set_mesh(self.loop.mesh):
+            return float(jax.device_get(self.probe_fn(self.state, batch)))
+
+    def train(self, resume_points: ResumePoints) -> None:
+        """The loop: a step, the next batch fetched while it runs, and at their intervals logs, validation, saves."""
+        from openpi.training import sharding
+
+        config, params, keep_period = self.config, self.params, self.setup.keep_period
+        with open(self.log_path, "a") as log_file:
+            for step in range(int(self.state.step), config.num_train_steps):
+                with sharding.set_mesh(self.loop.mesh):
+                    self.state, info = self.step_fn(self.train_rng, self.state, self.batch)
+                self.pending.append((step + 1, info))
+                last_step = step + 1 == config.num_train_steps
+                if not last_step:
+                    self.batch = next(self.batches)  # the step runs on the device meanwhile (JAX is asynchronous)
+                kept = bool(keep_period) and (step + 1) % keep_period == 0 and not last_step
+                save = (step + 1) % config.save_interval == 0 or last_step or kept
+                if (step + 1) % config.log_interval == 0 or save:
+                    self.flush(log_file)
+                if self.val_batches and ((step + 1) % params.val_interval == 0 or last_step):
+                    self.validate(step + 1, log_file)
+                    self.t_mark = time.monotonic()  # validation time is not step time
+                if save:
+                    self.save(step + 1, kept, resume_points)
+                    self.t_mark = time.monotonic()  # the save's blocking time is counted apart (save_blocking_s)
+
+    def flush(self, log_file) -> None:
         """Brings the pending steps' metrics to the host (the only device sync between checkpoints) and logs them."""
-        nonlocal t_mark
-        host = jax.device_get([info for _, info in pending])
+        import jax
+        import numpy as np
+
+        host = jax.device_get([info for _, info in self.pending])
         now = time.monotonic()
-        dt = (now - t_mark) / len(pending)
-        intervals.append((len(pending), now - t_mark))
-        t_mark = now
-        for (step, _), info in zip(pending, host):
+        dt = (now - self.t_mark) / len(self.pending)
+        self.intervals.append((len(self.pending), now - self.t_mark))
+        self.t_mark = now
+        records = []
+        for (step, _), info in zip(self.pending, host):
             record = {
                 "step": step,
                 "loss": float(info["loss"]),
@@ -704,145 +793,141 @@ def run_training(
                     f"loss is {record['loss']} at step {step}: lower the learning rate or check the data"
                 )
             log_file.write(json.dumps(record) + "\n")
+            records.append(record)
         log_file.flush()
+        last, total = records[-1], self.config.num_train_steps
         log.info(
-            f"[train] step {record['step']}/{config.num_train_steps} loss={record['loss']:.4f} "
-            f"grad_norm={record['grad_norm']:.3f} step_time={dt:.3f}s "
-            f"ETA {format_eta((config.num_train_steps - record['step']) * dt)}"
+            f"[train] step {last['step']}/{total} loss={last['loss']:.4f} grad_norm={last['grad_norm']:.3f} "
+            f"step_time={dt:.3f}s ETA {format_eta((total - last['step']) * dt)}"
         )
-        if wandb_run is not None:
-            for (step, _), info in zip(pending, host):
-                wandb_run.log(
-                    {
-                        "loss": float(info["loss"]),
-                        "grad_norm": float(info["grad_norm"]),
-                        "param_norm": float(info["param_norm"]),
-                        "step_time_s": dt,
-                    },
-                    step=step,
+        if self.wandb_run is not None:
+            for r in records:
+                self.wandb_run.log(
+                    {k: r[k] for k in ("loss", "grad_norm", "param_norm", "step_time_s")}, step=r["step"]
                 )
-        pending.clear()
+        self.pending.clear()
 
-    # Resume points upload in a background thread while the next steps run (tasks/core/resume_points.py).
-    resume_points = ResumePoints(
-        store, progress_uri, candidate_steps(params, config.num_train_steps), background=not params.upload_inline
-    )
-    save_blocking: list[float] = []  # per save: the seconds the loop stood still for it
+    def validate(self, step: int, log_file) -> None:
+        """The held-out loss of the current weights (EMA when on): same batches, same noise, no augmentation."""
+        import numpy as np
 
-    def save_checkpoint(step: int, kept: bool) -> None:
+        value = float(np.mean([self.probe(b) for b in self.val_batches]))
+        if not np.isfinite(value):
+            raise RuntimeError(
+                f"held-out validation loss is {value} at step {step}: lower the learning rate or check the data"
+            )
+        log_file.write(json.dumps({"step": step, "val_loss": round(value, 6)}) + "\n")
+        log_file.flush()
+        log.info(f"[train] step {step}/{self.config.num_train_steps} held-out validation loss={value:.4f}")
+        if self.wandb_run is not None:
+            self.wandb_run.log({"val_loss": value}, step=step)
+
+    def save(self, step: int, kept: bool, resume_points: ResumePoints) -> None:
         """orbax's asynchronous save (the device-to-host copy blocks, the write does not), handed to the uploader."""
+        from openpi.training import checkpoints as _checkpoints
+
         t0 = time.monotonic()
         resume_points.wait()  # at most one upload in flight: this save lets orbax delete the previous checkpoint
-        _checkpoints.save_state(manager, state, data_loader, step)
-        log_snapshot = scratch / "log-at-save.jsonl"
-        shutil.copyfile(log_path, log_snapshot)  # the curve up to this step, stored with the checkpoint
+        _checkpoints.save_state(self.manager, self.state, self.data_loader, step)
+        log_snapshot = self.out.parent / "log-at-save.jsonl"
+        shutil.copyfile(self.log_path, log_snapshot)  # the curve up to this step, stored with the checkpoint
 
         def finished() -> Path:  # in the upload thread
-            manager.wait_until_finished()
-            saved = ckpt_dir / str(step)
+            self.manager.wait_until_finished()
+            saved = self.ckpt_dir / str(step)
             shutil.move(log_snapshot, saved / "train_log.jsonl")
             if kept:
-                keep_candidate(saved, out, step)
+                keep_candidate(saved, self.out, step)
             log.info(f"[train] checkpoint at step {step} written ({dir_size_mb(saved):.0f} MB)")
             return saved
 
-        marker = {"step": step, "wandb_id": wandb_run.id if wandb_run is not None else None, "saved_at": time.time()}
-        resume_points.submit(step, finished, marker)  # saved_at: the maintenance sweep ages resume points by it
-        save_blocking.append(time.monotonic() - t0)
+        wandb_id = self.wandb_run.id if self.wandb_run is not None else None
+        # saved_at: the maintenance sweep ages resume points by it
+        resume_points.submit(step, finished, {"step": step, "wandb_id": wandb_id, "saved_at": time.time()})
+        self.save_blocking.append(time.monotonic() - t0)
 
-    try:
-        with open(log_path, "a") as log_file:
-            for step in range(start, config.num_train_steps):
-                with sharding.set_mesh(loop.mesh):
-                    state, info = step_fn(train_rng, state, batch)
-                pending.append((step + 1, info))
-                last_step = step + 1 == config.num_train_steps
-                if not last_step:
-                    batch = next(batches)  # the step runs on the device meanwhile (JAX dispatches asynchronously)
-                kept = bool(keep_period) and (step + 1) % keep_period == 0 and not last_step
-                save = (step + 1) % config.save_interval == 0 or last_step or kept
-                if (step + 1) % config.log_interval == 0 or save:
-                    flush(log_file)
-                if val_batches and ((step + 1) % params.val_interval == 0 or last_step):
-                    validate(step + 1, log_file)
-                    t_mark = time.monotonic()  # validation time is not step time
-                if save:
-                    save_checkpoint(step + 1, kept)
-                    t_mark = time.monotonic()  # the save's blocking time is counted apart (save_blocking_s)
-    except BaseException:
-        with contextlib.suppress(Exception):  # the loop's own error is the one to report
-            resume_points.close()
-        raise
-    resume_points.close()  # the final checkpoint must be complete before it is copied; a failed upload raises
-    with sharding.set_mesh(loop.mesh):
-        final_probe = float(jax.device_get(probe_fn(state, probe_batch)))
-    log.info(f"[train] probe loss of the final weights: {final_probe:.4f} (initial {init_probe:.4f})")
-    if wandb_run is not None:
-        wandb_run.summary.update({"probe_loss_initial": init_probe, "probe_loss_final": final_probe})
-        wandb_run.finish()
-    final = ckpt_dir / str(config.num_train_steps)
-    shutil.copytree(final, out / "checkpoint", ignore=shutil.ignore_patterns("train_log.jsonl"))
-    candidates = candidate_steps(params, config.num_train_steps)
-    for s in candidates:  # the ones kept before an earlier attempt died come from its resume points (checked above)
-        if not (out / CANDIDATES / str(s)).is_dir():
-            restored = store.get_tree(f"{progress_uri}/{s}", scratch / "kept" / str(s), skip=("train_state",))
-            keep_candidate(restored, out, s)
-            shutil.rmtree(restored)
-    records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "loss" in r]
-    val_records = [r for r in (json.loads(line) for line in log_path.read_text().splitlines()) if "val_loss" in r]
-    # The first interval of an attempt includes jit compilation: throughput is measured after it.
-    steady = intervals[1:]
-    steady_steps, steady_s = sum(n for n, _ in steady), sum(s for _, s in steady)
-    summary = {
-        "config_name": config.name,
-        "model": params.model,
-        "preset": params.preset,
-        "normalization": "quantile (q01/q99)" if uses_quantile_norm(config.model) else "z-score (mean/std)",
-        "steps": config.num_train_steps,
-        "steps_source": params.steps_source(frames),
-        "train_frames": frames,
-        "epochs": round(config.num_train_steps * config.batch_size / frames, 2),
-        "batch_size": config.batch_size,
-        "action_horizon": params.action_horizon,
-        "learning_rate": config.lr_schedule.peak_lr,
-        "warmup_steps": config.lr_schedule.warmup_steps,
-        "decay_steps": config.lr_schedule.decay_steps,
-        "decay_lr": config.lr_schedule.decay_lr,
-        "vision_tower": vision_variant(config.model),
-        "ema_decay": config.ema_decay,
-        "init": init,
-        "from_scratch": not init_weights,
-        "init_weights": init_weights or None,
-        "resumed_from_step": resume_step,
-        # What the initial weights filled in (None when this attempt resumed: its weights came from the checkpoint).
-        "weights_loaded": loop.weights_loaded,
-        "final_loss": records[-1]["loss"] if records else None,
-        "probe_loss_initial": round(init_probe, 6),
-        "probe_loss_final": round(final_probe, 6),
-        "val_loss_final": val_records[-1]["val_loss"] if val_records else None,
-        "val_loss_best": min(r["val_loss"] for r in val_records) if val_records else None,
-        "val_loss_best_step": min(val_records, key=lambda r: r["val_loss"])["step"] if val_records else None,
-        "val_frames": len(val_batches) * config.batch_size if val_batches else 0,
-        "first_interval_s": round(intervals[0][1], 3) if intervals else None,
-        "steps_per_second": round(steady_steps / steady_s, 3) if steady_s > 0 else None,
-        "median_step_s": round(float(np.median([s / n for n, s in steady] or [s / n for n, s in intervals])), 4)
-        if intervals
-        else None,
-        "peak_rss_mb": round(peak_rss_mb()),
-        # What saving cost the loop: the median seconds it stood still per save, and the total time it waited for an
-        # earlier upload to finish (the part of the uploads that was not hidden behind training steps).
-        "save_blocking_s": round(float(np.median(save_blocking)), 3) if save_blocking else None,
-        "upload_wait_s": round(resume_points.waited_s, 3),
-        "resume_point_uploads": resume_points.uploaded,
-        "upload_inline": params.upload_inline,
-        "checkpoint_mb": round(dir_size_mb(out / "checkpoint"), 1),
-        "keep_period": keep_period,
-        "checkpoint_steps": [*candidates, config.num_train_steps],
-        "device": jax.devices()[0].device_kind,
-        "dataset_repo_id": repo_id,
-    }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    def finish(self, store: ArtifactStore, progress_uri: str) -> None:
+        """The final probe; the final checkpoint and every kept one into the artifact (the ones kept before an earlier
+        attempt died come from its resume points, checked when it resumed)."""
+        self.final_probe = self.probe(self.probe_batch)
+        log.info(f"[train] probe loss of the final weights: {self.final_probe:.4f} (initial {self.init_probe:.4f})")
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update({"probe_loss_initial": self.init_probe, "probe_loss_final": self.final_probe})
+            self.wandb_run.finish()
+        final = self.ckpt_dir / str(self.config.num_train_steps)
+        shutil.copytree(final, self.out / "checkpoint", ignore=shutil.ignore_patterns("train_log.jsonl"))
+        scratch = self.out.parent
+        for s in candidate_steps(self.params, self.config.num_train_steps):
+            if not (self.out / CANDIDATES / str(s)).is_dir():
+                restored = store.get_tree(f"{progress_uri}/{s}", scratch / "kept" / str(s), skip=("train_state",))
+                keep_candidate(restored, self.out, s)
+                shutil.rmtree(restored)
+
+    def summary(self, init_weights: str, resume_points: ResumePoints) -> dict[str, Any]:
+        """train_summary.json: what was trained, how, how fast, and what it cost (also the artifact's metrics)."""
+        import jax
+        import numpy as np
+
+        from tasks.policy.configs import uses_quantile_norm
+        from tasks.policy.tiny_model import vision_variant
+
+        config, params, setup = self.config, self.params, self.setup
+        lines = [json.loads(line) for line in self.log_path.read_text().splitlines()]
+        records = [r for r in lines if "loss" in r]
+        val_records = [r for r in lines if "val_loss" in r]
+        # The first interval of an attempt includes jit compilation: throughput is measured after it.
+        intervals = self.intervals
+        steady = intervals[1:]
+        steady_steps, steady_s = sum(n for n, _ in steady), sum(s for _, s in steady)
+        candidates = candidate_steps(params, config.num_train_steps)
+        return {
+            "config_name": config.name,
+            "model": params.model,
+            "preset": params.preset,
+            "normalization": "quantile (q01/q99)" if uses_quantile_norm(config.model) else "z-score (mean/std)",
+            "steps": config.num_train_steps,
+            "steps_source": params.steps_source(setup.frames),
+            "train_frames": setup.frames,
+            "epochs": round(config.num_train_steps * config.batch_size / setup.frames, 2),
+            "batch_size": config.batch_size,
+            "action_horizon": params.action_horizon,
+            "learning_rate": config.lr_schedule.peak_lr,
+            "warmup_steps": config.lr_schedule.warmup_steps,
+            "decay_steps": config.lr_schedule.decay_steps,
+            "decay_lr": config.lr_schedule.decay_lr,
+            "vision_tower": vision_variant(config.model),
+            "ema_decay": config.ema_decay,
+            "init": setup.init,
+            "from_scratch": not init_weights,
+            "init_weights": init_weights or None,
+            "resumed_from_step": self.resume.step,
+            # What the initial weights filled in (None when this attempt resumed: its weights came from the checkpoint).
+            "weights_loaded": self.loop.weights_loaded,
+            "final_loss": records[-1]["loss"] if records else None,
+            "probe_loss_initial": round(self.init_probe, 6),
+            "probe_loss_final": round(self.final_probe, 6) if self.final_probe is not None else None,
+            "val_loss_final": val_records[-1]["val_loss"] if val_records else None,
+            "val_loss_best": min(r["val_loss"] for r in val_records) if val_records else None,
+            "val_loss_best_step": min(val_records, key=lambda r: r["val_loss"])["step"] if val_records else None,
+            "val_frames": len(self.val_batches) * config.batch_size if self.val_batches else 0,
+            "first_interval_s": round(intervals[0][1], 3) if intervals else None,
+            "steps_per_second": round(steady_steps / steady_s, 3) if steady_s > 0 else None,
+            "median_step_s": round(float(np.median([s / n for n, s in steady] or [s / n for n, s in intervals])), 4)
+            if intervals
+            else None,
+            "peak_rss_mb": round(peak_rss_mb()),
+            # What saving cost the loop: the median seconds it stood still per save, and the total time it waited for
+            # an earlier upload to finish (the part of the uploads that was not hidden behind training steps).
+            "save_blocking_s": round(float(np.median(self.save_blocking)), 3) if self.save_blocking else None,
+            "upload_wait_s": round(resume_points.waited_s, 3),
+            "resume_point_uploads": resume_points.uploaded,
+            "upload_inline": params.upload_inline,
+            "checkpoint_mb": round(dir_size_mb(self.out / "checkpoint"), 1),
+            "keep_period": setup.keep_period,
+            "checkpoint_steps": [*candidates, config.num_train_steps],
+            "device": jax.devices()[0].device_kind,
+            "dataset_repo_id": setup.repo_id,
+        }
 
 
 def keep_candidate(saved: Path, out: Path, step: int) -> None:

@@ -454,137 +454,23 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         check_seeds_disjoint(protocol.seeds, sources.demo_seeds)
 
     def build(out: Path) -> dict:
-        from tasks.core import report
-
         cache = out.parent / "inputs"
         _, train_dir = store.fetch(checkpoint, cache, only=checkpoint_files(folder))
         _, holdout_dir = store.fetch(holdout, cache)
-        horizon = int(train_manifest.params["action_horizon"])
-        harness: dict[str, Any] | None = None
-        cl_episodes, rollout_frames = [], []
-        n_envs = min(params.envs or auto_env_count(params.episodes), max(params.episodes, 1))
-        rollout_s = 0.0
-        envs = None
-        if params.episodes:
-            demo_actions = holdout_demo_actions(holdout_dir, sources)
-            longest_oracle = max(len(a) for a in demo_actions)
-            envs = open_envs(n_envs, spec.env_id, protocol.env_kwargs, max(protocol.max_steps, longest_oracle), spec)
-        try:
-            if envs is not None and params.harness:  # the oracle first: a broken harness makes the rest meaningless
-                harness = harness_check(
-                    spec, envs, sources, demo_actions, horizon, protocol.execute_steps, params.oracle_episodes
-                )
-                log.info(
-                    f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
-                    f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})"
-                )
-            policy, _ = load_policy(spec, train_manifest, train_dir / folder)
-            ol = open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames)
-            if envs is not None:
-                batched = BatchedPolicy(policy, envs.size)
-                t_rollout = time.monotonic()
-                cl_episodes = run_episodes(
-                    envs,
-                    lambda _, inputs: batched(inputs),
-                    spec,
-                    [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
-                    protocol.execute_steps,
-                    rollout_frames,
-                    on_episode=EpisodeProgress(params.episodes, t_rollout),
-                )
-                rollout_s = time.monotonic() - t_rollout
-                log.info(f"[verify] {len(cl_episodes)} closed-loop episodes on {envs.size} env(s) in {rollout_s:.0f} s")
-        finally:
-            if envs is not None:
-                envs.close()
-        m = ol["metrics"]
-        closed = summarize(cl_episodes)
-        checks = {"shape_ok": m["shape_ok"], "finite": m["finite"]}
-        thresholds = []
-        if harness is not None:
-            checks["harness_ok"] = harness["ok"]
-        if params.max_action_mae:
-            checks["action_mae_ok"] = m.get("action_mae", float("inf")) <= params.max_action_mae
-            thresholds.append("action_mae_ok")
-        if params.min_success_rate and params.episodes:
-            checks["success_rate_ok"] = (closed["success_rate"] or 0.0) >= params.min_success_rate
-            thresholds.append("success_rate_ok")
-        verdict, reason = verdict_of(checks, thresholds, params.episodes)
-        metrics = {
-            "verdict": verdict,
-            "verdict_reason": reason,
-            "checks": checks,
-            "thresholds": {
-                "max_action_mae": params.max_action_mae or None,
-                "min_success_rate": params.min_success_rate or None,
-            },
-            **m,
-            **closed,
-            "eval_envs": n_envs if params.episodes else 0,
-            "closed_loop_seconds": round(rollout_s, 2),
-            "episodes_per_minute": round(60 * len(cl_episodes) / rollout_s, 2) if rollout_s else None,
-            "protocol": protocol.to_dict(),
-            "harness": {k: v for k, v in (harness or {}).items() if k != "per_episode"} or None,
-            "longest_training_episode": sources.longest_training_episode,
-            "holdout_is_training_data": holdout_is_training_data,
-            "train": {
-                k: train_manifest.metrics.get(k)
-                for k in (
-                    "model",
-                    "preset",
-                    "normalization",
-                    "steps",
-                    "steps_source",
-                    "epochs",
-                    "final_loss",
-                    "val_loss_final",
-                    "batch_size",
-                    "learning_rate",
-                    "warmup_steps",
-                    "decay_steps",
-                    "vision_tower",
-                    "init",
-                    "weights_loaded",
-                )
-            },
-            "lineage": {
-                "checkpoint": checkpoint,
-                "step": step or None,
-                "checkpoint_ref": checkpoint_ref(checkpoint, step),
-                "holdout": holdout,
-                "train_parents": list(train_manifest.parents),
-            },
+        evaluation = evaluate(spec, params, protocol, sources, train_manifest, train_dir / folder, holdout_dir)
+        metrics = verification_metrics(params, evaluation, protocol, sources, train_manifest)
+        metrics["holdout_is_training_data"] = holdout_is_training_data
+        metrics["lineage"] = {
+            "checkpoint": checkpoint,
+            "step": step or None,
+            "checkpoint_ref": checkpoint_ref(checkpoint, step),
+            "holdout": holdout,
+            "train_parents": list(train_manifest.parents),
         }
         metrics["checkpoint_step"] = step or final_step(train_manifest)
         metrics["val_loss_at_step"] = val_loss_at(train_dir / "train_log.jsonl", metrics["checkpoint_step"])
-        (out / "metrics.json").write_text(
-            json.dumps(
-                {
-                    **metrics,
-                    "closed_loop_episodes": cl_episodes,
-                    "harness_episodes": (harness or {}).get("per_episode", []),
-                },
-                indent=2,
-            )
-        )
-        train_log = (
-            (train_dir / "train_log.jsonl").read_text().splitlines()
-            if (train_dir / "train_log.jsonl").is_file()
-            else []
-        )
-        report.write_report(
-            out / "report.html",
-            spec=spec,
-            metrics=metrics,
-            losses=[json.loads(x) for x in train_log],
-            predicted=ol["predicted"],
-            demonstrated=ol["demonstrated"],
-            samples=ol["samples"],
-            rollout_frames=rollout_frames,
-            episodes=cl_episodes,
-            harness_episodes=(harness or {}).get("per_episode", []),
-        )
-        log.info(f"[verify] verification {verdict.upper()}: {reason}")
+        write_outputs(out, spec, metrics, evaluation, train_dir / "train_log.jsonl")
+        log.info(f"[verify] verification {metrics['verdict'].upper()}: {metrics['verdict_reason']}")
         return metrics
 
     key = {
@@ -600,6 +486,158 @@ def verify(params: VerifyParams, root: str, checkpoint: str, holdout: str) -> St
         params=key,
         parents=[train_manifest, holdout_manifest],
         build=build,
+    )
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What `evaluate` measured: the harness check, the open-loop figures, the closed-loop episodes."""
+
+    open_loop: dict[str, Any]  # `open_loop`'s result: metrics, predicted and demonstrated chunks, sample frames
+    harness: dict[str, Any] | None = None  # the oracle's replay of the held-out demos (None: not run)
+    episodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # closed-loop, in seed order
+    rollout_frames: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the first episode's first frames
+    envs: int = 0  # closed-loop envs stepped together
+    rollout_s: float = 0.0
+
+
+def evaluate(
+    spec, params: VerifyParams, protocol, sources, train_manifest: Manifest, checkpoint_dir: Path, holdout_dir: Path
+) -> Evaluation:
+    """The harness check (the oracle first: a broken harness makes the rest meaningless), then the policy open loop
+    on held-out frames and closed loop on the protocol's seeds, in envs opened once for both."""
+    horizon = int(train_manifest.params["action_horizon"])
+    envs, demo_actions = None, []
+    n_envs = min(params.envs or auto_env_count(params.episodes), max(params.episodes, 1))
+    if params.episodes:
+        demo_actions = holdout_demo_actions(holdout_dir, sources)
+        longest_oracle = max(len(a) for a in demo_actions)
+        envs = open_envs(n_envs, spec.env_id, protocol.env_kwargs, max(protocol.max_steps, longest_oracle), spec)
+    try:
+        harness = None
+        if envs is not None and params.harness:
+            harness = harness_check(
+                spec, envs, sources, demo_actions, horizon, protocol.execute_steps, params.oracle_episodes
+            )
+            log.info(
+                f"[verify] harness check: the oracle replayed {harness['episodes']} held-out demos, "
+                f"{harness['success_at_end_rate']:.0%} succeeded (bar {harness['bar']:.0%})"
+            )
+        policy, _ = load_policy(spec, train_manifest, checkpoint_dir)
+        evaluation = Evaluation(
+            open_loop(policy, spec, holdout_dir, horizon, params.holdout_frames), harness, envs=n_envs
+        )
+        if envs is not None:
+            batched = BatchedPolicy(policy, envs.size)
+            t0 = time.monotonic()
+            evaluation.episodes = run_episodes(
+                envs,
+                lambda _, inputs: batched(inputs),
+                spec,
+                [Episode(seed, protocol.max_steps) for seed in protocol.seeds],
+                protocol.execute_steps,
+                evaluation.rollout_frames,
+                on_episode=EpisodeProgress(params.episodes, t0),
+            )
+            evaluation.rollout_s = time.monotonic() - t0
+            log.info(
+                f"[verify] {len(evaluation.episodes)} closed-loop episodes on {envs.size} env(s) in "
+                f"{evaluation.rollout_s:.0f} s"
+            )
+    finally:
+        if envs is not None:
+            envs.close()
+    return evaluation
+
+
+def judge(params: VerifyParams, open_loop_metrics: dict, closed: dict, harness: dict | None) -> dict[str, Any]:
+    """The checks, which of them are thresholds the run set, and the verdict they give, with its reason."""
+    checks = {"shape_ok": open_loop_metrics["shape_ok"], "finite": open_loop_metrics["finite"]}
+    thresholds = []
+    if harness is not None:
+        checks["harness_ok"] = harness["ok"]
+    if params.max_action_mae:
+        checks["action_mae_ok"] = open_loop_metrics.get("action_mae", float("inf")) <= params.max_action_mae
+        thresholds.append("action_mae_ok")
+    if params.min_success_rate and params.episodes:
+        checks["success_rate_ok"] = (closed["success_rate"] or 0.0) >= params.min_success_rate
+        thresholds.append("success_rate_ok")
+    verdict, reason = verdict_of(checks, thresholds, params.episodes)
+    return {
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "checks": checks,
+        "thresholds": {
+            "max_action_mae": params.max_action_mae or None,
+            "min_success_rate": params.min_success_rate or None,
+        },
+    }
+
+
+# The training figures a verification carries (and its report shows) beside its own.
+TRAIN_FIGURES = (
+    "model",
+    "preset",
+    "normalization",
+    "steps",
+    "steps_source",
+    "epochs",
+    "final_loss",
+    "val_loss_final",
+    "batch_size",
+    "learning_rate",
+    "warmup_steps",
+    "decay_steps",
+    "vision_tower",
+    "init",
+    "weights_loaded",
+)
+
+
+def verification_metrics(
+    params: VerifyParams, evaluation: Evaluation, protocol, sources, train_manifest: Manifest
+) -> dict[str, Any]:
+    """The verification's metrics: verdict, open-loop and closed-loop figures, protocol, harness, training."""
+    closed = summarize(evaluation.episodes)
+    harness = evaluation.harness
+    return {
+        **judge(params, evaluation.open_loop["metrics"], closed, harness),
+        **evaluation.open_loop["metrics"],
+        **closed,
+        "eval_envs": evaluation.envs if params.episodes else 0,
+        "closed_loop_seconds": round(evaluation.rollout_s, 2),
+        "episodes_per_minute": round(60 * len(evaluation.episodes) / evaluation.rollout_s, 2)
+        if evaluation.rollout_s
+        else None,
+        "protocol": protocol.to_dict(),
+        "harness": {k: v for k, v in (harness or {}).items() if k != "per_episode"} or None,
+        "longest_training_episode": sources.longest_training_episode,
+        "train": {k: train_manifest.metrics.get(k) for k in TRAIN_FIGURES},
+    }
+
+
+def write_outputs(out: Path, spec, metrics: dict, evaluation: Evaluation, train_log: Path) -> None:
+    """metrics.json (with every episode) and report.html (frames, loss curves, actions, episodes, lineage)."""
+    from tasks.core import report
+
+    harness_episodes = (evaluation.harness or {}).get("per_episode", [])
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {**metrics, "closed_loop_episodes": evaluation.episodes, "harness_episodes": harness_episodes}, indent=2
+        )
+    )
+    lines = train_log.read_text().splitlines() if train_log.is_file() else []
+    report.write_report(
+        out / "report.html",
+        spec=spec,
+        metrics=metrics,
+        losses=[json.loads(x) for x in lines],
+        predicted=evaluation.open_loop["predicted"],
+        demonstrated=evaluation.open_loop["demonstrated"],
+        samples=evaluation.open_loop["samples"],
+        rollout_frames=evaluation.rollout_frames,
+        episodes=evaluation.episodes,
+        harness_episodes=harness_episodes,
     )
 
 

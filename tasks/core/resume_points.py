@@ -15,6 +15,7 @@ flight: the next save first waits for the previous one, and a failed upload fail
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -81,6 +82,18 @@ class ResumePoints:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ResumePoints:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Waits for the last upload: the final checkpoint must be complete before the artifact copies it, and its
+        failure fails the run. When the loop itself failed, that error is the one reported."""
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _upload(self, step: int, finished: Callable[[], Path], marker: dict[str, Any]) -> None:
         directory = finished()
