@@ -32,7 +32,7 @@ def test_without_a_gpu_the_check_refuses_and_says_why():
 
 def test_the_cpu_dry_run_trains_from_a_locally_saved_base_checkpoint_and_evaluates(tmp_path):
     out = tmp_path / "gpu_check.json"
-    done = run_check("--cpu-dry-run", "--out", str(out), "--work", str(tmp_path / "work"), "--demos", "1")
+    done = run_check("--cpu-dry-run", "--out", str(out), "--work", str(tmp_path / "work"), "--demos", "2")
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     figures = json.loads(out.read_text())
     assert figures["backend"] == "cpu" and figures["preset"] == "tiny"
@@ -43,6 +43,6 @@ def test_the_cpu_dry_run_trains_from_a_locally_saved_base_checkpoint_and_evaluat
     assert figures["render"]["cpu"]["frames"] > 0 and figures["render"]["cpu"]["frames_per_second"] > 0
     train = figures["train"]
     # the base checkpoint went through openpi's CheckpointWeightLoader: every array of the model loaded from it
-    assert train["weights_loaded"]["arrays_loaded"] > 100 and train["weights_loaded"]["arrays_initialised"] == 0
+    assert train["weights_loaded"]["arrays_loaded"] > 20 and train["weights_loaded"]["arrays_initialised"] == 0
     assert train["steps"] == 2 and train["resume_point_uploads"] and train["save_blocking_s"] is not None
     assert figures["eval"]["episodes"] == 2 and figures["eval"]["episodes_per_minute"] > 0

@@ -196,6 +196,11 @@ def test_the_run_succeeds_with_gpu_tasks_on_the_gpu_worker_and_every_stage_on_s3
     assert len(json.dumps(xcom)) < 10_000 and f"s3://{BUCKET}/runs" in json.dumps(xcom)
     # training logged to W&B (offline run, published inside the train artifact)
     assert any(k.startswith("runs/PickCube-v1/train/") and k.endswith(".wandb") for k in keys), keys
+    # the first batch's camera views, as openpi logs them at step 0 (the model's inputs after every transform)
+    assert any(
+        k.startswith("runs/PickCube-v1/train/") and "/media/images/camera_views" in k and k.endswith(".png")
+        for k in keys
+    ), keys
 
 
 def test_no_credentials_in_logs_xcom_or_manifests(deployment, faulted_run):

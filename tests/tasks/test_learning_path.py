@@ -1,6 +1,6 @@
 """The learning path, checked on a policy that has learned something: what training fits is what inference executes.
 
-A tiny pi0 is trained briefly on two PickCube demos. Then the eval env is reset from each demo's own seed and driven
+A tiny pi0 is trained briefly on one PickCube demo. Then the eval env is reset from the demo's own seed and driven
 with the demo's own actions (the harness check's oracle); at every replanning point (verify's interval) the policy,
 loaded as verify loads it, is asked for a chunk from the env's real observation. Those chunks must match the demo's
 next actions: within a bound derived from the fit (the same policy's error on the same frames read from the dataset
@@ -35,9 +35,9 @@ ENV_ID = "PickCube-v1"
 HORIZON = 10
 EXECUTE = 5  # verify's replan interval for this horizon (half of it)
 SHIFTS = (-1, 0, 1)
-# The fit, chosen by measurement (docs/benchmarks.md, "Learning-path self-test"): on these two demos 1200 steps at
-# batch 8 and peak LR 3e-3 fit the chunks to 0.12 std (averaged over SAMPLES draws), against 0.15 one step early or
-# late; 600 steps at 1e-2 left 0.18 against 0.19-0.20, too close to call.
+# The fit, chosen by measurement (docs/benchmarks.md, "Learning-path self-test"): on one demo 800 steps at batch 8 and
+# peak LR 3e-3 fit the chunks to 0.146 std (averaged over SAMPLES draws), against 0.172 one step late and 0.198 one
+# step early; 600 steps left 0.184 against 0.200, too close to call. (Two demos needed 1200 steps for 0.123.)
 STEPS, BATCH, LR = 800, 8, 3e-3
 DEMOS = 1
 # Flow-matching draws asked per replanning point and averaged: the measure is the policy's mean chunk, so that the

@@ -104,8 +104,6 @@ def test_tiny_preset_trains_and_uploads_an_openpi_checkpoint(trained, data):
     train_log = [r for r in log if "loss" in r]
     assert [r["step"] for r in train_log] == [1, 2] and all(np.isfinite(r["loss"]) for r in train_log)
     assert all(r["param_norm"] > 0 for r in train_log)  # openpi's weight-matrix norm, beside loss and grad norm
-    # W&B (offline, published with the checkpoint): the first batch's camera views, as openpi logs them
-    assert any("/media/images/camera_views" in k and k.endswith(".png") for k in keys), sorted(keys)
     # the held-out validation loss, every val_interval steps, beside the training loss
     val_log = [r for r in log if "val_loss" in r]
     assert [r["step"] for r in val_log] == [1, 2] and all(
@@ -371,8 +369,10 @@ def test_a_run_warm_started_from_a_checkpoint_starts_from_its_weights(trained, d
     m = warm.metrics
     assert not warm.cache_hit and not m["from_scratch"] and m["init"] == f"warm start from {trained.uri}"
     # what was loaded, exactly: every array of the tiny model from the parent, none left at random (a scratch run: none)
-    assert m["weights_loaded"]["arrays_loaded"] > 100 and m["weights_loaded"]["arrays_initialised"] == 0
-    assert first["weights_loaded"]["arrays_loaded"] == 0 and first["weights_loaded"]["arrays_initialised"] > 100
+    loaded, scratch = m["weights_loaded"], first["weights_loaded"]
+    assert loaded["arrays_loaded"] > 20 and loaded["arrays_initialised"] == 0
+    assert scratch["arrays_loaded"] == 0 and scratch["arrays_initialised"] == loaded["arrays_loaded"]
+    assert scratch["values_initialised"] == loaded["values_loaded"] > 1_000_000
     assert m["probe_loss_initial"] == pytest.approx(first["probe_loss_final"], rel=1e-4, abs=1e-5)
     assert abs(m["probe_loss_initial"] - first["probe_loss_initial"]) > 1e-3  # not the random-init loss
     store = ArtifactStore(data["root"])
