@@ -65,14 +65,14 @@ def require_gpu(args: GpuCheckArgs) -> str:
 
 def production_configs() -> dict:
     """lora and full as the production profile resolves them, with their checkpoint sizes (shapes only)."""
-    from bench.bench_checkpoints import checkpoint_bytes
+    from bench.bench_checkpoints import PRODUCTION_FRAMES, checkpoint_bytes
     from tasks.core.run_config import RunConfig
     from tasks.train import openpi_train_config
 
     figures = {}
     for preset in ("lora", "full"):
         params = RunConfig.build({"preset": preset}, profile="production").train_params()
-        config = openpi_train_config(params, frames=14_000)
+        config = openpi_train_config(params, frames=PRODUCTION_FRAMES)
         size = checkpoint_bytes(preset)
         figures[preset] = {
             "config": config.name,
@@ -209,7 +209,9 @@ def evaluate(args: GpuCheckArgs, root: str, data: dict, checkpoint: str) -> dict
 def main(args: GpuCheckArgs) -> dict:
     t0 = time.monotonic()
     backend = require_gpu(args)
-    os.environ["PIPELINE_STAND_IN_TOKENIZER_FOR_RANDOM_WEIGHTS"] = "1"  # random weights: token ids mean nothing
+    from tasks.policy.tokenizer import STAND_IN_FOR_RANDOM_WEIGHTS_ENV
+
+    os.environ[STAND_IN_FOR_RANDOM_WEIGHTS_ENV] = "1"  # random weights: token ids mean nothing
     args.work.mkdir(parents=True, exist_ok=True)
     root = f"file://{args.work.resolve()}/store"
     preset = "tiny" if args.cpu_dry_run else "lora"
